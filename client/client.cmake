@@ -1,0 +1,13 @@
+# client/client.cmake: the inference client `inflash` (issue 4): weight
+# source (mount or store), model, sampling, command line. Its pieces other
+# than main.c form inflash_client, which the tests and later tools link.
+add_library(inflash_client STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/source.c
+  ${CMAKE_CURRENT_LIST_DIR}/model.c
+  ${CMAKE_CURRENT_LIST_DIR}/sample.c
+)
+target_include_directories(inflash_client PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(inflash_client PUBLIC inflash_layout PkgConfig::OPENBLAS Threads::Threads m)
+
+add_executable(inflash ${CMAKE_CURRENT_LIST_DIR}/main.c)
+target_link_libraries(inflash PRIVATE inflash_client inflash_tok PkgConfig::OPENBLAS Threads::Threads m)

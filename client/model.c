@@ -1,0 +1,547 @@
+/* model.c: the forward pass of the inflash client (model.h): weights
+ * loaded through the source, batched attention with a KV cache, the dense
+ * bundle-layout FFN, and the small kernels they use. */
+#include "model.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "model.c reads little-endian f32 store data in place"
+#endif
+
+#define MODEL_DEFAULT_BATCH   128
+#define MODEL_FFN_BLOCK_BYTES (16u << 20)   /* store bytes per dense FFN read */
+
+/* ---- kernels ------------------------------------------------------------ */
+
+void model_layernorm(float *out, const float *x, const float *w, const float *b, int64_t d, double eps)
+{
+    double mean = 0.0, var = 0.0;
+    for (int64_t i = 0; i < d; i++)
+        mean += x[i];
+    mean /= (double)d;
+    for (int64_t i = 0; i < d; i++) {
+        double t = x[i] - mean;
+        var += t * t;
+    }
+    var /= (double)d;
+    double inv = 1.0 / sqrt(var + eps);
+    for (int64_t i = 0; i < d; i++) {
+        float v = (float)((x[i] - mean) * inv) * w[i];
+        out[i] = b ? v + b[i] : v;
+    }
+}
+
+void model_rmsnorm(float *out, const float *x, const float *w, int64_t d, double eps)
+{
+    double ss = 0.0;
+    for (int64_t i = 0; i < d; i++)
+        ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+    for (int64_t i = 0; i < d; i++)
+        out[i] = w[i] * (x[i] * inv);
+}
+
+void model_rope_table(int64_t pos, int64_t head_dim, double theta, float *cos_t, float *sin_t)
+{
+    for (int64_t i = 0; i < head_dim / 2; i++) {
+        double inv_freq = 1.0 / pow(theta, (double)(2 * i) / (double)head_dim);
+        double a = (double)pos * inv_freq;
+        cos_t[i] = (float)cos(a);
+        sin_t[i] = (float)sin(a);
+    }
+}
+
+void model_rope(float *vec, int64_t n_heads, int64_t head_dim, const float *cos_t, const float *sin_t)
+{
+    int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *v = vec + h * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            float x0 = v[i], x1 = v[i + half];
+            v[i] = x0 * cos_t[i] - x1 * sin_t[i];
+            v[i + half] = x1 * cos_t[i] + x0 * sin_t[i];
+        }
+    }
+}
+
+void model_softmax(float *x, int64_t n)
+{
+    if (n <= 0)
+        return;
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+static inline float act_apply(hp_act a, float v)
+{
+    if (a == HP_RELU)
+        return v > 0.0f ? v : 0.0f;
+    return v / (1.0f + expf(-v));   /* silu */
+}
+
+void model_ffn_bundles(const float *w, int64_t nb, int64_t d, int gated, hp_act act,
+                       const float *b_up, const float *b_gate, const float *x, int64_t n,
+                       float *pre, float *gpre, int64_t ldp, float *actbuf, float *y)
+{
+    int64_t bl = (gated ? 3 : 2) * d;
+    const float *up = w, *gate = w + d, *down = w + (gated ? 2 : 1) * d;
+    if (nb <= 0 || n <= 0)
+        return;
+    if (n == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)d, 1.0f, up, (int)bl, x, 1, 0.0f, pre, 1);
+        if (gated)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)d, 1.0f, gate, (int)bl, x, 1, 0.0f, gpre, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nb, (int)d, 1.0f, x, (int)d, up,
+                    (int)bl, 0.0f, pre, (int)ldp);
+        if (gated)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nb, (int)d, 1.0f, x, (int)d, gate,
+                        (int)bl, 0.0f, gpre, (int)ldp);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float *p = pre + i * ldp, *g = gated ? gpre + i * ldp : NULL, *a = actbuf + i * nb;
+        for (int64_t j = 0; j < nb; j++) {
+            if (b_up)
+                p[j] += b_up[j];
+            if (gated) {
+                if (b_gate)
+                    g[j] += b_gate[j];
+                a[j] = act_apply(act, g[j]) * p[j];
+            } else {
+                a[j] = act_apply(act, p[j]);
+            }
+        }
+    }
+    if (n == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)nb, (int)d, 1.0f, down, (int)bl, actbuf, 1, 1.0f, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)nb, 1.0f, actbuf, (int)nb,
+                    down, (int)bl, 1.0f, y, (int)d);
+}
+
+/* out[n][outd] = x[n][in] . w[outd][in]^T (+ b[outd]) */
+static void matmul(float *out, const float *x, const float *w, const float *b, int64_t n, int64_t in, int64_t outd)
+{
+    if (n == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)outd, (int)in, 1.0f, w, (int)in, x, 1, 0.0f, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)outd, (int)in, 1.0f, x, (int)in, w,
+                    (int)in, 0.0f, out, (int)outd);
+    if (b)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < outd; j++)
+                out[i * outd + j] += b[j];
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+/* Allocate count floats (zeroed), counted in m->resident_bytes. */
+static int alloc_f32(model *m, float **p, int64_t count, const char *what, ierr *err)
+{
+    *p = NULL;
+    if (count <= 0)
+        return 0;
+    *p = calloc((size_t)count, sizeof(float));
+    if (!*p)
+        return ierr_set(err, -ENOMEM, "out of memory for %s (%lld floats)", what, (long long)count);
+    m->resident_bytes += (uint64_t)count * sizeof(float);
+    return 0;
+}
+
+/* One tensor into a freshly allocated array. */
+static int load_one(model *m, float **dst, const char *name, int64_t numel, ierr *err)
+{
+    int rc = alloc_f32(m, dst, numel, name, err);
+    if (rc == 0)
+        rc = source_tensor_f32(m->src, name, *dst, numel, err);
+    return rc;
+}
+
+/* The tensor `fmt` (with %lld = layer) of every layer into one array of
+ * [n_layers][numel]. fmt NULL: not part of this family, left NULL. Optional
+ * tensors that layer 0 lacks are left NULL; then no layer may have one. */
+static int load_layers(model *m, float **dst, const char *fmt, int64_t numel, int required, ierr *err)
+{
+    char name[256];
+    *dst = NULL;
+    if (!fmt)
+        return 0;
+    snprintf(name, sizeof name, fmt, 0LL);
+    if (!required && !source_has_tensor(m->src, name))
+        return 0;
+    int rc = alloc_f32(m, dst, m->cfg.n_layers * numel, name, err);
+    for (int64_t l = 0; rc == 0 && l < m->cfg.n_layers; l++) {
+        snprintf(name, sizeof name, fmt, (long long)l);
+        rc = source_tensor_f32(m->src, name, *dst + l * numel, numel, err);
+    }
+    return rc;
+}
+
+/* Tensor names of one family (Hugging Face names as packed). */
+typedef struct {
+    const char *tok_emb, *pos_emb, *final_norm_w, *final_norm_b, *lm_head;
+    const char *attn_norm_w, *attn_norm_b, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
+    const char *ffn_norm_w, *ffn_norm_b, *b_up, *b_gate, *b_down;
+    int biases_required;   /* OPT: every bias is part of the model */
+} model_names;
+
+static const model_names NAMES_OPT = {
+    "model.decoder.embed_tokens.weight", "model.decoder.embed_positions.weight",
+    "model.decoder.final_layer_norm.weight", "model.decoder.final_layer_norm.bias", "lm_head.weight",
+    "model.decoder.layers.%lld.self_attn_layer_norm.weight", "model.decoder.layers.%lld.self_attn_layer_norm.bias",
+    "model.decoder.layers.%lld.self_attn.q_proj.weight", "model.decoder.layers.%lld.self_attn.k_proj.weight",
+    "model.decoder.layers.%lld.self_attn.v_proj.weight", "model.decoder.layers.%lld.self_attn.out_proj.weight",
+    "model.decoder.layers.%lld.self_attn.q_proj.bias", "model.decoder.layers.%lld.self_attn.k_proj.bias",
+    "model.decoder.layers.%lld.self_attn.v_proj.bias", "model.decoder.layers.%lld.self_attn.out_proj.bias",
+    "model.decoder.layers.%lld.final_layer_norm.weight", "model.decoder.layers.%lld.final_layer_norm.bias",
+    "model.decoder.layers.%lld.fc1.bias", NULL, "model.decoder.layers.%lld.fc2.bias",
+    1,
+};
+
+static const model_names NAMES_LLAMA = {
+    "model.embed_tokens.weight", NULL, "model.norm.weight", NULL, "lm_head.weight",
+    "model.layers.%lld.input_layernorm.weight", NULL,
+    "model.layers.%lld.self_attn.q_proj.weight", "model.layers.%lld.self_attn.k_proj.weight",
+    "model.layers.%lld.self_attn.v_proj.weight", "model.layers.%lld.self_attn.o_proj.weight",
+    "model.layers.%lld.self_attn.q_proj.bias", "model.layers.%lld.self_attn.k_proj.bias",
+    "model.layers.%lld.self_attn.v_proj.bias", "model.layers.%lld.self_attn.o_proj.bias",
+    "model.layers.%lld.post_attention_layernorm.weight", NULL,
+    "model.layers.%lld.mlp.up_proj.bias", "model.layers.%lld.mlp.gate_proj.bias",
+    "model.layers.%lld.mlp.down_proj.bias",
+    0,
+};
+
+static int load_weights(model *m, ierr *err)
+{
+    const hp_config *c = &m->cfg;
+    const model_names *nm = c->family == HP_OPT ? &NAMES_OPT : &NAMES_LLAMA;
+    model_weights *w = &m->w;
+    int64_t d = c->d_model;
+    int breq = nm->biases_required;
+    int rc = load_one(m, &w->tok_emb, nm->tok_emb, c->vocab_size * d, err);
+    if (rc == 0 && nm->pos_emb)
+        rc = load_one(m, &w->pos_emb, nm->pos_emb, (c->max_pos + c->pos_offset) * d, err);
+    if (rc == 0)
+        rc = load_one(m, &w->final_norm_w, nm->final_norm_w, d, err);
+    if (rc == 0 && nm->final_norm_b)
+        rc = load_one(m, &w->final_norm_b, nm->final_norm_b, d, err);
+    if (rc == 0) rc = load_layers(m, &w->attn_norm_w, nm->attn_norm_w, d, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->attn_norm_b, nm->attn_norm_b, d, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->wq, nm->wq, m->q_dim * d, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->wk, nm->wk, m->kv_dim * d, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->wv, nm->wv, m->kv_dim * d, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->wo, nm->wo, d * m->q_dim, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->bq, nm->bq, m->q_dim, breq, err);
+    if (rc == 0) rc = load_layers(m, &w->bk, nm->bk, m->kv_dim, breq, err);
+    if (rc == 0) rc = load_layers(m, &w->bv, nm->bv, m->kv_dim, breq, err);
+    if (rc == 0) rc = load_layers(m, &w->bo, nm->bo, d, breq, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_norm_w, nm->ffn_norm_w, d, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_norm_b, nm->ffn_norm_b, d, 1, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_b_up, nm->b_up, c->d_ffn, breq, err);
+    if (rc == 0 && c->gated) rc = load_layers(m, &w->ffn_b_gate, nm->b_gate, c->d_ffn, 0, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_b_down, nm->b_down, d, breq, err);
+    if (rc)
+        return rc;
+    /* q, k, v biases come together or not at all */
+    if (!w->bq != !w->bk || !w->bq != !w->bv)
+        return ierr_set(err, -EINVAL, "model: some but not all of the q/k/v projection biases are present");
+    if (c->tie_embeddings && !source_has_tensor(m->src, nm->lm_head)) {
+        w->lm_head = w->tok_emb;
+        return 0;
+    }
+    return load_one(m, &w->lm_head, nm->lm_head, c->vocab_size * d, err);
+}
+
+static int alloc_state(model *m, int64_t seq_len, int64_t max_batch, ierr *err)
+{
+    const hp_config *c = &m->cfg;
+    model_state *s = &m->s;
+    int64_t d = c->d_model, B = max_batch;
+    s->seq_len = seq_len;
+    s->max_batch = max_batch;
+    int64_t bb = source_bundle_bytes(m->src);
+    s->ffn_block = (int64_t)MODEL_FFN_BLOCK_BYTES / bb;
+    if (s->ffn_block < 1)
+        s->ffn_block = 1;
+    if (s->ffn_block > c->d_ffn)
+        s->ffn_block = c->d_ffn;
+    int rc = 0;
+    if (rc == 0) rc = alloc_f32(m, &s->x, B * d, "x", err);
+    if (rc == 0) rc = alloc_f32(m, &s->xb, B * d, "xb", err);
+    if (rc == 0) rc = alloc_f32(m, &s->xb2, B * d, "xb2", err);
+    if (rc == 0) rc = alloc_f32(m, &s->q, B * m->q_dim, "q", err);
+    if (rc == 0) rc = alloc_f32(m, &s->k, B * m->kv_dim, "k", err);
+    if (rc == 0) rc = alloc_f32(m, &s->v, B * m->kv_dim, "v", err);
+    if (rc == 0) rc = alloc_f32(m, &s->att_out, B * m->q_dim, "att_out", err);
+    if (rc == 0) rc = alloc_f32(m, &s->att, seq_len, "att", err);
+    if (rc == 0) rc = alloc_f32(m, &s->pre, B * c->d_ffn, "pre", err);
+    if (rc == 0 && c->gated) rc = alloc_f32(m, &s->gpre, B * c->d_ffn, "gpre", err);
+    if (rc == 0) rc = alloc_f32(m, &s->act, B * s->ffn_block, "act", err);
+    if (rc == 0) rc = alloc_f32(m, &s->ffn_w, s->ffn_block * m->bundle_len, "ffn block", err);
+    if (rc == 0) rc = alloc_f32(m, &s->key_cache, c->n_layers * seq_len * m->kv_dim, "key cache", err);
+    if (rc == 0) rc = alloc_f32(m, &s->value_cache, c->n_layers * seq_len * m->kv_dim, "value cache", err);
+    if (rc == 0 && source_dtype(m->src) != FMT_F32) {
+        size_t n = (size_t)s->ffn_block * (size_t)bb;
+        s->ffn_raw = malloc(n);
+        if (!s->ffn_raw)
+            return ierr_set(err, -ENOMEM, "out of memory for the FFN read buffer (%zu bytes)", n);
+        m->resident_bytes += n;
+    }
+    if (rc == 0 && c->family == HP_LLAMA) {
+        int64_t half = m->head_dim / 2;
+        rc = alloc_f32(m, &s->rope_cos, seq_len * half, "rope table", err);
+        if (rc == 0)
+            rc = alloc_f32(m, &s->rope_sin, seq_len * half, "rope table", err);
+        for (int64_t p = 0; rc == 0 && p < seq_len; p++)
+            model_rope_table(p, m->head_dim, c->rope_theta, s->rope_cos + p * half, s->rope_sin + p * half);
+    }
+    return rc;
+}
+
+int model_new(source *src, int64_t seq_len, int64_t max_batch, model **out, ierr *err)
+{
+    *out = NULL;
+    model *m = calloc(1, sizeof *m);
+    if (!m)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    m->src = src;
+    m->cfg = *source_hparams(src);
+    const hp_config *c = &m->cfg;
+    m->head_dim = hp_head_dim(c);
+    m->q_dim = c->n_heads * m->head_dim;
+    m->kv_dim = c->n_kv_heads * m->head_dim;
+    m->bundle_len = (c->gated ? 3 : 2) * c->d_model;
+    m->ffn = model_ffn_dense;
+    if (seq_len <= 0 || seq_len > c->max_pos)
+        seq_len = c->max_pos;
+    if (max_batch <= 0)
+        max_batch = MODEL_DEFAULT_BATCH;
+    if (max_batch > seq_len)
+        max_batch = seq_len;
+    int rc = load_weights(m, err);
+    if (rc == 0)
+        rc = alloc_state(m, seq_len, max_batch, err);
+    if (rc) {
+        model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void model_free(model *m)
+{
+    if (!m)
+        return;
+    model_weights *w = &m->w;
+    if (w->lm_head != w->tok_emb)
+        free(w->lm_head);
+    float *wp[] = {w->tok_emb, w->pos_emb, w->attn_norm_w, w->attn_norm_b, w->wq, w->wk, w->wv, w->wo,
+                   w->bq, w->bk, w->bv, w->bo, w->ffn_norm_w, w->ffn_norm_b, w->ffn_b_up, w->ffn_b_gate,
+                   w->ffn_b_down, w->final_norm_w, w->final_norm_b, w->ffn_resident};
+    for (size_t i = 0; i < sizeof wp / sizeof wp[0]; i++)
+        free(wp[i]);
+    model_state *s = &m->s;
+    float *sp[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att_out, s->att, s->pre, s->gpre, s->act,
+                   s->ffn_w, s->key_cache, s->value_cache, s->rope_cos, s->rope_sin};
+    for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++)
+        free(sp[i]);
+    free(s->ffn_raw);
+    free(m);
+}
+
+/* Read neurons [j0, j0+nb) of a layer as f32 bundles into dst [nb][bundle_len]. */
+static int read_bundles_f32(model *m, int64_t layer, int64_t j0, int64_t nb, float *dst, ierr *err)
+{
+    int64_t bb = source_bundle_bytes(m->src);
+    fmt_dtype dt = source_dtype(m->src);
+    size_t len = (size_t)nb * (size_t)bb;
+    void *buf = dt == FMT_F32 ? (void *)dst : m->s.ffn_raw;
+    uint64_t t0 = now_ns();
+    int rc = source_read_ffn(m->src, layer, (uint64_t)j0 * (uint64_t)bb, buf, len, err);
+    m->stats.io_ns += now_ns() - t0;
+    if (rc)
+        return rc;
+    m->stats.ffn_bytes_read += len;
+    m->stats.ffn_reads++;
+    if (dt != FMT_F32)
+        fmt_to_f32(dt, buf, dst, (size_t)(nb * m->bundle_len));
+    return 0;
+}
+
+int model_load_resident_ffn(model *m, ierr *err)
+{
+    const hp_config *c = &m->cfg;
+    if (m->w.ffn_resident)
+        return 0;
+    int64_t per_layer = c->d_ffn * m->bundle_len;
+    int rc = alloc_f32(m, &m->w.ffn_resident, c->n_layers * per_layer, "resident FFN", err);
+    for (int64_t l = 0; rc == 0 && l < c->n_layers; l++)
+        for (int64_t j = 0; rc == 0 && j < c->d_ffn; j += m->s.ffn_block) {
+            int64_t nb = c->d_ffn - j < m->s.ffn_block ? c->d_ffn - j : m->s.ffn_block;
+            rc = read_bundles_f32(m, l, j, nb, m->w.ffn_resident + l * per_layer + j * m->bundle_len, err);
+        }
+    return rc;
+}
+
+int model_ffn_dense(model *m, void *ctx, int64_t layer, int64_t pos, const float *x, int64_t n, float *y,
+                    ierr *err)
+{
+    (void)ctx;
+    const hp_config *c = &m->cfg;
+    model_state *s = &m->s;
+    int64_t d = c->d_model, F = c->d_ffn;
+    const float *bu = m->w.ffn_b_up ? m->w.ffn_b_up + layer * F : NULL;
+    const float *bg = m->w.ffn_b_gate ? m->w.ffn_b_gate + layer * F : NULL;
+    memset(y, 0, (size_t)(n * d) * sizeof(float));
+    for (int64_t j = 0; j < F; j += s->ffn_block) {
+        int64_t nb = F - j < s->ffn_block ? F - j : s->ffn_block;
+        const float *wb;
+        if (m->w.ffn_resident) {
+            wb = m->w.ffn_resident + (layer * F + j) * m->bundle_len;
+        } else {
+            int rc = read_bundles_f32(m, layer, j, nb, s->ffn_w, err);
+            if (rc)
+                return rc;
+            wb = s->ffn_w;
+        }
+        model_ffn_bundles(wb, nb, d, c->gated, c->act, bu ? bu + j : NULL, bg ? bg + j : NULL, x, n, s->pre + j,
+                          s->gpre ? s->gpre + j : NULL, F, s->act, y);
+    }
+    if (m->w.ffn_b_down) {
+        const float *b = m->w.ffn_b_down + layer * d;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < d; k++)
+                y[i * d + k] += b[k];
+    }
+    if (m->ffn_hook)
+        m->ffn_hook(m->ffn_hook_ctx, layer, pos, n, x, s->pre, s->gpre);
+    return 0;
+}
+
+/* ---- forward -------------------------------------------------------------- */
+
+static void norm_rows(const model *m, float *out, const float *x, const float *w, const float *b, int64_t n)
+{
+    int64_t d = m->cfg.d_model;
+    for (int64_t i = 0; i < n; i++) {
+        if (m->cfg.family == HP_OPT)
+            model_layernorm(out + i * d, x + i * d, w, b, d, m->cfg.norm_eps);
+        else
+            model_rmsnorm(out + i * d, x + i * d, w, d, m->cfg.norm_eps);
+    }
+}
+
+/* Causal self-attention of layer l for the batch in s.xb (already normed);
+ * the result (after o_proj) lands in s.xb2. */
+static void attention(model *m, int64_t l, int64_t n, int64_t pos)
+{
+    const hp_config *c = &m->cfg;
+    const model_weights *w = &m->w;
+    model_state *s = &m->s;
+    int64_t d = c->d_model, hd = m->head_dim, qd = m->q_dim, kvd = m->kv_dim;
+    int64_t group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    matmul(s->q, s->xb, w->wq + l * qd * d, w->bq ? w->bq + l * qd : NULL, n, d, qd);
+    matmul(s->k, s->xb, w->wk + l * kvd * d, w->bk ? w->bk + l * kvd : NULL, n, d, kvd);
+    matmul(s->v, s->xb, w->wv + l * kvd * d, w->bv ? w->bv + l * kvd : NULL, n, d, kvd);
+    float *kc = s->key_cache + l * s->seq_len * kvd, *vc = s->value_cache + l * s->seq_len * kvd;
+    for (int64_t i = 0; i < n; i++) {
+        float *q = s->q + i * qd, *k = s->k + i * kvd;
+        if (c->family == HP_OPT) {
+            for (int64_t j = 0; j < qd; j++)   /* OPT: q scaled after its bias */
+                q[j] *= scale;
+        } else {
+            int64_t half = hd / 2, p = pos + i;
+            model_rope(q, c->n_heads, hd, s->rope_cos + p * half, s->rope_sin + p * half);
+            model_rope(k, c->n_kv_heads, hd, s->rope_cos + p * half, s->rope_sin + p * half);
+        }
+        memcpy(kc + (pos + i) * kvd, k, (size_t)kvd * sizeof(float));
+        memcpy(vc + (pos + i) * kvd, s->v + i * kvd, (size_t)kvd * sizeof(float));
+    }
+    float qk_scale = c->family == HP_OPT ? 1.0f : scale;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t T = pos + i + 1;   /* positions visible to row i */
+        for (int64_t h = 0; h < c->n_heads; h++) {
+            const float *q = s->q + i * qd + h * hd;
+            int64_t kvh = h / group;
+            /* scores over the cached keys of this kv head (rows of stride kv_dim) */
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)T, (int)hd, qk_scale, kc + kvh * hd, (int)kvd, q, 1,
+                        0.0f, s->att, 1);
+            model_softmax(s->att, T);
+            float *o = s->att_out + i * qd + h * hd;
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)T, (int)hd, 1.0f, vc + kvh * hd, (int)kvd, s->att, 1,
+                        0.0f, o, 1);
+        }
+    }
+    matmul(s->xb2, s->att_out, w->wo + l * d * qd, w->bo ? w->bo + l * d : NULL, n, qd, d);
+}
+
+int model_forward(model *m, const int32_t *tokens, int64_t n, int64_t pos, ierr *err)
+{
+    const hp_config *c = &m->cfg;
+    const model_weights *w = &m->w;
+    model_state *s = &m->s;
+    int64_t d = c->d_model;
+    if (n < 1 || n > s->max_batch)
+        return ierr_set(err, -EINVAL, "model: batch of %lld positions (1..%lld)", (long long)n,
+                        (long long)s->max_batch);
+    if (pos < 0 || pos + n > s->seq_len)
+        return ierr_set(err, -ERANGE, "model: positions %lld..%lld beyond the context of %lld", (long long)pos,
+                        (long long)(pos + n - 1), (long long)s->seq_len);
+    for (int64_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return ierr_set(err, -EINVAL, "model: token id %d out of range (vocabulary %lld)", (int)tokens[i],
+                            (long long)c->vocab_size);
+        memcpy(s->x + i * d, w->tok_emb + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
+        if (w->pos_emb) {
+            const float *pe = w->pos_emb + (pos + i + c->pos_offset) * d;
+            for (int64_t k = 0; k < d; k++)
+                s->x[i * d + k] += pe[k];
+        }
+    }
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        norm_rows(m, s->xb, s->x, w->attn_norm_w + l * d, w->attn_norm_b ? w->attn_norm_b + l * d : NULL, n);
+        attention(m, l, n, pos);
+        for (int64_t k = 0; k < n * d; k++)
+            s->x[k] += s->xb2[k];
+        norm_rows(m, s->xb, s->x, w->ffn_norm_w + l * d, w->ffn_norm_b ? w->ffn_norm_b + l * d : NULL, n);
+        int rc = m->ffn(m, m->ffn_ctx, l, pos, s->xb, n, s->xb2, err);
+        if (rc)
+            return rc;
+        for (int64_t k = 0; k < n * d; k++)
+            s->x[k] += s->xb2[k];
+    }
+    norm_rows(m, s->xb, s->x, w->final_norm_w, w->final_norm_b, n);
+    return 0;
+}
+
+void model_logits(model *m, int64_t row0, int64_t n, float *logits)
+{
+    int64_t d = m->cfg.d_model;
+    matmul(logits, m->s.xb + row0 * d, m->w.lm_head, NULL, n, d, m->cfg.vocab_size);
+}

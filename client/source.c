@@ -1,0 +1,372 @@
+/* source.c: the client's weight source (source.h), either an inflashfs mount
+ * read with pread on its virtual files, or a store directory read through
+ * layout/store.h. Both hand out the same bytes in neuron-id order. */
+#include "source.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+
+struct source {
+    /* Everything is set by the constructor and immutable afterwards, so all
+     * calls may run concurrently (pread and store reads are thread-safe). */
+    hp_config hp;
+    fmt_dtype dtype;
+    int64_t   bundle_bytes;
+    char     *root;           /* mount point or store dir; owned */
+    /* mount: */
+    int      *ffn_fd;         /* [n_layers] fds of layers/NN/ffn; owned; NULL for a store */
+    /* store: */
+    store    *st;             /* owned; NULL for a mount */
+};
+
+/* pread exactly len bytes at off from fd; what names the file in errors. */
+static int pread_full(int fd, void *dst, size_t len, uint64_t off, const char *what, ierr *err)
+{
+    unsigned char *p = dst;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, p + done, len - done, (off_t)(off + done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            return ierr_set(err, -e, "%s: read error at offset %llu: %s", what,
+                            (unsigned long long)(off + done), strerror(e));
+        }
+        if (r == 0)
+            return ierr_set(err, -EIO, "%s: short read at offset %llu (%zu of %zu bytes)", what,
+                            (unsigned long long)(off + done), done, len);
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* Read a whole file under the mount into a malloc'd buffer (NUL-terminated). */
+static int read_whole(const char *path, char **data, size_t *len, ierr *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return ierr_set(err, -e, "%s: %s", path, strerror(e));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return ierr_set(err, -EINVAL, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return ierr_set(err, -ENOMEM, "%s: out of memory (%zu bytes)", path, n);
+    }
+    int rc = pread_full(fd, buf, n, 0, path, err);
+    close(fd);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *p = malloc(la + lb + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, a, la);
+    p[la] = '/';
+    memcpy(p + la + 1, b, lb + 1);
+    return p;
+}
+
+static source *source_alloc(const char *root)
+{
+    source *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->root = strdup(root);
+    if (!s->root) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+int source_open_mount(const char *mountpoint, source **out, ierr *err)
+{
+    *out = NULL;
+    struct stat sb;
+    if (stat(mountpoint, &sb) != 0) {
+        int e = errno;
+        return ierr_set(err, -e, "%s: %s", mountpoint, strerror(e));
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return ierr_set(err, -ENOTDIR, "%s: not an inflash mount (not a directory)", mountpoint);
+    source *s = source_alloc(mountpoint);
+    if (!s)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", mountpoint);
+    char *cfg_path = path_join(mountpoint, "config.json");
+    char *cfg = NULL;
+    size_t cfg_len = 0;
+    int rc;
+    if (!cfg_path) {
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory", mountpoint);
+        goto fail;
+    }
+    if (access(cfg_path, F_OK) != 0) {
+        rc = ierr_set(err, -ENOENT, "%s: not an inflash mount (no config.json)", mountpoint);
+        goto fail;
+    }
+    rc = read_whole(cfg_path, &cfg, &cfg_len, err);
+    if (rc)
+        goto fail;
+    rc = store_parse_mount_config(cfg, cfg_len, cfg_path, &s->hp, &s->dtype, &s->bundle_bytes, err);
+    if (rc) {
+        ierr_wrap(err, rc, "%s: not an inflash mount", mountpoint);
+        goto fail;
+    }
+    if (s->bundle_bytes != hp_bundle_bytes(&s->hp, s->dtype)) {
+        rc = ierr_set(err, -EINVAL, "%s: inflash_bundle_bytes %lld does not match the model (%lld)", cfg_path,
+                      (long long)s->bundle_bytes, (long long)hp_bundle_bytes(&s->hp, s->dtype));
+        goto fail;
+    }
+    s->ffn_fd = malloc((size_t)s->hp.n_layers * sizeof *s->ffn_fd);
+    if (!s->ffn_fd) {
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory", mountpoint);
+        goto fail;
+    }
+    for (int64_t l = 0; l < s->hp.n_layers; l++)
+        s->ffn_fd[l] = -1;
+    for (int64_t l = 0; l < s->hp.n_layers; l++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "layers/%02lld/ffn", (long long)l);
+        char *p = path_join(mountpoint, rel);
+        if (!p) {
+            rc = ierr_set(err, -ENOMEM, "%s: out of memory", mountpoint);
+            goto fail;
+        }
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            rc = ierr_set(err, -e, "%s: %s", p, strerror(e));
+            free(p);
+            goto fail;
+        }
+        s->ffn_fd[l] = fd;
+        uint64_t want = (uint64_t)s->hp.d_ffn * (uint64_t)s->bundle_bytes;
+        if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != want) {
+            rc = ierr_set(err, -EINVAL, "%s: size %lld, expected %llu (%lld neurons of %lld bytes)", p,
+                          (long long)sb.st_size, (unsigned long long)want, (long long)s->hp.d_ffn,
+                          (long long)s->bundle_bytes);
+            free(p);
+            goto fail;
+        }
+        free(p);
+    }
+    free(cfg_path);
+    free(cfg);
+    *out = s;
+    return 0;
+fail:
+    free(cfg_path);
+    free(cfg);
+    source_close(s);
+    return rc;
+}
+
+int source_open_store(const char *dir, source **out, ierr *err)
+{
+    *out = NULL;
+    source *s = source_alloc(dir);
+    if (!s)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", dir);
+    int rc = store_open(dir, &s->st, err);
+    if (rc) {
+        source_close(s);
+        return rc;
+    }
+    s->hp = *store_hparams(s->st);
+    s->dtype = store_dtype(s->st);
+    s->bundle_bytes = store_bundle_bytes(s->st);
+    *out = s;
+    return 0;
+}
+
+void source_close(source *s)
+{
+    if (!s)
+        return;
+    if (s->ffn_fd) {
+        for (int64_t l = 0; l < s->hp.n_layers; l++)
+            if (s->ffn_fd[l] >= 0)
+                close(s->ffn_fd[l]);
+        free(s->ffn_fd);
+    }
+    store_close(s->st);
+    free(s->root);
+    free(s);
+}
+
+const hp_config *source_hparams(const source *s) { return &s->hp; }
+fmt_dtype source_dtype(const source *s) { return s->dtype; }
+int64_t source_bundle_bytes(const source *s) { return s->bundle_bytes; }
+
+int source_tokfile(source *s, const char *name, char **data, size_t *len, ierr *err)
+{
+    *data = NULL;
+    *len = 0;
+    if (s->st) {
+        const void *d;
+        size_t n;
+        if (store_tokfile_find(s->st, name, &d, &n) != 0)
+            return ierr_set(err, -ENOENT, "%s: no tokenizer file %s", s->root, name);
+        char *buf = malloc(n + 1);
+        if (!buf)
+            return ierr_set(err, -ENOMEM, "%s: out of memory", name);
+        memcpy(buf, d, n);
+        buf[n] = '\0';
+        *data = buf;
+        *len = n;
+        return 0;
+    }
+    char *p = path_join(s->root, name);
+    if (!p)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", name);
+    int rc;
+    if (access(p, F_OK) != 0)
+        rc = ierr_set(err, -ENOENT, "%s: no tokenizer file %s", s->root, name);
+    else
+        rc = read_whole(p, data, len, err);
+    free(p);
+    return rc;
+}
+
+/* "tensors/<name>" under the mount; NULL on a name that could escape it. */
+static char *tensor_path(const source *s, const char *name)
+{
+    if (!name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return NULL;
+    size_t n = strlen(s->root) + strlen(name) + sizeof "/tensors/";
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/tensors/%s", s->root, name);
+    return p;
+}
+
+int source_has_tensor(source *s, const char *name)
+{
+    if (s->st)
+        return store_tensor_find(s->st, name) != NULL;
+    char *p = tensor_path(s, name);
+    if (!p)
+        return 0;
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ierr *err)
+{
+    if (s->st) {
+        const store_tensor *t = store_tensor_find(s->st, name);
+        if (!t)
+            return ierr_set(err, -ENOENT, "%s: missing tensor %s", s->root, name);
+        int64_t n = 1;
+        for (int i = 0; i < t->ndim; i++)
+            n *= t->shape[i];
+        if (n != numel)
+            return ierr_set(err, -EINVAL, "%s: tensor %s has %lld elements, the model needs %lld", s->root, name,
+                            (long long)n, (long long)numel);
+        return store_read_tensor_f32(s->st, t, dst, err);
+    }
+    char *p = tensor_path(s, name);
+    if (!p)
+        return ierr_set(err, -EINVAL, "%s: bad tensor name %s", s->root, name);
+    int rc = 0;
+    void *raw = NULL;
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        rc = e == ENOENT ? ierr_set(err, -e, "%s: missing tensor %s", s->root, name)
+                         : ierr_set(err, -e, "%s: %s", p, strerror(e));
+        goto out;
+    }
+    struct stat sb;
+    size_t esize = fmt_dtype_size(s->dtype);
+    uint64_t want = (uint64_t)numel * esize;
+    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != want) {
+        rc = ierr_set(err, -EINVAL, "%s: %lld bytes, the model needs %lld %s elements (%llu bytes)", p,
+                      (long long)sb.st_size, (long long)numel, fmt_dtype_name(s->dtype), (unsigned long long)want);
+        goto out;
+    }
+    raw = malloc((size_t)want);
+    if (!raw) {
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory (%llu bytes)", p, (unsigned long long)want);
+        goto out;
+    }
+    rc = pread_full(fd, raw, (size_t)want, 0, p, err);
+    if (rc == 0)
+        fmt_to_f32(s->dtype, raw, dst, (size_t)numel);
+out:
+    if (fd >= 0)
+        close(fd);
+    free(raw);
+    free(p);
+    return rc;
+}
+
+/* Store: bytes in neuron-id order are mapped through the layer's slot
+ * permutation; runs of neurons in consecutive slots become one read. */
+static int store_read_ffn_ids(source *s, int64_t layer, uint64_t off, unsigned char *dst, size_t len, ierr *err)
+{
+    const store_layer *L = store_layer_at(s->st, layer);
+    uint64_t B = (uint64_t)s->bundle_bytes;
+    while (len > 0) {
+        int64_t j = (int64_t)(off / B);
+        uint64_t within = off % B;
+        int64_t slot = L->slot_of[j];
+        /* extend the run while the next neuron sits in the next slot */
+        uint64_t run = B - within;
+        int64_t k = j + 1;
+        while (run < len && k < L->n_neurons && L->slot_of[k] == slot + (k - j)) {
+            run += B;
+            k++;
+        }
+        if (run > len)
+            run = len;
+        int rc = store_read_ffn(s->st, L->offset + (uint64_t)slot * B + within, dst, (size_t)run, err);
+        if (rc)
+            return rc;
+        dst += run;
+        off += run;
+        len -= (size_t)run;
+    }
+    return 0;
+}
+
+int source_read_ffn(source *s, int64_t layer, uint64_t off, void *dst, size_t len, ierr *err)
+{
+    if (layer < 0 || layer >= s->hp.n_layers)
+        return ierr_set(err, -EINVAL, "%s: no layer %lld", s->root, (long long)layer);
+    uint64_t total = (uint64_t)s->hp.d_ffn * (uint64_t)s->bundle_bytes;
+    if (off > total || len > total - off)
+        return ierr_set(err, -EINVAL, "%s: layer %lld: read [%llu, +%zu) beyond the %llu-byte neuron file", s->root,
+                        (long long)layer, (unsigned long long)off, len, (unsigned long long)total);
+    if (s->st)
+        return store_read_ffn_ids(s, layer, off, dst, len, err);
+    char what[64 + 4096];
+    snprintf(what, sizeof what, "%s/layers/%02lld/ffn", s->root, (long long)layer);
+    return pread_full(s->ffn_fd[layer], dst, len, off, what, err);
+}

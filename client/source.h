@@ -1,0 +1,41 @@
+/* source.h: where the client's weights come from. Either an inflashfs mount
+ * (files config.json, tokenizer files, tensors/<name>, layers/NN/ffn) or,
+ * for comparison, a store directory read directly through layout/. Both
+ * give the same bytes; the rest of the client does not know which it has. */
+#ifndef INFLASH_SOURCE_H
+#define INFLASH_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "format.h"
+#include "hparams.h"
+#include "ierr.h"
+
+typedef struct source source;
+
+/* A mount point of inflashfs (checked: config.json with inflash_ keys). */
+int  source_open_mount(const char *mountpoint, source **out, ierr *err);
+/* A store directory (layout/store.h). */
+int  source_open_store(const char *dir, source **out, ierr *err);
+void source_close(source *s);
+
+const hp_config *source_hparams(const source *s);
+fmt_dtype        source_dtype(const source *s);
+int64_t          source_bundle_bytes(const source *s);
+
+/* A tokenizer file by name ("vocab.json", "merges.txt", "tokenizer.json");
+ * -ENOENT if the model has none. *data is malloc'd (caller frees). */
+int source_tokfile(source *s, const char *name, char **data, size_t *len, ierr *err);
+
+/* A dense tensor, converted to f32; its element count must equal numel
+ * (else an error naming the tensor and both sizes). */
+int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ierr *err);
+/* Does the tensor exist? (for optional tensors: biases, lm_head) */
+int source_has_tensor(source *s, const char *name);
+
+/* Raw bytes [off, off+len) of the neuron file of `layer` (neuron-id order:
+ * neuron j at j*bundle_bytes). Thread-safe: concurrent calls allowed. */
+int source_read_ffn(source *s, int64_t layer, uint64_t off, void *dst, size_t len, ierr *err);
+
+#endif

@@ -1,0 +1,57 @@
+/* tok.h: the tokenizers the client needs, built from the tokenizer files as
+ * the mount (or the store) serves them:
+ *   - GPT-2-style byte-level BPE from vocab.json + merges.txt (OPT): bytes
+ *     mapped through GPT-2's bytes_to_unicode, pre-tokenized with GPT-2's
+ *     regex (PCRE2, Unicode), merges applied by rank;
+ *   - tokenizer.json (HF tokenizers): model BPE either SentencePiece-style
+ *     (normalizer Prepend/Replace "▁", byte_fallback <0xNN> pieces; Llama)
+ *     or byte-level (pre_tokenizer ByteLevel).
+ * Decoding is streamed: tok_stream turns ids into bytes and only ever emits
+ * complete UTF-8 sequences (an incomplete one is held until it completes). */
+#ifndef INFLASH_TOK_H
+#define INFLASH_TOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ierr.h"
+
+typedef enum { TOK_GPT2 = 0, TOK_SP_BPE = 1, TOK_BYTELEVEL = 2 } tok_scheme;
+
+typedef struct tok tok;   /* immutable after construction */
+
+int  tok_new_gpt2(const char *vocab_json, size_t vocab_len,
+                  const char *merges_txt, size_t merges_len, tok **out, ierr *err);
+int  tok_new_hf(const char *tokenizer_json, size_t len, tok **out, ierr *err);
+void tok_free(tok *t);
+
+tok_scheme tok_scheme_of(const tok *t);
+int64_t    tok_vocab_size(const tok *t);
+
+/* Encode text (len bytes; must be valid UTF-8, else an error naming the
+ * byte offset). No BOS is added here: the caller prepends the model's BOS.
+ * *ids is malloc'd (caller frees). */
+int tok_encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n, ierr *err);
+
+/* The raw bytes of one token (byte-level: un-mapped; SentencePiece: "▁" ->
+ * " ", <0xNN> -> that byte). Returns the count written (<= cap) or -1 for an
+ * id out of range. Special tokens (<s>, </s>, ...) decode to "". */
+int tok_piece_bytes(const tok *t, int32_t id, unsigned char *buf, size_t cap);
+
+/* Streaming decoder over one generation. */
+typedef struct {
+    const tok    *t;
+    int           first;        /* SentencePiece: strip one leading space of
+                                   the first emitted piece (HF Strip decoder) */
+    unsigned char pend[8];      /* bytes of an incomplete UTF-8 sequence */
+    size_t        npend;
+} tok_stream;
+
+void tok_stream_init(tok_stream *s, const tok *t);
+/* Append the bytes of `id` to out (cap bytes), returning how many complete
+ * bytes were written; incomplete UTF-8 stays pending. */
+size_t tok_stream_put(tok_stream *s, int32_t id, char *out, size_t cap);
+/* Flush what is pending at the end (invalid leftovers become U+FFFD). */
+size_t tok_stream_end(tok_stream *s, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,539 @@
+/* chunk.c: the bounded chunk cache of inflashfs (chunk.h). One mutex guards
+ * the hash table, the LRU list, every chunk's state and refs, the read-ahead
+ * queue and the counters; reads run outside it. A chunk being read is in the
+ * hash table in state LOADING, so a second request for it waits on `loaded`
+ * instead of reading it again. */
+#include "chunk.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { CH_LOADING = 0, CH_READY, CH_ERROR } ch_state;
+
+struct chunk {
+    /* all fields guarded by chunk_cache.mu, except buf contents, which the
+     * loading thread writes while the chunk is LOADING and everyone reads
+     * once it is READY and pinned */
+    uint64_t       idx;
+    unsigned char *buf;            /* chunk_bytes, CHUNK_ALIGN-aligned; owned */
+    size_t         valid;          /* valid bytes once READY */
+    ch_state       state;
+    unsigned       refs;           /* pins (the loader holds one while LOADING) */
+    int            cached;         /* in the hash table, counted in the budget */
+    int            ra;             /* read by read-ahead, not yet wanted */
+    struct chunk  *hnext;          /* hash chain */
+    struct chunk  *lprev, *lnext;  /* LRU list: exactly the cached READY chunks with refs == 0 */
+};
+
+typedef struct {
+    uint64_t first;
+    unsigned count;
+} ra_item;
+
+#define RA_QUEUE_CAP 256u
+
+struct chunk_cache {
+    /* immutable after chunk_cache_new */
+    chunk_opts     o;              /* o.name owned (copied) */
+    uint64_t       n_chunks;
+    uint64_t       max_cached;     /* budget / chunk_bytes */
+    int            hash_bits;
+    pthread_t     *threads;        /* [o.workers] */
+    unsigned       n_threads;      /* started */
+
+    pthread_mutex_t mu;
+    pthread_cond_t  loaded;        /* broadcast when a chunk leaves LOADING */
+    pthread_cond_t  work;          /* read-ahead queue non-empty, or stopping */
+    /* guarded by mu: */
+    chunk        **buckets;        /* [1 << hash_bits] */
+    chunk          lru;            /* sentinel: lru.lnext least recent */
+    uint64_t       n_cached;
+    ra_item        raq[RA_QUEUE_CAP];
+    size_t         ra_head, ra_len;
+    int            stopping;
+    chunk_stats    st;
+};
+
+/* ---- hash table and LRU (caller holds mu) ------------------------------ */
+
+static size_t bucket_of(const chunk_cache *c, uint64_t idx)
+{
+    return (size_t)((idx * 0x9E3779B97F4A7C15ull) >> (64 - c->hash_bits));
+}
+
+static chunk *hash_find(const chunk_cache *c, uint64_t idx)
+{
+    for (chunk *k = c->buckets[bucket_of(c, idx)]; k; k = k->hnext)
+        if (k->idx == idx)
+            return k;
+    return NULL;
+}
+
+static void hash_insert(chunk_cache *c, chunk *k)
+{
+    size_t b = bucket_of(c, k->idx);
+    k->hnext = c->buckets[b];
+    c->buckets[b] = k;
+    k->cached = 1;
+    c->n_cached++;
+    c->st.cached_bytes = c->n_cached * c->o.chunk_bytes;
+    if (c->st.cached_bytes > c->st.peak_cached_bytes)
+        c->st.peak_cached_bytes = c->st.cached_bytes;
+}
+
+static void hash_remove(chunk_cache *c, chunk *k)
+{
+    chunk **pp = &c->buckets[bucket_of(c, k->idx)];
+    while (*pp != k)
+        pp = &(*pp)->hnext;
+    *pp = k->hnext;
+    k->hnext = NULL;
+    k->cached = 0;
+    c->n_cached--;
+    c->st.cached_bytes = c->n_cached * c->o.chunk_bytes;
+}
+
+static void lru_remove(chunk *k)
+{
+    if (!k->lnext)
+        return;
+    k->lprev->lnext = k->lnext;
+    k->lnext->lprev = k->lprev;
+    k->lprev = k->lnext = NULL;
+}
+
+static void lru_append(chunk_cache *c, chunk *k)
+{
+    k->lprev = c->lru.lprev;
+    k->lnext = &c->lru;
+    c->lru.lprev->lnext = k;
+    c->lru.lprev = k;
+}
+
+static void chunk_destroy(chunk *k)
+{
+    free(k->buf);
+    free(k);
+}
+
+/* Drop one pin; an unpinned cached READY chunk joins the LRU tail, an
+ * unpinned uncached one (transient or failed) is freed. */
+static void unpin_locked(chunk_cache *c, chunk *k)
+{
+    if (--k->refs > 0)
+        return;
+    if (!k->cached)
+        chunk_destroy(k);
+    else if (k->state == CH_READY)
+        lru_append(c, k);
+}
+
+/* A new LOADING chunk for idx with one pin. It goes into the cache if the
+ * budget allows, evicting the least recently used unpinned chunk if needed;
+ * otherwise, for a foreground request (may_transient), it is a private
+ * buffer; for read-ahead, NULL. NULL with *nomem set on allocation failure. */
+static chunk *claim_locked(chunk_cache *c, uint64_t idx, int may_transient, int *nomem)
+{
+    chunk *k = NULL;
+    int cache_it = 1;
+    if (c->n_cached >= c->max_cached) {
+        chunk *old = c->lru.lnext;
+        if (old != &c->lru) {
+            lru_remove(old);
+            hash_remove(c, old);
+            c->st.evictions++;
+            k = old;                         /* reuse struct and buffer */
+        } else if (may_transient) {
+            cache_it = 0;
+            c->st.transient++;
+        } else {
+            return NULL;
+        }
+    }
+    if (!k) {
+        k = calloc(1, sizeof *k);
+        if (!k || posix_memalign((void **)&k->buf, CHUNK_ALIGN, c->o.chunk_bytes) != 0) {
+            free(k);
+            *nomem = 1;
+            return NULL;
+        }
+    }
+    unsigned char *buf = k->buf;
+    memset(k, 0, sizeof *k);
+    k->buf = buf;
+    k->idx = idx;
+    k->state = CH_LOADING;
+    k->refs = 1;
+    if (cache_it)
+        hash_insert(c, k);
+    return k;
+}
+
+/* The loader is done with k (state READY or ERROR): a failed chunk leaves the
+ * cache at once so that the next request retries it. */
+static void finish_locked(chunk_cache *c, chunk *k, int ok)
+{
+    k->state = ok ? CH_READY : CH_ERROR;
+    if (!ok && k->cached)
+        hash_remove(c, k);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static void log_line(chunk_cache *c, const char *line)
+{
+    if (c->o.log)
+        c->o.log(c->o.log_ctx, line);
+    else
+        fprintf(stderr, "%s\n", line);
+}
+
+/* Read the chunks mine[0..n) (LOADING, pinned by the caller, sorted by idx)
+ * without holding mu: consecutive indices in one readv. ok[i] says whether
+ * chunk i got all its bytes; returns the first error (0 if none) with err
+ * filled. Counters are added under mu by the caller via *reads etc. */
+static int load_chunks(chunk_cache *c, chunk **mine, size_t n, int *ok, uint64_t *reads,
+                       uint64_t *bytes, uint64_t *errors, ierr *err)
+{
+    int rc = 0;
+    const uint64_t cb = c->o.chunk_bytes;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && j - i < IOV_MAX && mine[j]->idx == mine[j - 1]->idx + 1)
+            j++;
+        struct iovec iov[IOV_MAX];
+        for (size_t m = i; m < j; m++)
+            iov[m - i] = (struct iovec){ .iov_base = mine[m]->buf, .iov_len = cb };
+        uint64_t off = mine[i]->idx * cb;
+        uint64_t end = (mine[j - 1]->idx + 1) * cb;
+        if (end > c->o.dev_bytes)
+            end = c->o.dev_bytes;
+        ssize_t r = c->o.readv(c->o.ctx, off, iov, (int)(j - i));
+        (*reads)++;
+        if (r > 0)
+            *bytes += (uint64_t)r;
+        if (r < 0 || (uint64_t)r < end - off) {
+            char line[IERR_LEN];
+            if (r < 0)
+                snprintf(line, sizeof line, "%s: read of %llu bytes at offset %llu failed: %s", c->o.name,
+                         (unsigned long long)(end - off), (unsigned long long)off, strerror((int)-r));
+            else
+                snprintf(line, sizeof line, "%s: short read at offset %llu: %lld of %llu bytes", c->o.name,
+                         (unsigned long long)off, (long long)r, (unsigned long long)(end - off));
+            log_line(c, line);
+            (*errors)++;
+            if (rc == 0)
+                rc = ierr_set(err, -EIO, "%s", line);
+        }
+        for (size_t m = i; m < j; m++) {
+            uint64_t coff = mine[m]->idx * cb;
+            uint64_t want = c->o.dev_bytes - coff < cb ? c->o.dev_bytes - coff : cb;
+            ok[m] = r >= 0 && (uint64_t)r >= coff - off + want;
+            mine[m]->valid = (size_t)want;
+        }
+        i = j;
+    }
+    return rc;
+}
+
+/* Read mine[0..n) and publish the results: READY or ERROR, waiters woken. */
+static int load_and_finish(chunk_cache *c, chunk **mine, size_t n, int *ok, ierr *err)
+{
+    uint64_t reads = 0, bytes = 0, errors = 0;
+    int rc = load_chunks(c, mine, n, ok, &reads, &bytes, &errors, err);
+    pthread_mutex_lock(&c->mu);
+    c->st.reads += reads;
+    c->st.read_bytes += bytes;
+    c->st.read_errors += errors;
+    for (size_t i = 0; i < n; i++)
+        finish_locked(c, mine[i], ok[i]);
+    pthread_cond_broadcast(&c->loaded);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* ---- read-ahead --------------------------------------------------------- */
+
+static void ra_enqueue_locked(chunk_cache *c, uint64_t first)
+{
+    if (first >= c->n_chunks)
+        return;
+    if (c->ra_len == RA_QUEUE_CAP) {
+        c->st.ra_dropped++;
+        return;
+    }
+    c->raq[(c->ra_head + c->ra_len) % RA_QUEUE_CAP] = (ra_item){ .first = first, .count = c->o.readahead };
+    c->ra_len++;
+    pthread_cond_signal(&c->work);
+}
+
+static void *ra_worker(void *arg)
+{
+    chunk_cache *c = arg;
+    chunk **mine = malloc(c->o.readahead * sizeof *mine);
+    int *ok = malloc(c->o.readahead * sizeof *ok);
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stopping && c->ra_len == 0)
+            pthread_cond_wait(&c->work, &c->mu);
+        if (c->stopping)
+            break;
+        ra_item it = c->raq[c->ra_head];
+        c->ra_head = (c->ra_head + 1) % RA_QUEUE_CAP;
+        c->ra_len--;
+        if (!mine || !ok)
+            continue;
+        size_t n = 0;
+        int nomem = 0;
+        for (uint64_t i = it.first; i < it.first + it.count && i < c->n_chunks; i++) {
+            if (hash_find(c, i))
+                continue;
+            chunk *k = claim_locked(c, i, 0, &nomem);
+            if (!k)
+                break;
+            k->ra = 1;
+            mine[n++] = k;
+        }
+        if (n == 0)
+            continue;
+        c->st.ra_chunks += n;
+        pthread_mutex_unlock(&c->mu);
+        load_and_finish(c, mine, n, ok, NULL);
+        pthread_mutex_lock(&c->mu);
+        for (size_t i = 0; i < n; i++)
+            unpin_locked(c, mine[i]);
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(mine);
+    free(ok);
+    return NULL;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+int chunk_cache_new(const chunk_opts *o, chunk_cache **out, ierr *err)
+{
+    const char *name = o->name ? o->name : "device";
+    uint64_t cb = o->chunk_bytes;
+    if (cb < CHUNK_MIN || cb > CHUNK_MAX || (cb & (cb - 1)))
+        return ierr_set(err, -EINVAL, "%s: chunk size %llu is not a power of two in [%u, %u]", name,
+                        (unsigned long long)cb, CHUNK_MIN, CHUNK_MAX);
+    if (o->budget_bytes < cb)
+        return ierr_set(err, -EINVAL, "%s: cache size %llu is smaller than one chunk (%llu)", name,
+                        (unsigned long long)o->budget_bytes, (unsigned long long)cb);
+    if (!o->readv)
+        return ierr_set(err, -EINVAL, "%s: no read function", name);
+    chunk_cache *c = calloc(1, sizeof *c);
+    if (!c)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", name);
+    c->o = *o;
+    c->o.name = strdup(name);
+    c->n_chunks = (o->dev_bytes + cb - 1) / cb;
+    c->max_cached = o->budget_bytes / cb;
+    c->hash_bits = 6;
+    while (c->hash_bits < 30 && (1ull << c->hash_bits) < 2 * c->max_cached)
+        c->hash_bits++;
+    c->buckets = calloc((size_t)1 << c->hash_bits, sizeof *c->buckets);
+    c->lru.lnext = c->lru.lprev = &c->lru;
+    c->st.budget_bytes = c->max_cached * cb;
+    c->st.chunk_bytes = cb;
+    if (!c->o.name || !c->buckets) {
+        chunk_cache_free(c);
+        return ierr_set(err, -ENOMEM, "%s: out of memory", name);
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->loaded, NULL);
+    pthread_cond_init(&c->work, NULL);
+    if (o->readahead > 0 && o->workers > 0) {
+        c->threads = calloc(o->workers, sizeof *c->threads);
+        if (!c->threads) {
+            chunk_cache_free(c);
+            return ierr_set(err, -ENOMEM, "%s: out of memory", name);
+        }
+        for (unsigned i = 0; i < o->workers; i++) {
+            int e = pthread_create(&c->threads[i], NULL, ra_worker, c);
+            if (e) {
+                chunk_cache_free(c);
+                return ierr_set(err, -e, "%s: cannot start read-ahead thread: %s", name, strerror(e));
+            }
+            c->n_threads++;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+void chunk_cache_free(chunk_cache *c)
+{
+    if (!c)
+        return;
+    if (c->buckets) {     /* mutex and conds initialised */
+        pthread_mutex_lock(&c->mu);
+        c->stopping = 1;
+        pthread_cond_broadcast(&c->work);
+        pthread_mutex_unlock(&c->mu);
+        for (unsigned i = 0; i < c->n_threads; i++)
+            pthread_join(c->threads[i], NULL);
+        for (size_t b = 0; b < ((size_t)1 << c->hash_bits); b++) {
+            chunk *k = c->buckets[b];
+            while (k) {
+                chunk *next = k->hnext;
+                chunk_destroy(k);
+                k = next;
+            }
+        }
+        pthread_cond_destroy(&c->work);
+        pthread_cond_destroy(&c->loaded);
+        pthread_mutex_destroy(&c->mu);
+    }
+    free(c->threads);
+    free(c->buckets);
+    free((char *)c->o.name);
+    free(c);
+}
+
+uint64_t chunk_size(const chunk_cache *c)
+{
+    return c->o.chunk_bytes;
+}
+
+uint64_t chunk_count(const chunk_cache *c)
+{
+    return c->n_chunks;
+}
+
+int chunk_pin(chunk_cache *c, const uint64_t *idx, size_t n, chunk **pins, ierr *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (idx[i] >= c->n_chunks || (i > 0 && idx[i] <= idx[i - 1]))
+            return ierr_set(err, -EINVAL, "%s: bad chunk list (index %llu of %llu)", c->o.name,
+                            (unsigned long long)idx[i], (unsigned long long)c->n_chunks);
+    if (n == 0)
+        return 0;
+    chunk **mine = malloc(n * sizeof *mine);
+    int *ok = malloc(n * sizeof *ok);
+    if (!mine || !ok) {
+        free(mine);
+        free(ok);
+        return ierr_set(err, -ENOMEM, "%s: out of memory", c->o.name);
+    }
+    size_t n_mine = 0, n_pinned = 0;
+    int nomem = 0, rc = 0;
+
+    pthread_mutex_lock(&c->mu);
+    for (; n_pinned < n; n_pinned++) {
+        chunk *k = hash_find(c, idx[n_pinned]);
+        if (k) {
+            k->refs++;
+            lru_remove(k);
+            if (k->state == CH_READY) {
+                c->st.hits++;
+            } else {
+                c->st.shared++;
+            }
+            if (k->ra) {
+                c->st.ra_used++;
+                k->ra = 0;
+            }
+        } else {
+            k = claim_locked(c, idx[n_pinned], 1, &nomem);
+            if (!k)
+                break;
+            c->st.misses++;
+            mine[n_mine++] = k;
+        }
+        pins[n_pinned] = k;
+    }
+    pthread_mutex_unlock(&c->mu);
+
+    if (n_mine > 0) {
+        if (nomem) {
+            /* publish our claims as failed so that waiters do not hang */
+            pthread_mutex_lock(&c->mu);
+            for (size_t i = 0; i < n_mine; i++)
+                finish_locked(c, mine[i], 0);
+            pthread_cond_broadcast(&c->loaded);
+            pthread_mutex_unlock(&c->mu);
+        } else {
+            rc = load_and_finish(c, mine, n_mine, ok, err);
+        }
+    }
+
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n_pinned && !nomem; i++) {
+        while (pins[i]->state == CH_LOADING)
+            pthread_cond_wait(&c->loaded, &c->mu);
+        if (pins[i]->state == CH_ERROR && rc == 0)
+            rc = ierr_set(err, -EIO, "%s: read failed at offset %llu", c->o.name,
+                          (unsigned long long)(pins[i]->idx * c->o.chunk_bytes));
+    }
+    if (nomem)
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory for chunk buffers", c->o.name);
+    if (rc < 0) {
+        for (size_t i = 0; i < n_pinned; i++)
+            unpin_locked(c, pins[i]);
+    } else if (c->n_threads > 0) {
+        for (size_t i = 0; i < n; i++)
+            if (i + 1 == n || idx[i + 1] != idx[i] + 1)
+                ra_enqueue_locked(c, idx[i] + 1);
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(mine);
+    free(ok);
+    return rc;
+}
+
+int chunk_pin_range(chunk_cache *c, uint64_t off, uint64_t len, chunk **pins, size_t cap,
+                    size_t *n, ierr *err)
+{
+    *n = 0;
+    if (len == 0 || off >= c->o.dev_bytes || len > c->o.dev_bytes - off)
+        return ierr_set(err, -EINVAL, "%s: range %llu+%llu outside the device (%llu bytes)", c->o.name,
+                        (unsigned long long)off, (unsigned long long)len, (unsigned long long)c->o.dev_bytes);
+    uint64_t first = off / c->o.chunk_bytes, last = (off + len - 1) / c->o.chunk_bytes;
+    size_t cnt = (size_t)(last - first + 1);
+    if (cnt > cap)
+        return ierr_set(err, -EINVAL, "%s: %zu chunks do not fit in %zu pins", c->o.name, cnt, cap);
+    uint64_t *idx = malloc(cnt * sizeof *idx);
+    if (!idx)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", c->o.name);
+    for (size_t i = 0; i < cnt; i++)
+        idx[i] = first + i;
+    int rc = chunk_pin(c, idx, cnt, pins, err);
+    free(idx);
+    if (rc == 0)
+        *n = cnt;
+    return rc;
+}
+
+void chunk_unpin(chunk_cache *c, chunk **pins, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n; i++)
+        unpin_locked(c, pins[i]);
+    pthread_mutex_unlock(&c->mu);
+}
+
+const unsigned char *chunk_data(const chunk *k)
+{
+    return k->buf;
+}
+
+size_t chunk_valid(const chunk *k)
+{
+    return k->valid;
+}
+
+void chunk_get_stats(chunk_cache *c, chunk_stats *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->st;
+    pthread_mutex_unlock(&c->mu);
+}

@@ -1,0 +1,638 @@
+/* ifs.c: the inflashfs daemon's state and read path without FUSE (ifs.h):
+ * the store, the virtual tree, the neuron-file translation through the chunk
+ * cache over ffn.bin (O_DIRECT on an fd of our own), tensors from dense.bin,
+ * and the generated files (config.json, neurons.tsv, stats). */
+#include "ifs.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stats.h"
+#include "xlate.h"
+
+struct ifs {
+    /* immutable after ifs_open */
+    store        *st;
+    ifs_opts      o;
+    tree         *tree;
+    char         *config;        /* config.json text, owned */
+    size_t        config_len;
+    xlate_layer  *xl;            /* [n_layers]; slot tables owned by st */
+    int64_t       n_layers;
+    int           ffn_fd;        /* ffn.bin, O_DIRECT unless direct == 0 */
+    int           direct;
+    chunk_cache  *cache;
+    fsstat       *fst;
+    uint64_t      t_mount_ns;
+    /* updated atomically */
+    atomic_uint_fast64_t dense_reads, dense_bytes;
+};
+
+struct ifs_file {
+    const tree_node *node;
+    char            *snap;       /* stats / neurons.tsv: rendered at open, owned */
+    size_t           snap_len;
+    atomic_int       refs;       /* the open + each reply still pointing into snap:
+                                    the kernel may release a file while a reply
+                                    to a read-ahead of it is being sent */
+};
+
+/* ---- options ------------------------------------------------------------ */
+
+void ifs_opts_default(ifs_opts *o)
+{
+    *o = (ifs_opts){
+        .chunk_bytes = IFS_DEFAULT_CHUNK,
+        .cache_bytes = IFS_DEFAULT_CACHE,
+        .readahead = IFS_DEFAULT_READAHEAD,
+        .ra_workers = IFS_DEFAULT_RA_WORKERS,
+    };
+}
+
+int ifs_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -EINVAL;
+    unsigned shift = 0;
+    switch (tolower((unsigned char)*end)) {
+    case '\0': break;
+    case 'k': shift = 10; end++; break;
+    case 'm': shift = 20; end++; break;
+    case 'g': shift = 30; end++; break;
+    default: return -EINVAL;
+    }
+    if (*end == 'b' || *end == 'B')
+        end++;
+    if (*end || (shift && v > (UINT64_MAX >> shift)))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+int ifs_opts_check(const ifs_opts *o, ierr *err)
+{
+    uint64_t c = o->chunk_bytes;
+    if (c < CHUNK_MIN || c > CHUNK_MAX || (c & (c - 1)))
+        return ierr_set(err, -EINVAL, "chunk=%" PRIu64 ": must be a power of two from 4k to 4m", c);
+    if (o->cache_bytes < 4 * c)
+        return ierr_set(err, -EINVAL, "cache=%" PRIu64 ": must hold at least 4 chunks (%" PRIu64 " bytes)",
+                        o->cache_bytes, 4 * c);
+    if (o->readahead > 1024)
+        return ierr_set(err, -EINVAL, "readahead=%u: at most 1024 chunks", o->readahead);
+    if (o->readahead > 0 && (uint64_t)o->readahead * c > o->cache_bytes / 2)
+        return ierr_set(err, -EINVAL, "readahead=%u: more than half the cache (%" PRIu64 " bytes)",
+                        o->readahead, o->cache_bytes);
+    if (o->ra_workers > 64)
+        return ierr_set(err, -EINVAL, "read-ahead workers %u: at most 64", o->ra_workers);
+    return 0;
+}
+
+/* ---- ffn.bin reader ------------------------------------------------------ */
+
+static ssize_t ffn_readv(void *ctx, uint64_t off, const struct iovec *iov, int iovcnt)
+{
+    const ifs *m = ctx;
+    ssize_t r;
+    do
+        r = preadv(m->ffn_fd, iov, iovcnt, (off_t)off);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    if (!m->direct)   /* keep the DRAM budget honest without O_DIRECT too */
+        posix_fadvise(m->ffn_fd, (off_t)off, r, POSIX_FADV_DONTNEED);
+    return r;
+}
+
+static void log_stderr(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "inflashfs: %s\n", line);
+}
+
+/* Open ffn.bin for O_DIRECT reads, checked with one aligned read of the
+ * header block; where the filesystem refuses (EINVAL, e.g. tmpfs), fall back
+ * to buffered reads with one log line. */
+static int open_ffn(ifs *m, ierr *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", store_dir(m->st), IFL_FFN_NAME);
+    if (!m->o.buffered) {
+        int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+        if (fd >= 0) {
+            void *probe = NULL;
+            ssize_t r = -1;
+            if (posix_memalign(&probe, CHUNK_ALIGN, CHUNK_ALIGN) == 0)
+                r = pread(fd, probe, CHUNK_ALIGN, 0);
+            int e = errno;
+            free(probe);
+            if (r == (ssize_t)CHUNK_ALIGN) {
+                m->ffn_fd = fd;
+                m->direct = 1;
+                return 0;
+            }
+            close(fd);
+            if (r >= 0 || e != EINVAL)
+                return ierr_set(err, -EIO, "%s: cannot read the header block: %s", path,
+                                r >= 0 ? "short read" : strerror(e));
+        } else if (errno != EINVAL) {
+            return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
+        }
+        fprintf(stderr, "inflashfs: %s: O_DIRECT not supported by this filesystem; "
+                        "using buffered reads with POSIX_FADV_DONTNEED\n", path);
+    }
+    m->ffn_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (m->ffn_fd < 0)
+        return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
+    m->direct = 0;
+    return 0;
+}
+
+/* ---- generated files ------------------------------------------------------ */
+
+/* layers/NN/neurons.tsv: "id<TAB>slot<TAB>freq" per neuron, freq "-" if not
+ * calibrated. */
+static int render_neurons(const ifs *m, int64_t layer, char **out, size_t *len)
+{
+    const store_layer *L = store_layer_at(m->st, layer);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (!f)
+        return -ENOMEM;
+    for (int64_t j = 0; j < L->n_neurons; j++) {
+        if (isnan(L->freq[j]))
+            fprintf(f, "%" PRId64 "\t%" PRId64 "\t-\n", j, L->slot_of[j]);
+        else
+            fprintf(f, "%" PRId64 "\t%" PRId64 "\t%.6g\n", j, L->slot_of[j], L->freq[j]);
+    }
+    if (fclose(f) != 0 || !buf) {
+        free(buf);
+        return -ENOMEM;
+    }
+    *out = buf;
+    *len = size;
+    return 0;
+}
+
+int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
+{
+    fsstat_kind_view all, ffn, ten;
+    chunk_stats cs;
+    fsstat_view(m->fst, FSSTAT_NKINDS, &all);
+    fsstat_view(m->fst, FSSTAT_FFN, &ffn);
+    fsstat_view(m->fst, FSSTAT_TENSOR, &ten);
+    chunk_get_stats(m->cache, &cs);
+    uint64_t dreads = atomic_load(&m->dense_reads), dbytes = atomic_load(&m->dense_bytes);
+#define U(k, v) { .key = k, .u = (uint64_t)(v) }
+#define R(k, v) { .key = k, .is_real = 1, .d = (v) }
+    const fsstat_kv kv[] = {
+        R("uptime_s", (double)(fsstat_now_ns() - m->t_mount_ns) / 1e9),
+        U("requests", all.requests),
+        U("bytes_served", all.bytes),
+        U("errors", all.errors),
+        U("max_request_bytes", all.max_request),
+        U("ffn_requests", ffn.requests),
+        U("ffn_bytes", ffn.bytes),
+        U("tensor_requests", ten.requests),
+        U("tensor_bytes", ten.bytes),
+        U("store_reads", cs.reads + dreads),
+        U("store_read_bytes", cs.read_bytes + dbytes),
+        U("store_read_errors", cs.read_errors),
+        U("ffn_store_reads", cs.reads),
+        U("ffn_store_read_bytes", cs.read_bytes),
+        U("cache_hits", cs.hits),
+        U("cache_misses", cs.misses),
+        U("cache_shared", cs.shared),
+        U("cache_evictions", cs.evictions),
+        U("cache_transient", cs.transient),
+        U("cache_bytes", cs.cached_bytes),
+        U("cache_peak_bytes", cs.peak_cached_bytes),
+        U("cache_budget_bytes", cs.budget_bytes),
+        U("chunk_bytes", cs.chunk_bytes),
+        U("readahead_chunks", cs.ra_chunks),
+        U("readahead_used", cs.ra_used),
+        U("readahead_dropped", cs.ra_dropped),
+        U("o_direct", m->direct),
+        R("latency_p50_us", all.p50_us),
+        R("latency_p99_us", all.p99_us),
+        R("latency_max_us", all.max_us),
+        R("ffn_latency_p50_us", ffn.p50_us),
+        R("ffn_latency_p99_us", ffn.p99_us),
+    };
+#undef U
+#undef R
+    return fsstat_format(kv, sizeof kv / sizeof kv[0], json, out, len);
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+static int build_tree(ifs *m, ierr *err)
+{
+    int rc = tree_new(&m->tree, err);
+    if (rc < 0)
+        return rc;
+    rc = tree_add(m->tree, "config.json", TREE_MEM, m->config_len, 0, m->config, NULL, err);
+    for (size_t i = 0; rc == 0 && i < store_tokfile_count(m->st); i++) {
+        const char *name;
+        const void *data;
+        size_t len;
+        rc = store_tokfile_at(m->st, i, &name, &data, &len);
+        if (rc < 0)
+            return ierr_set(err, rc, "%s/%s: tokenizer file %zu unreadable", store_dir(m->st), IFL_INDEX_NAME, i);
+        rc = tree_add(m->tree, name, TREE_MEM, len, 0, data, NULL, err);
+    }
+    char path[64 + TREE_NAME_MAX];
+    for (size_t i = 0; rc == 0 && i < store_tensor_count(m->st); i++) {
+        const store_tensor *t = store_tensor_at(m->st, i);
+        if (strlen(t->name) > TREE_NAME_MAX)
+            return ierr_set(err, -EINVAL, "%s/%s: tensor name too long: %.40s...", store_dir(m->st),
+                            IFL_INDEX_NAME, t->name);
+        snprintf(path, sizeof path, "tensors/%s", t->name);
+        rc = tree_add(m->tree, path, TREE_TENSOR, t->bytes, (int64_t)i, NULL, NULL, err);
+    }
+    for (int64_t l = 0; rc == 0 && l < m->n_layers; l++) {
+        snprintf(path, sizeof path, "layers/%02" PRId64 "/ffn", l);
+        rc = tree_add(m->tree, path, TREE_FFN, xlate_file_bytes(&m->xl[l]), l, NULL, NULL, err);
+        if (rc < 0)
+            break;
+        char *tsv;
+        size_t len;
+        rc = render_neurons(m, l, &tsv, &len);
+        if (rc < 0)
+            return ierr_set(err, rc, "neurons.tsv: out of memory");
+        free(tsv);
+        snprintf(path, sizeof path, "layers/%02" PRId64 "/neurons.tsv", l);
+        rc = tree_add(m->tree, path, TREE_NEURONS, len, l, NULL, NULL, err);
+    }
+    if (rc == 0)
+        rc = tree_add(m->tree, "stats", TREE_STATS, 0, 0, NULL, NULL, err);
+    if (rc == 0)
+        rc = tree_add(m->tree, "stats.json", TREE_STATS, 0, 1, NULL, NULL, err);
+    if (rc < 0)
+        return ierr_wrap(err, rc, "%s", store_dir(m->st));
+    return 0;
+}
+
+int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err)
+{
+    int rc = ifs_opts_check(o, err);
+    if (rc < 0)
+        return rc;
+    ifs *m = calloc(1, sizeof *m);
+    if (!m)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    m->o = *o;
+    m->ffn_fd = -1;
+    m->t_mount_ns = fsstat_now_ns();
+    rc = store_open(store_dir_path, &m->st, err);
+    if (rc < 0)
+        goto fail;
+    m->n_layers = store_hparams(m->st)->n_layers;
+    m->xl = calloc((size_t)m->n_layers, sizeof *m->xl);
+    m->fst = fsstat_new();
+    if (!m->xl || !m->fst) {
+        rc = ierr_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int64_t l = 0; l < m->n_layers; l++) {
+        const store_layer *L = store_layer_at(m->st, l);
+        if (!L) {
+            rc = ierr_set(err, -EINVAL, "%s/%s: layer %" PRId64 " missing", store_dir_path, IFL_INDEX_NAME, l);
+            goto fail;
+        }
+        m->xl[l] = (xlate_layer){ .base = L->offset, .bundle = (uint64_t)store_bundle_bytes(m->st),
+                                  .n = L->n_neurons, .slot_of = L->slot_of };
+    }
+    m->config = store_config_json(m->st, err);
+    if (!m->config) {
+        rc = -EINVAL;
+        goto fail;
+    }
+    m->config_len = strlen(m->config);
+    rc = open_ffn(m, err);
+    if (rc < 0)
+        goto fail;
+    chunk_opts co = {
+        .chunk_bytes = o->chunk_bytes, .budget_bytes = o->cache_bytes,
+        .dev_bytes = store_ffn_bytes(m->st), .readahead = o->readahead,
+        .workers = o->readahead ? o->ra_workers : 0, .name = IFL_FFN_NAME,
+        .readv = ffn_readv, .ctx = m, .log = log_stderr,
+    };
+    rc = chunk_cache_new(&co, &m->cache, err);
+    if (rc < 0)
+        goto fail;
+    rc = build_tree(m, err);
+    if (rc < 0)
+        goto fail;
+    *out = m;
+    return 0;
+fail:
+    ifs_close(m);
+    return rc;
+}
+
+void ifs_close(ifs *m)
+{
+    if (!m)
+        return;
+    chunk_cache_free(m->cache);
+    if (m->ffn_fd >= 0)
+        close(m->ffn_fd);
+    tree_free(m->tree);
+    free(m->config);
+    free(m->xl);
+    fsstat_free(m->fst);
+    store_close(m->st);
+    free(m);
+}
+
+const tree *ifs_tree(const ifs *m) { return m->tree; }
+const store *ifs_store(const ifs *m) { return m->st; }
+int ifs_direct(const ifs *m) { return m->direct; }
+
+int ifs_size(ifs *m, const tree_node *n, uint64_t *size)
+{
+    if (n->kind != TREE_STATS) {
+        *size = n->size;
+        return 0;
+    }
+    char *buf;
+    size_t len;
+    int rc = ifs_render_stats(m, (int)n->ref, &buf, &len);
+    if (rc < 0)
+        return rc;
+    free(buf);
+    *size = len;
+    return 0;
+}
+
+int ifs_file_open(ifs *m, const tree_node *n, ifs_file **out, ierr *err)
+{
+    if (n->kind == TREE_DIR)
+        return ierr_set(err, -EISDIR, "%s: is a directory", n->name);
+    ifs_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    f->node = n;
+    atomic_init(&f->refs, 1);
+    int rc = 0;
+    if (n->kind == TREE_STATS)
+        rc = ifs_render_stats(m, (int)n->ref, &f->snap, &f->snap_len);
+    else if (n->kind == TREE_NEURONS)
+        rc = render_neurons(m, n->ref, &f->snap, &f->snap_len);
+    if (rc < 0) {
+        free(f);
+        return ierr_set(err, rc, "%s: cannot render: %s", n->name, strerror(-rc));
+    }
+    *out = f;
+    return 0;
+}
+
+void ifs_file_close(ifs_file *f)
+{
+    if (!f || atomic_fetch_sub(&f->refs, 1) > 1)
+        return;
+    free(f->snap);
+    free(f);
+}
+
+const tree_node *ifs_file_node(const ifs_file *f)
+{
+    return f->node;
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+/* Clamp [off, off+len) to a file of `size` bytes; 0 if nothing is left. */
+static uint64_t clamp_len(uint64_t size, uint64_t off, uint64_t len)
+{
+    if (off >= size)
+        return 0;
+    return len < size - off ? len : size - off;
+}
+
+static void reply_one(ifs_reply *r, const void *p, uint64_t len)
+{
+    r->one = (struct iovec){ .iov_base = (void *)p, .iov_len = (size_t)len };
+    r->iov = &r->one;
+    r->n = 1;
+    r->bytes = len;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Position of chunk index v in the sorted idx[0..n). */
+static size_t find_idx(const uint64_t *idx, size_t n, uint64_t v)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (idx[mid] <= v)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A neuron-file read: extents of ffn.bin -> pinned chunks -> pieces. */
+static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply *r, ierr *err)
+{
+    const xlate_layer *xl = &m->xl[layer];
+    const uint64_t cb = chunk_size(m->cache);
+    size_t cap = xlate_max_extents(xl, len), n_ext;
+    uint64_t bytes;
+    xlate_ext *ext = malloc(cap * sizeof *ext);
+    uint64_t *idx = NULL;
+    int rc;
+    if (!ext)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    rc = xlate_range(xl, off, len, ext, cap, &n_ext, &bytes);
+    if (rc < 0) {
+        rc = ierr_set(err, -EIO, "layers/%02" PRId64 "/ffn: bad slot table", layer);
+        goto out;
+    }
+    if (bytes == 0)
+        goto out;
+    /* every chunk the extents touch, sorted and unique; pieces = chunk crossings */
+    size_t n_idx = 0, n_pieces = 0, idx_cap = 0;
+    for (size_t e = 0; e < n_ext; e++)
+        idx_cap += (size_t)((ext[e].off + ext[e].len - 1) / cb - ext[e].off / cb + 1);
+    idx = malloc(idx_cap * sizeof *idx);
+    if (!idx) {
+        rc = ierr_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    int sorted = 1;
+    for (size_t e = 0; e < n_ext; e++)
+        for (uint64_t c = ext[e].off / cb; c <= (ext[e].off + ext[e].len - 1) / cb; c++) {
+            if (n_idx > 0 && c <= idx[n_idx - 1])
+                sorted = 0;
+            idx[n_idx++] = c;
+        }
+    n_pieces = n_idx;
+    if (!sorted) {
+        qsort(idx, n_idx, sizeof *idx, cmp_u64);
+        size_t u = 0;
+        for (size_t i = 0; i < n_idx; i++)
+            if (u == 0 || idx[i] != idx[u - 1])
+                idx[u++] = idx[i];
+        n_idx = u;
+    }
+    r->pins = malloc(n_idx * sizeof *r->pins);
+    if (!r->pins) {
+        rc = ierr_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = chunk_pin(m->cache, idx, n_idx, r->pins, err);
+    if (rc < 0) {
+        ierr_wrap(err, rc, "layers/%02" PRId64 "/ffn offset %" PRIu64, layer, off);
+        goto out;
+    }
+    r->n_pins = n_idx;
+    int copy = n_pieces > IFS_MAX_IOV;
+    if (copy) {
+        r->buf = malloc(bytes);
+        r->iov = &r->one;
+    } else {
+        r->iov = malloc(n_pieces * sizeof *r->iov);
+        r->iov_owned = 1;
+    }
+    if (!r->iov || (copy && !r->buf)) {
+        rc = ierr_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    unsigned char *dst = r->buf;
+    size_t pi = 0;
+    for (size_t e = 0; e < n_ext; e++) {
+        uint64_t pos = ext[e].off, end = ext[e].off + ext[e].len;
+        while (pos < end) {
+            uint64_t c = pos / cb;
+            const chunk *k = r->pins[find_idx(idx, n_idx, c)];
+            uint64_t in = pos - c * cb;
+            uint64_t take = (c + 1) * cb - pos;
+            if (take > end - pos)
+                take = end - pos;
+            if (in + take > chunk_valid(k)) {
+                rc = ierr_set(err, -EIO, "%s: offset %" PRIu64 " beyond the data read", IFL_FFN_NAME, pos);
+                fprintf(stderr, "inflashfs: %s\n", err ? err->msg : "short chunk");
+                goto out;
+            }
+            if (copy) {
+                memcpy(dst, chunk_data(k) + in, (size_t)take);
+                dst += take;
+            } else {
+                r->iov[pi++] = (struct iovec){ .iov_base = (void *)(chunk_data(k) + in), .iov_len = (size_t)take };
+            }
+            pos += take;
+        }
+    }
+    if (copy) {
+        chunk_unpin(m->cache, r->pins, r->n_pins);
+        r->n_pins = 0;
+        reply_one(r, r->buf, bytes);
+    } else {
+        r->n = pi;
+        r->bytes = bytes;
+    }
+out:
+    free(ext);
+    free(idx);
+    if (rc < 0)
+        ifs_reply_free(m, r);
+    return rc;
+}
+
+static int read_tensor(ifs *m, int64_t i, uint64_t off, uint64_t len, ifs_reply *r, ierr *err)
+{
+    const store_tensor *t = store_tensor_at(m->st, (size_t)i);
+    len = clamp_len(t->bytes, off, len);
+    if (len == 0)
+        return 0;
+    r->buf = malloc(len);
+    if (!r->buf)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    int rc = store_read_dense(m->st, t->offset + off, r->buf, len, err);
+    atomic_fetch_add(&m->dense_reads, 1);
+    if (rc < 0) {
+        fprintf(stderr, "inflashfs: %s: tensor %s offset %" PRIu64 ": %s\n", IFL_DENSE_NAME, t->name, off,
+                err ? err->msg : "read failed");
+        free(r->buf);
+        r->buf = NULL;
+        return -EIO;
+    }
+    atomic_fetch_add(&m->dense_bytes, len);
+    reply_one(r, r->buf, len);
+    return 0;
+}
+
+static int read_node(ifs *m, ifs_file *f, uint64_t off, uint64_t len, ifs_reply *r, ierr *err)
+{
+    const tree_node *n = f->node;
+    switch (n->kind) {
+    case TREE_FFN:
+        return read_ffn(m, n->ref, off, len, r, err);
+    case TREE_TENSOR:
+        return read_tensor(m, n->ref, off, len, r, err);
+    case TREE_MEM:
+        len = clamp_len(n->size, off, len);
+        if (len)
+            reply_one(r, (const char *)n->data + off, len);
+        return 0;
+    case TREE_STATS:
+    case TREE_NEURONS:
+        len = clamp_len(f->snap_len, off, len);
+        if (len)
+            reply_one(r, f->snap + off, len);
+        return 0;
+    case TREE_DIR:
+        break;
+    }
+    return ierr_set(err, -EISDIR, "%s: is a directory", n->name);
+}
+
+int ifs_read(ifs *m, ifs_file *f, uint64_t off, uint64_t len, ifs_reply *r, ierr *err)
+{
+    memset(r, 0, sizeof *r);
+    int rc = read_node(m, f, off, len, r, err);
+    if (rc == 0) {     /* the reply keeps the file (and its snapshot) alive */
+        atomic_fetch_add(&f->refs, 1);
+        r->file = f;
+    }
+    return rc;
+}
+
+void ifs_reply_free(ifs *m, ifs_reply *r)
+{
+    if (r->n_pins)
+        chunk_unpin(m->cache, r->pins, r->n_pins);
+    free(r->pins);
+    if (r->iov_owned)
+        free(r->iov);
+    free(r->buf);
+    ifs_file_close(r->file);
+    memset(r, 0, sizeof *r);
+}
+
+void ifs_account(ifs *m, const tree_node *n, uint64_t bytes, uint64_t t0_ns, int failed)
+{
+    fsstat_kind k = n->kind == TREE_FFN ? FSSTAT_FFN : n->kind == TREE_TENSOR ? FSSTAT_TENSOR : FSSTAT_OTHER;
+    fsstat_read(m->fst, k, bytes, fsstat_now_ns() - t0_ns, failed);
+}

@@ -1,0 +1,89 @@
+/* ifs.h: the inflashfs daemon's state and read path, without FUSE: opens and
+ * checks the store, builds the virtual tree, renders the generated files and
+ * serves reads as lists of memory pieces (iovecs) for the FUSE glue in
+ * main.c to send. Every function returns 0 or a negative errno. Thread-safe
+ * after ifs_open. */
+#ifndef INFLASH_FS_IFS_H
+#define INFLASH_FS_IFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "chunk.h"
+#include "ierr.h"
+#include "store.h"
+#include "tree.h"
+
+/* Default chunk size, from the bandwidth-vs-chunk curve measured on the
+ * development machine (see fs/fs.cmake's benchmark and ifs.c for figures). */
+#define IFS_DEFAULT_CHUNK      (16u << 10)
+#define IFS_DEFAULT_CACHE      (256u << 20)
+#define IFS_DEFAULT_READAHEAD  0u
+#define IFS_DEFAULT_RA_WORKERS 2u
+/* Replies with more pieces than this are copied into one buffer
+ * (writev on /dev/fuse takes at most IOV_MAX = 1024 including the header). */
+#define IFS_MAX_IOV            1000u
+
+typedef struct {
+    uint64_t chunk_bytes;        /* power of two, 4 KiB .. 4 MiB */
+    uint64_t cache_bytes;        /* chunk cache budget (>= 4 chunks) */
+    unsigned readahead;          /* chunks */
+    unsigned ra_workers;         /* read-ahead threads */
+    int      buffered;           /* 1: never O_DIRECT (tests) */
+} ifs_opts;
+
+void ifs_opts_default(ifs_opts *o);
+/* "65536", "64k", "4m", "1g" (case-insensitive suffix): 0 or -EINVAL. */
+int ifs_parse_size(const char *s, uint64_t *out);
+/* Check option values: 0 or -EINVAL with a message naming the option. */
+int ifs_opts_check(const ifs_opts *o, ierr *err);
+
+typedef struct ifs ifs;
+typedef struct ifs_file ifs_file;     /* one open file */
+
+/* The pieces of one read reply. iov[0..n) total `bytes`; the memory stays
+ * valid until ifs_reply_free. */
+typedef struct {
+    struct iovec *iov;
+    size_t        n;
+    uint64_t      bytes;
+    /* private */
+    struct iovec  one;           /* iov storage for single-piece replies */
+    chunk       **pins;          /* chunks the pieces point into */
+    size_t        n_pins;
+    void         *buf;           /* owned copy (tensors, large scatter) */
+    ifs_file     *file;          /* a reference: the file outlives the reply */
+    int           iov_owned;
+} ifs_reply;
+
+/* Open the store (store_open checks it against its index) and everything
+ * else the mount needs. Messages name the store file at fault. */
+int  ifs_open(const char *store_dir, const ifs_opts *o, ifs **out, ierr *err);
+void ifs_close(ifs *m);
+
+const tree  *ifs_tree(const ifs *m);
+const store *ifs_store(const ifs *m);
+int          ifs_direct(const ifs *m);        /* 1 if ffn.bin is read with O_DIRECT */
+
+/* Size for getattr: exact, except for the stats files (a fresh rendering). */
+int ifs_size(ifs *m, const tree_node *n, uint64_t *size);
+
+/* Open a file node (stats, neurons.tsv: rendered per open). Reference
+ * counted: ifs_file_close drops the open, ifs_reply_free a reply's. */
+int  ifs_file_open(ifs *m, const tree_node *n, ifs_file **out, ierr *err);
+void ifs_file_close(ifs_file *f);
+const tree_node *ifs_file_node(const ifs_file *f);
+
+/* Read [off, off + len) of an open file into r (0 pieces at or past EOF).
+ * A failed store read is -EIO with err naming the store file and offset. */
+int  ifs_read(ifs *m, ifs_file *f, uint64_t off, uint64_t len, ifs_reply *r, ierr *err);
+void ifs_reply_free(ifs *m, ifs_reply *r);
+
+/* Account a finished read request (latency from t0_ns, fsstat_now_ns()). */
+void ifs_account(ifs *m, const tree_node *n, uint64_t bytes, uint64_t t0_ns, int failed);
+
+/* Render the stats (json = 0: stats, 1: stats.json): malloc'd buffer. */
+int ifs_render_stats(ifs *m, int json, char **out, size_t *len);
+
+#endif

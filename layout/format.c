@@ -1,0 +1,186 @@
+/* format.c: dtype names and sizes, the .bin header codec, and the f16 / bf16
+ * <-> f32 conversions (round-to-nearest-even, exact for subnormals, inf and
+ * NaN payloads) that the store format (format.h) relies on. */
+#include "format.h"
+
+#include <string.h>
+#include <strings.h>
+
+int fmt_dtype_parse(const char *name, fmt_dtype *out)
+{
+    static const struct { const char *name; fmt_dtype t; } names[] = {
+        { "f32", FMT_F32 },  { "float32", FMT_F32 },  { "fp32", FMT_F32 },  { "float", FMT_F32 },
+        { "f16", FMT_F16 },  { "float16", FMT_F16 },  { "fp16", FMT_F16 },  { "half", FMT_F16 },
+        { "bf16", FMT_BF16 }, { "bfloat16", FMT_BF16 },
+    };
+    if (!name)
+        return -1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcasecmp(name, names[i].name) == 0) {
+            *out = names[i].t;
+            return 0;
+        }
+    return -1;
+}
+
+const char *fmt_dtype_name(fmt_dtype t)
+{
+    switch (t) {
+    case FMT_F32:  return "f32";
+    case FMT_F16:  return "f16";
+    case FMT_BF16: return "bf16";
+    }
+    return "?";
+}
+
+size_t fmt_dtype_size(fmt_dtype t)
+{
+    return t == FMT_F32 ? 4 : 2;
+}
+
+void fmt_header_encode(const fmt_header *h, unsigned char *buf)
+{
+    memset(buf, 0, IFL_HEADER_BYTES);
+    memcpy(buf, IFL_MAGIC, sizeof IFL_MAGIC);
+    fmt_put_le32(buf + 8, h->version);
+    fmt_put_le32(buf + 12, h->kind);
+    fmt_put_le64(buf + 16, h->file_bytes);
+    fmt_put_le64(buf + 24, h->count);
+}
+
+int fmt_header_decode(const unsigned char *buf, size_t len, fmt_header *h)
+{
+    if (len < 32 || memcmp(buf, IFL_MAGIC, sizeof IFL_MAGIC) != 0)
+        return -1;
+    h->version = fmt_le32(buf + 8);
+    h->kind = fmt_le32(buf + 12);
+    h->file_bytes = fmt_le64(buf + 16);
+    h->count = fmt_le64(buf + 24);
+    return 0;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+float fmt_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+
+    if (exp == 0x1f)                      /* inf / NaN: keep the payload */
+        return bits_f32(sign | 0x7f800000u | man << 13);
+    if (exp == 0) {
+        if (man == 0)
+            return bits_f32(sign);
+        /* subnormal: normalise into an f32 normal */
+        exp = 127 - 15 + 1;
+        while (!(man & 0x400u)) {
+            man <<= 1;
+            exp--;
+        }
+        man &= 0x3ffu;
+        return bits_f32(sign | exp << 23 | man << 13);
+    }
+    return bits_f32(sign | (exp + 127 - 15) << 23 | man << 13);
+}
+
+uint16_t fmt_f32_to_f16(float f)
+{
+    uint32_t u = f32_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t exp = (u >> 23) & 0xffu;
+    uint32_t man = u & 0x7fffffu;
+
+    if (exp == 0xff) {                    /* inf / NaN */
+        uint16_t m = (uint16_t)(man >> 13);
+        if (man && !m)
+            m = 0x200;                    /* NaN whose payload is all low bits */
+        return sign | 0x7c00u | m;
+    }
+    int32_t e = (int32_t)exp - 127 + 15;
+    if (e >= 0x1f)                        /* overflow -> inf */
+        return sign | 0x7c00u;
+    if (e <= 0) {                         /* f16 subnormal or zero */
+        if (e < -10)
+            return sign;                  /* below half the smallest subnormal */
+        man |= 0x800000u;                 /* implicit bit */
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t q = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1)))
+            q++;
+        return sign | (uint16_t)q;        /* q may carry into the exponent: correct */
+    }
+    uint32_t q = (uint32_t)e << 10 | man >> 13;
+    uint32_t rem = man & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1)))
+        q++;                              /* carry may reach inf: correct */
+    return sign | (uint16_t)q;
+}
+
+float fmt_bf16_to_f32(uint16_t h)
+{
+    return bits_f32((uint32_t)h << 16);
+}
+
+void fmt_to_f32(fmt_dtype t, const void *src, float *dst, size_t n)
+{
+    const unsigned char *p = src;
+    switch (t) {
+    case FMT_F32:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = bits_f32(fmt_le32(p + 4 * i));
+        break;
+    case FMT_F16:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = fmt_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        break;
+    case FMT_BF16:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = fmt_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        break;
+    }
+}
+
+void fmt_from_f32(fmt_dtype t, const float *src, void *dst, size_t n)
+{
+    unsigned char *p = dst;
+    switch (t) {
+    case FMT_F32:
+        for (size_t i = 0; i < n; i++)
+            fmt_put_le32(p + 4 * i, f32_bits(src[i]));
+        break;
+    case FMT_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = fmt_f32_to_f16(src[i]);
+            p[2 * i] = (unsigned char)h;
+            p[2 * i + 1] = (unsigned char)(h >> 8);
+        }
+        break;
+    case FMT_BF16:                        /* round-to-nearest-even, NaN kept quiet */
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = f32_bits(src[i]);
+            uint16_t h;
+            if ((u & 0x7fffffffu) > 0x7f800000u)
+                h = (uint16_t)(u >> 16 | 0x40u);
+            else
+                h = (uint16_t)((u + 0x7fffu + (u >> 16 & 1)) >> 16);
+            p[2 * i] = (unsigned char)h;
+            p[2 * i + 1] = (unsigned char)(h >> 8);
+        }
+        break;
+    }
+}

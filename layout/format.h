@@ -1,0 +1,174 @@
+/* format.h: the inflash store format, specified once, plus the small
+ * constants and dtype helpers every module shares.
+ *
+ * THE INFLASH STORE, format version 1
+ * ===================================
+ *
+ * 1. A store is a directory holding exactly three files:
+ *      index.sqlite   sqlite3 database: hyperparameters, tokenizer, tensor
+ *                     table, neuron table (section 4)
+ *      dense.bin      every tensor that stays resident in DRAM (section 2)
+ *      ffn.bin        the FFN neuron bundles, read sparsely from flash
+ *                     (section 3)
+ *    All numbers in the .bin files are little-endian. Element types
+ *    ("dtypes") are "f32" (IEEE-754 binary32) and "f16" (IEEE-754 binary16);
+ *    one store has one dtype for all its weights (meta key `dtype`).
+ *    Calibration data added later (predictors) is always f32.
+ *
+ * 2. Both .bin files start with a 4096-byte header block; payload begins at
+ *    offset 4096 (IFL_HEADER_BYTES). The header, field by field:
+ *      off  size  field
+ *      0    8     magic "INFLASH\0" (IFL_MAGIC)
+ *      8    4     u32 format version (IFL_VERSION)
+ *      12   4     u32 file kind: 1 = dense.bin, 2 = ffn.bin
+ *      16   8     u64 total file size in bytes (including this header)
+ *      24   8     u64 payload count: tensors in dense.bin, layers in ffn.bin
+ *      32   4064  zero
+ *    dense.bin: tensors one after another, each starting on a 64-byte
+ *    (IFL_TENSOR_ALIGN) boundary, zero padding between them; where each one
+ *    lives is recorded only in the `tensors` table.
+ *
+ * 3. ffn.bin: after the header, layer 0, layer 1, ..., each layer starting
+ *    on a 4096-byte (IFL_LAYER_ALIGN) boundary, zero padding between layers
+ *    and at the end of the file. A layer is d_ffn bundles of B bytes
+ *    (B = meta `bundle_bytes`), stored at physical slots 0..d_ffn-1:
+ *      offset(layer, slot) = layers.offset + slot * B
+ *    The bundle of neuron j holds, in the store dtype:
+ *      up row j      d_model values  (OPT: fc1.weight[j,:];
+ *                                     Llama: mlp.up_proj.weight[j,:])
+ *      gate row j    d_model values  (gated models only:
+ *                                     mlp.gate_proj.weight[j,:])
+ *      down col j    d_model values  (OPT: fc2.weight[:,j];
+ *                                     Llama: mlp.down_proj.weight[:,j])
+ *    so B = (gated ? 3 : 2) * d_model * dtype_size. Neuron j sits at slot
+ *    `neurons.slot`; at pack time slot = j, after calibration with
+ *    --reorder the slots are a permutation (hot neurons first). FFN biases
+ *    live in dense.bin.
+ *
+ * 4. index.sqlite tables (every integer is sqlite INTEGER, 64-bit):
+ *      meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
+ *        magic "INFLASH", format_version "1", family ("opt" | "llama"),
+ *        d_model, n_layers, n_heads, n_kv_heads, d_ffn, vocab_size,
+ *        max_pos, pos_offset (OPT: 2, else 0), norm_eps, rope_theta,
+ *        activation ("relu" | "silu"), gated ("0" | "1"),
+ *        tie_embeddings ("0" | "1"), bos_id, eos_id, pad_id (-1 if none),
+ *        dtype ("f32" | "f16"), bundle_bytes, dense_bytes, ffn_bytes
+ *        (exact sizes of the .bin files), tokenizer ("gpt2-bpe" |
+ *        "sp-bpe" | "bytelevel-bpe"), hf_config (the source config.json
+ *        text, verbatim), source_dtype ("F32" | "F16" | "BF16").
+ *      tokens(id INTEGER PRIMARY KEY, piece BLOB NOT NULL, score REAL,
+ *             special INTEGER NOT NULL)
+ *        the vocabulary; piece is the token's string as the tokenizer file
+ *        spells it (GPT-2 byte-to-unicode form or SentencePiece "▁" form),
+ *        UTF-8; score: SentencePiece-style score (-merge rank for merged
+ *        pieces, 0 otherwise); special = 1 for added/special tokens.
+ *      merges(rank INTEGER PRIMARY KEY, left BLOB NOT NULL,
+ *             right BLOB NOT NULL)   BPE merges in rank order, rank 0 first.
+ *      tokenizer_files(name TEXT PRIMARY KEY, data BLOB NOT NULL)
+ *        the source tokenizer files verbatim ("vocab.json", "merges.txt",
+ *        or "tokenizer.json"; also "tokenizer_config.json",
+ *        "special_tokens_map.json", "generation_config.json" if present).
+ *      tensors(name TEXT PRIMARY KEY, dtype TEXT NOT NULL,
+ *              shape TEXT NOT NULL, file TEXT NOT NULL,
+ *              offset INTEGER NOT NULL, bytes INTEGER NOT NULL,
+ *              xxh64 INTEGER NOT NULL)
+ *        every dense tensor under its Hugging Face name; shape is the dims
+ *        separated by single spaces, outermost first ("1024 256"); file is
+ *        "dense.bin"; xxh64 is XXH64(data, bytes, seed 0) stored as the
+ *        signed 64-bit integer with the same bits.
+ *      layers(layer INTEGER PRIMARY KEY, offset INTEGER NOT NULL,
+ *             bytes INTEGER NOT NULL, n_neurons INTEGER NOT NULL)
+ *        where each layer's bundles live in ffn.bin (bytes = n_neurons * B).
+ *      neurons(layer INTEGER NOT NULL, id INTEGER NOT NULL,
+ *              slot INTEGER NOT NULL, offset INTEGER NOT NULL,
+ *              bytes INTEGER NOT NULL, freq REAL, xxh64 INTEGER NOT NULL,
+ *              PRIMARY KEY(layer, id))
+ *        one row per neuron; offset = layers.offset + slot * bytes; freq is
+ *        NULL until calibration; xxh64 as for tensors, over the bundle.
+ *
+ * 5. A reader trusts nothing: magic and version in meta and in both
+ *    headers, every hyperparameter within sane bounds, every tensor's
+ *    offset + bytes within its file and equal to prod(shape) * dtype size,
+ *    tensors not overlapping, every layer 4096-aligned and inside ffn.bin,
+ *    every neuron's slot < n_neurons, slots a permutation, offsets
+ *    consistent, and the real file sizes equal to meta dense_bytes /
+ *    ffn_bytes. Any mismatch is an error naming the file.
+ *
+ * 6. A store is written into OUT_DIR.tmp.<pid> beside OUT_DIR and renamed
+ *    into place when complete; readers never see a half-written store.
+ */
+#ifndef INFLASH_FORMAT_H
+#define INFLASH_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define IFL_MAGIC          "INFLASH"        /* 8 bytes with the NUL */
+#define IFL_VERSION        1u
+#define IFL_HEADER_BYTES   4096u
+#define IFL_TENSOR_ALIGN   64u
+#define IFL_LAYER_ALIGN    4096u
+#define IFL_KIND_DENSE     1u
+#define IFL_KIND_FFN       2u
+
+#define IFL_INDEX_NAME     "index.sqlite"
+#define IFL_DENSE_NAME     "dense.bin"
+#define IFL_FFN_NAME       "ffn.bin"
+
+/* Element types. The store holds F32 or F16; BF16 appears only in sources. */
+typedef enum { FMT_F32 = 0, FMT_F16 = 1, FMT_BF16 = 2 } fmt_dtype;
+
+/* "f32"/"f16"/"bf16" (any case, also "F32", "float16"...): 0 and *out, or -1. */
+int fmt_dtype_parse(const char *name, fmt_dtype *out);
+/* "f32" | "f16" | "bf16" */
+const char *fmt_dtype_name(fmt_dtype t);
+/* bytes per element: 4 or 2 */
+size_t fmt_dtype_size(fmt_dtype t);
+
+/* The 32-byte header of dense.bin / ffn.bin (section 2), decoded. */
+typedef struct {
+    uint32_t version;
+    uint32_t kind;
+    uint64_t file_bytes;
+    uint64_t count;
+} fmt_header;
+
+/* Encode into buf[IFL_HEADER_BYTES] (zero-filled beyond the fields). */
+void fmt_header_encode(const fmt_header *h, unsigned char *buf);
+/* Decode and check the magic; 0 or -1 (bad magic). Version not checked. */
+int fmt_header_decode(const unsigned char *buf, size_t len, fmt_header *h);
+
+/* Little-endian field access, alignment-free. */
+static inline uint32_t fmt_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t fmt_le64(const unsigned char *p)
+{
+    return (uint64_t)fmt_le32(p) | (uint64_t)fmt_le32(p + 4) << 32;
+}
+static inline void fmt_put_le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+}
+static inline void fmt_put_le64(unsigned char *p, uint64_t v)
+{
+    fmt_put_le32(p, (uint32_t)v);
+    fmt_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint64_t fmt_align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+/* Convert n elements of type t at src (little-endian bytes) to f32. */
+void fmt_to_f32(fmt_dtype t, const void *src, float *dst, size_t n);
+/* Convert n f32 values to type t (F32 or F16, round-to-nearest-even). */
+void fmt_from_f32(fmt_dtype t, const float *src, void *dst, size_t n);
+/* Scalar conversions. */
+float    fmt_f16_to_f32(uint16_t h);
+uint16_t fmt_f32_to_f16(float f);
+float    fmt_bf16_to_f32(uint16_t h);
+/* Exact conversion of BF16 to F16 bits is not generally possible; sources
+ * in BF16 go through f32. */
+
+#endif

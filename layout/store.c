@@ -1,0 +1,903 @@
+/* store.c: opening a store directory (format.h). The whole index is loaded
+ * into memory and every count, offset and size is checked against the real
+ * files (format.h section 5) before anything is trusted; afterwards the store
+ * is immutable and reads are plain preads. */
+#include "store.h"
+#include "io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct { char *key, *value; } meta_kv;
+typedef struct { char *piece; size_t len; double score; int special; int present; } tok_row;
+typedef struct { char *left, *right; size_t llen, rlen; } merge_row;
+typedef struct { char *name; void *data; size_t len; } tokfile_row;
+
+/* Everything is owned by the store and immutable after store_open. */
+struct store {
+    char         *dir;
+    char         *index_path, *dense_path, *ffn_path;
+    int           dense_fd, ffn_fd;
+    uint64_t      dense_bytes, ffn_bytes;    /* real file sizes, == meta */
+    hp_config     hp;
+    fmt_dtype     dtype;
+    int64_t       bundle_bytes;
+    meta_kv      *meta;       size_t n_meta;       /* sorted by key */
+    store_tensor *tensors;    size_t n_tensors;    /* sorted by name */
+    store_layer  *layers;                          /* [hp.n_layers] */
+    tok_row      *tokens;     int64_t n_tokens;    /* indexed by id */
+    merge_row    *merges;     int64_t n_merges;    /* indexed by rank */
+    tokfile_row  *tokfiles;   size_t n_tokfiles;   /* sorted by name */
+};
+
+/* ---- small parsers ------------------------------------------------------- */
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_f64(const char *s, double *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "1024 256" -> dims; 0 or -1 */
+static int parse_shape(const char *s, int *ndim, int64_t *shape)
+{
+    *ndim = 0;
+    if (!*s)
+        return 0;
+    for (;;) {
+        char *end;
+        if (*ndim == STORE_MAX_DIMS || *s < '0' || *s > '9')
+            return -1;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (errno || v >= (long long)1 << 40)
+            return -1;
+        shape[(*ndim)++] = v;
+        if (!*end)
+            return 0;
+        if (*end != ' ')
+            return -1;
+        s = end + 1;
+    }
+}
+
+/* ---- sqlite access ------------------------------------------------------- */
+
+typedef struct {
+    store        *s;
+    sqlite3      *db;
+    sqlite3_stmt *st;
+    const char   *table;
+    ierr         *err;
+} q;
+
+static int q_fail(q *x, const char *problem)
+{
+    return ierr_set(x->err, -EINVAL, "%s: table %s: %s", x->s->index_path, x->table, problem);
+}
+
+static int q_prepare(q *x, const char *table, const char *sql)
+{
+    x->table = table;
+    if (sqlite3_prepare_v2(x->db, sql, -1, &x->st, NULL) != SQLITE_OK)
+        return ierr_set(x->err, -EINVAL, "%s: table %s: %s", x->s->index_path, table, sqlite3_errmsg(x->db));
+    return 0;
+}
+
+/* 1 row, 0 done, <0 error */
+static int q_step(q *x)
+{
+    int r = sqlite3_step(x->st);
+    if (r == SQLITE_ROW)
+        return 1;
+    if (r == SQLITE_DONE)
+        return 0;
+    return ierr_set(x->err, -EIO, "%s: table %s: %s", x->s->index_path, x->table, sqlite3_errmsg(x->db));
+}
+
+static void q_end(q *x)
+{
+    sqlite3_finalize(x->st);
+    x->st = NULL;
+}
+
+static int col_i64(q *x, int c, int64_t *v)
+{
+    if (sqlite3_column_type(x->st, c) != SQLITE_INTEGER)
+        return -1;
+    *v = sqlite3_column_int64(x->st, c);
+    return 0;
+}
+
+static int col_u64(q *x, int c, uint64_t *v)
+{
+    int64_t s;
+    if (col_i64(x, c, &s) || s < 0)
+        return -1;
+    *v = (uint64_t)s;
+    return 0;
+}
+
+/* the stored checksum: any 64-bit pattern */
+static int col_bits(q *x, int c, uint64_t *v)
+{
+    int64_t s;
+    if (col_i64(x, c, &s))
+        return -1;
+    memcpy(v, &s, sizeof *v);
+    return 0;
+}
+
+/* TEXT or BLOB copied into a NUL-terminated malloc'd buffer */
+static int col_bytes(q *x, int c, char **out, size_t *len)
+{
+    int t = sqlite3_column_type(x->st, c);
+    if (t != SQLITE_TEXT && t != SQLITE_BLOB)
+        return -1;
+    const void *p = t == SQLITE_TEXT ? (const void *)sqlite3_column_text(x->st, c) : sqlite3_column_blob(x->st, c);
+    size_t n = (size_t)sqlite3_column_bytes(x->st, c);
+    char *buf = malloc(n + 1);
+    if (!buf)
+        return -1;
+    if (n)
+        memcpy(buf, p, n);
+    buf[n] = '\0';
+    *out = buf;
+    if (len)
+        *len = n;
+    return 0;
+}
+
+/* Grow a row array by one (doubling); NULL if out of memory. */
+static void *grow(void **arr, size_t n, size_t *cap, size_t size)
+{
+    if (n == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        void *p = realloc(*arr, c * size);
+        if (!p)
+            return NULL;
+        *arr = p;
+        *cap = c;
+    }
+    return (char *)*arr + n * size;
+}
+
+/* ---- loading ------------------------------------------------------------- */
+
+static int load_meta(q *x)
+{
+    store *s = x->s;
+    size_t cap = 0;
+    int rc = q_prepare(x, "meta", "SELECT key, value FROM meta ORDER BY key");
+    while (!rc && (rc = q_step(x)) == 1) {
+        meta_kv *kv = grow((void **)&s->meta, s->n_meta, &cap, sizeof *kv);
+        if (!kv)
+            return q_fail(x, "out of memory");
+        if (col_bytes(x, 0, &kv->key, NULL))
+            return q_fail(x, "key is not text");
+        if (col_bytes(x, 1, &kv->value, NULL)) {
+            free(kv->key);
+            return q_fail(x, "value is not text");
+        }
+        s->n_meta++;
+        rc = 0;
+    }
+    q_end(x);
+    return rc;
+}
+
+static int meta_need(q *x, const char *key, const char **v)
+{
+    if (!(*v = store_meta(x->s, key)))
+        return ierr_set(x->err, -EINVAL, "%s: meta \"%s\" is missing", x->s->index_path, key);
+    return 0;
+}
+
+static int meta_int(q *x, const char *key, int64_t *out)
+{
+    const char *v;
+    int rc = meta_need(x, key, &v);
+    if (!rc && parse_i64(v, out))
+        rc = ierr_set(x->err, -EINVAL, "%s: meta \"%s\" = \"%s\" is not an integer", x->s->index_path, key, v);
+    return rc;
+}
+
+static int meta_real(q *x, const char *key, double *out)
+{
+    const char *v;
+    int rc = meta_need(x, key, &v);
+    if (!rc && parse_f64(v, out))
+        rc = ierr_set(x->err, -EINVAL, "%s: meta \"%s\" = \"%s\" is not a number", x->s->index_path, key, v);
+    return rc;
+}
+
+static int meta_flag(q *x, const char *key, int *out)
+{
+    int64_t v;
+    int rc = meta_int(x, key, &v);
+    if (!rc && v != 0 && v != 1)
+        rc = ierr_set(x->err, -EINVAL, "%s: meta \"%s\" must be 0 or 1", x->s->index_path, key);
+    if (!rc)
+        *out = (int)v;
+    return rc;
+}
+
+static int meta_hparams(q *x)
+{
+    store *s = x->s;
+    hp_config *hp = &s->hp;
+    const char *magic, *family, *act, *dtype;
+    int64_t version, bundle, dense_bytes, ffn_bytes;
+    int rc;
+    if ((rc = meta_need(x, "magic", &magic)) || (rc = meta_int(x, "format_version", &version)))
+        return rc;
+    if (strcmp(magic, IFL_MAGIC) != 0)
+        return ierr_set(x->err, -EINVAL, "%s: bad magic \"%s\": not an inflash store", s->index_path, magic);
+    if (version != IFL_VERSION)
+        return ierr_set(x->err, -EINVAL, "%s: format version %" PRId64 ", this build reads %u", s->index_path,
+                        version, IFL_VERSION);
+    if ((rc = meta_need(x, "family", &family)) || (rc = meta_need(x, "activation", &act)) ||
+        (rc = meta_need(x, "dtype", &dtype)) ||
+        (rc = meta_int(x, "d_model", &hp->d_model)) || (rc = meta_int(x, "n_layers", &hp->n_layers)) ||
+        (rc = meta_int(x, "n_heads", &hp->n_heads)) || (rc = meta_int(x, "n_kv_heads", &hp->n_kv_heads)) ||
+        (rc = meta_int(x, "d_ffn", &hp->d_ffn)) || (rc = meta_int(x, "vocab_size", &hp->vocab_size)) ||
+        (rc = meta_int(x, "max_pos", &hp->max_pos)) || (rc = meta_int(x, "pos_offset", &hp->pos_offset)) ||
+        (rc = meta_real(x, "norm_eps", &hp->norm_eps)) || (rc = meta_real(x, "rope_theta", &hp->rope_theta)) ||
+        (rc = meta_flag(x, "gated", &hp->gated)) || (rc = meta_flag(x, "tie_embeddings", &hp->tie_embeddings)) ||
+        (rc = meta_int(x, "bos_id", &hp->bos_id)) || (rc = meta_int(x, "eos_id", &hp->eos_id)) ||
+        (rc = meta_int(x, "pad_id", &hp->pad_id)) || (rc = meta_int(x, "bundle_bytes", &bundle)) ||
+        (rc = meta_int(x, "dense_bytes", &dense_bytes)) || (rc = meta_int(x, "ffn_bytes", &ffn_bytes)))
+        return rc;
+    if (hp_family_parse(family, &hp->family))
+        return ierr_set(x->err, -EINVAL, "%s: unknown family \"%s\"", s->index_path, family);
+    if (hp_act_parse(act, &hp->act))
+        return ierr_set(x->err, -EINVAL, "%s: unknown activation \"%s\"", s->index_path, act);
+    if ((strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0) || fmt_dtype_parse(dtype, &s->dtype))
+        return ierr_set(x->err, -EINVAL, "%s: store dtype \"%s\" is not f32 or f16", s->index_path, dtype);
+    if ((rc = hp_validate(hp, s->index_path, x->err)))
+        return rc;
+    s->bundle_bytes = hp_bundle_bytes(hp, s->dtype);
+    if (bundle != s->bundle_bytes)
+        return ierr_set(x->err, -EINVAL, "%s: meta bundle_bytes %" PRId64 " != %" PRId64 " from the hyperparameters",
+                        s->index_path, bundle, s->bundle_bytes);
+    if ((uint64_t)dense_bytes != s->dense_bytes)
+        return ierr_set(x->err, -EINVAL, "%s: %" PRIu64 " bytes, the index says %" PRId64, s->dense_path,
+                        s->dense_bytes, dense_bytes);
+    if ((uint64_t)ffn_bytes != s->ffn_bytes)
+        return ierr_set(x->err, -EINVAL, "%s: %" PRIu64 " bytes, the index says %" PRId64, s->ffn_path,
+                        s->ffn_bytes, ffn_bytes);
+    return 0;
+}
+
+static int by_tensor_offset(const void *a, const void *b)
+{
+    const store_tensor *x = *(const store_tensor *const *)a, *y = *(const store_tensor *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int check_tensor(q *x, const store_tensor *t, const char *file, const char *shape)
+{
+    store *s = x->s;
+    uint64_t numel = 1;
+    int overflow = 0;
+    for (int i = 0; i < t->ndim; i++)
+        overflow |= __builtin_mul_overflow(numel, (uint64_t)t->shape[i], &numel);
+    if (strcmp(file, IFL_DENSE_NAME) != 0)
+        return ierr_set(x->err, -EINVAL, "%s: tensor \"%s\" is in file \"%s\", not %s", s->index_path, t->name,
+                        file, IFL_DENSE_NAME);
+    if (overflow || numel > UINT64_MAX / 4 || numel * fmt_dtype_size(t->dtype) != t->bytes)
+        return ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": %" PRIu64 " bytes do not match shape \"%s\" %s",
+                        s->index_path, t->name, t->bytes, shape, fmt_dtype_name(t->dtype));
+    if (t->offset < IFL_HEADER_BYTES || t->offset % IFL_TENSOR_ALIGN || t->offset > s->dense_bytes ||
+        t->bytes > s->dense_bytes - t->offset)
+        return ierr_set(x->err, -EINVAL, "%s: tensor \"%s\" at [%" PRIu64 ", +%" PRIu64 ") is misaligned or outside "
+                        "the file (%" PRIu64 " bytes)", s->dense_path, t->name, t->offset, t->bytes, s->dense_bytes);
+    return 0;
+}
+
+static int load_tensors(q *x)
+{
+    store *s = x->s;
+    size_t cap = 0;
+    int rc = q_prepare(x, "tensors",
+                       "SELECT name, dtype, shape, file, offset, bytes, xxh64 FROM tensors ORDER BY name");
+    while (!rc && (rc = q_step(x)) == 1) {
+        store_tensor *t = grow((void **)&s->tensors, s->n_tensors, &cap, sizeof *t);
+        char *dtype = NULL, *shape = NULL, *file = NULL;
+        if (!t)
+            return q_fail(x, "out of memory");
+        memset(t, 0, sizeof *t);
+        if (col_bytes(x, 0, &t->name, NULL))
+            return q_fail(x, "bad name");
+        s->n_tensors++;
+        if (col_bytes(x, 1, &dtype, NULL) || col_bytes(x, 2, &shape, NULL) || col_bytes(x, 3, &file, NULL) ||
+            col_u64(x, 4, &t->offset) || col_u64(x, 5, &t->bytes) || col_bits(x, 6, &t->xxh64))
+            rc = ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": a column has the wrong type", s->index_path, t->name);
+        else if ((strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0) || fmt_dtype_parse(dtype, &t->dtype))
+            rc = ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": bad dtype \"%s\"", s->index_path, t->name, dtype);
+        else if (parse_shape(shape, &t->ndim, t->shape))
+            rc = ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": bad shape \"%s\"", s->index_path, t->name, shape);
+        else if (s->n_tensors > 1 && strcmp(s->tensors[s->n_tensors - 2].name, t->name) >= 0)
+            rc = ierr_set(x->err, -EINVAL, "%s: tensor names out of order", s->index_path);
+        else
+            rc = check_tensor(x, t, file, shape);
+        free(dtype);
+        free(shape);
+        free(file);
+    }
+    q_end(x);
+    if (rc)
+        return rc;
+    /* no two tensors may overlap */
+    const store_tensor **ix = malloc((s->n_tensors + 1) * sizeof *ix);
+    size_t k = 0;
+    if (!ix)
+        return q_fail(x, "out of memory");
+    for (size_t i = 0; i < s->n_tensors; i++)
+        if (s->tensors[i].bytes)
+            ix[k++] = &s->tensors[i];
+    qsort(ix, k, sizeof *ix, by_tensor_offset);
+    for (size_t i = 1; i < k && !rc; i++)
+        if (ix[i - 1]->offset + ix[i - 1]->bytes > ix[i]->offset)
+            rc = ierr_set(x->err, -EINVAL, "%s: tensors \"%s\" and \"%s\" overlap", s->dense_path, ix[i - 1]->name,
+                          ix[i]->name);
+    free(ix);
+    return rc;
+}
+
+static int load_layers(q *x)
+{
+    store *s = x->s;
+    const hp_config *hp = &s->hp;
+    int64_t n = 0;
+    uint64_t end = IFL_HEADER_BYTES;      /* layers must come in file order, not overlapping */
+    if (!(s->layers = calloc((size_t)hp->n_layers, sizeof *s->layers)))
+        return q_fail(x, "out of memory");
+    int rc = q_prepare(x, "layers", "SELECT layer, offset, bytes, n_neurons FROM layers ORDER BY layer");
+    while (!rc && (rc = q_step(x)) == 1) {
+        int64_t layer;
+        store_layer L;
+        rc = 0;
+        if (col_i64(x, 0, &layer) || col_u64(x, 1, &L.offset) || col_u64(x, 2, &L.bytes) ||
+            col_i64(x, 3, &L.n_neurons))
+            rc = q_fail(x, "a column has the wrong type");
+        else if (layer != n || n >= hp->n_layers)
+            rc = ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 " unexpected (n_layers %" PRId64 ")", s->index_path,
+                          layer, hp->n_layers);
+        else if (L.n_neurons != hp->d_ffn || L.bytes != (uint64_t)(L.n_neurons * s->bundle_bytes))
+            rc = ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 ": %" PRId64 " neurons in %" PRIu64 " bytes, expected "
+                          "%" PRId64 " x %" PRId64, s->index_path, layer, L.n_neurons, L.bytes, hp->d_ffn,
+                          s->bundle_bytes);
+        else if (L.offset % IFL_LAYER_ALIGN || L.offset < end || L.offset > s->ffn_bytes ||
+                 L.bytes > s->ffn_bytes - L.offset)
+            rc = ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 " at [%" PRIu64 ", +%" PRIu64 ") is misaligned, "
+                          "overlapping or outside the file (%" PRIu64 " bytes)", s->ffn_path, layer, L.offset,
+                          L.bytes, s->ffn_bytes);
+        else {
+            s->layers[n++] = (store_layer){ .n_neurons = L.n_neurons, .offset = L.offset, .bytes = L.bytes };
+            end = L.offset + L.bytes;
+        }
+    }
+    q_end(x);
+    if (!rc && n != hp->n_layers)
+        rc = ierr_set(x->err, -EINVAL, "%s: %" PRId64 " layers, n_layers is %" PRId64, s->index_path, n,
+                      hp->n_layers);
+    /* sizes are now bounded by the real ffn.bin: allocate the neuron tables */
+    for (int64_t l = 0; l < hp->n_layers && !rc; l++) {
+        store_layer *L = &s->layers[l];
+        size_t m = (size_t)L->n_neurons;
+        L->slot_of = malloc(m * sizeof *L->slot_of);
+        L->id_of = malloc(m * sizeof *L->id_of);
+        L->freq = malloc(m * sizeof *L->freq);
+        L->xxh64 = malloc(m * sizeof *L->xxh64);
+        if (!L->slot_of || !L->id_of || !L->freq || !L->xxh64)
+            return q_fail(x, "out of memory");
+        for (size_t i = 0; i < m; i++)
+            L->slot_of[i] = L->id_of[i] = -1;
+    }
+    return rc;
+}
+
+static int load_neurons(q *x)
+{
+    store *s = x->s;
+    int64_t count = 0, B = s->bundle_bytes;
+    int rc = q_prepare(x, "neurons", "SELECT layer, id, slot, offset, bytes, freq, xxh64 FROM neurons");
+    while (!rc && (rc = q_step(x)) == 1) {
+        int64_t layer, id, slot, bytes;
+        uint64_t off, sum;
+        double freq = NAN;
+        int ft = sqlite3_column_type(x->st, 5);
+        rc = 0;
+        if (col_i64(x, 0, &layer) || col_i64(x, 1, &id) || col_i64(x, 2, &slot) || col_u64(x, 3, &off) ||
+            col_i64(x, 4, &bytes) || col_bits(x, 6, &sum) ||
+            (ft != SQLITE_NULL && ft != SQLITE_FLOAT && ft != SQLITE_INTEGER))
+            return q_fail(x, "a column has the wrong type");
+        if (ft != SQLITE_NULL)
+            freq = sqlite3_column_double(x->st, 5);
+        if (layer < 0 || layer >= s->hp.n_layers)
+            return ierr_set(x->err, -EINVAL, "%s: neuron of layer %" PRId64 " out of range", s->index_path, layer);
+        store_layer *L = &s->layers[layer];
+        if (id < 0 || id >= L->n_neurons || slot < 0 || slot >= L->n_neurons)
+            return ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 ": neuron %" PRId64 " / slot %" PRId64
+                            " out of range", s->index_path, layer, id, slot);
+        if (L->slot_of[id] >= 0 || L->id_of[slot] >= 0)
+            return ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 ": neuron %" PRId64 " or slot %" PRId64
+                            " appears twice", s->index_path, layer, id, slot);
+        if (bytes != B || off != L->offset + (uint64_t)(slot * B))
+            return ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 " neuron %" PRId64 ": offset %" PRIu64 " / %" PRId64
+                            " bytes inconsistent with slot %" PRId64, s->index_path, layer, id, off, bytes, slot);
+        if (!isnan(freq) && !(freq >= 0 && isfinite(freq)))
+            return ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 " neuron %" PRId64 ": bad frequency %g",
+                            s->index_path, layer, id, freq);
+        L->slot_of[id] = slot;
+        L->id_of[slot] = id;
+        L->freq[id] = freq;
+        L->xxh64[id] = sum;
+        count++;
+    }
+    q_end(x);
+    /* each (layer, id) and (layer, slot) at most once, so the right count
+     * means every slot table is a permutation */
+    if (!rc && count != s->hp.n_layers * s->hp.d_ffn)
+        rc = ierr_set(x->err, -EINVAL, "%s: %" PRId64 " neurons, expected %" PRId64 " layers x %" PRId64,
+                      s->index_path, count, s->hp.n_layers, s->hp.d_ffn);
+    return rc;
+}
+
+static int load_tokens(q *x)
+{
+    store *s = x->s;
+    tok_row *rows = NULL;
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0, idcap = 0;
+    int rc = q_prepare(x, "tokens", "SELECT id, piece, score, special FROM tokens ORDER BY id");
+    while (!rc && (rc = q_step(x)) == 1) {
+        tok_row *r = grow((void **)&rows, n, &cap, sizeof *r);
+        int64_t *id = grow((void **)&ids, n, &idcap, sizeof *id);
+        int64_t special;
+        int st = sqlite3_column_type(x->st, 2);
+        rc = 0;
+        if (!r || !id) {
+            rc = q_fail(x, "out of memory");
+            break;
+        }
+        memset(r, 0, sizeof *r);
+        if (col_i64(x, 0, id) || col_i64(x, 3, &special) || (special != 0 && special != 1) ||
+            (st != SQLITE_NULL && st != SQLITE_FLOAT && st != SQLITE_INTEGER) || col_bytes(x, 1, &r->piece, &r->len)) {
+            rc = q_fail(x, "a row has a column of the wrong type");
+            break;
+        }
+        n++;
+        r->score = st == SQLITE_NULL ? 0 : sqlite3_column_double(x->st, 2);
+        r->special = (int)special;
+        r->present = 1;
+    }
+    q_end(x);
+    /* ids are unique and ascending; bound them to keep the table small */
+    int64_t bound = s->hp.vocab_size > (int64_t)n ? s->hp.vocab_size : (int64_t)n;
+    if (!rc && n && (ids[0] < 0 || ids[n - 1] >= bound))
+        rc = ierr_set(x->err, -EINVAL, "%s: token id %" PRId64 " out of range [0, %" PRId64 ")", s->index_path,
+                      ids[0] < 0 ? ids[0] : ids[n - 1], bound);
+    if (!rc && n) {
+        s->n_tokens = ids[n - 1] + 1;
+        if (!(s->tokens = calloc((size_t)s->n_tokens, sizeof *s->tokens)))
+            rc = q_fail(x, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!rc)
+            s->tokens[ids[i]] = rows[i];
+        else
+            free(rows[i].piece);
+    }
+    free(rows);
+    free(ids);
+    return rc;
+}
+
+static int load_merges(q *x)
+{
+    store *s = x->s;
+    size_t cap = 0;
+    int rc = q_prepare(x, "merges", "SELECT rank, left, right FROM merges ORDER BY rank");
+    while (!rc && (rc = q_step(x)) == 1) {
+        merge_row *m = grow((void **)&s->merges, (size_t)s->n_merges, &cap, sizeof *m);
+        int64_t rank;
+        rc = 0;
+        if (!m)
+            return q_fail(x, "out of memory");
+        memset(m, 0, sizeof *m);
+        if (col_i64(x, 0, &rank) || rank != s->n_merges)
+            return q_fail(x, "ranks are not 0, 1, 2, ...");
+        if (col_bytes(x, 1, &m->left, &m->llen))
+            return q_fail(x, "left is not text");
+        s->n_merges++;
+        if (col_bytes(x, 2, &m->right, &m->rlen))
+            return q_fail(x, "right is not text");
+    }
+    q_end(x);
+    return rc;
+}
+
+static int load_tokfiles(q *x)
+{
+    store *s = x->s;
+    size_t cap = 0;
+    int rc = q_prepare(x, "tokenizer_files", "SELECT name, data FROM tokenizer_files ORDER BY name");
+    while (!rc && (rc = q_step(x)) == 1) {
+        tokfile_row *f = grow((void **)&s->tokfiles, s->n_tokfiles, &cap, sizeof *f);
+        rc = 0;
+        if (!f)
+            return q_fail(x, "out of memory");
+        memset(f, 0, sizeof *f);
+        if (col_bytes(x, 0, &f->name, NULL))
+            return q_fail(x, "name is not text");
+        s->n_tokfiles++;
+        if (col_bytes(x, 1, (char **)&f->data, &f->len))
+            return q_fail(x, "data is not a blob");
+    }
+    q_end(x);
+    return rc;
+}
+
+/* Open a .bin file, check its header against the real size and the index. */
+static int open_bin(const char *path, uint32_t kind, int *fd, uint64_t *size, ierr *err)
+{
+    struct stat st;
+    unsigned char buf[IFL_HEADER_BYTES];
+    fmt_header h;
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
+    if (fstat(*fd, &st) < 0)
+        return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return ierr_set(err, -EINVAL, "%s: not a regular file", path);
+    *size = (uint64_t)st.st_size;
+    if (*size < IFL_HEADER_BYTES)
+        return ierr_set(err, -EINVAL, "%s: truncated: %" PRIu64 " bytes, shorter than the header", path, *size);
+    int rc = io_pread_full(*fd, buf, sizeof buf, 0, path, err);
+    if (rc)
+        return rc;
+    if (fmt_header_decode(buf, sizeof buf, &h))
+        return ierr_set(err, -EINVAL, "%s: bad magic: not an inflash file", path);
+    if (h.version != IFL_VERSION)
+        return ierr_set(err, -EINVAL, "%s: format version %u, this build reads %u", path, h.version, IFL_VERSION);
+    if (h.kind != kind)
+        return ierr_set(err, -EINVAL, "%s: file kind %u, expected %u", path, h.kind, kind);
+    if (h.file_bytes != *size)
+        return ierr_set(err, -EINVAL, "%s: %" PRIu64 " bytes, its header says %" PRIu64 " (truncated?)", path,
+                        *size, h.file_bytes);
+    return 0;
+}
+
+static int check_counts(store *s, ierr *err)
+{
+    unsigned char buf[32];
+    fmt_header h;
+    int rc = io_pread_full(s->dense_fd, buf, sizeof buf, 0, s->dense_path, err);
+    if (rc)
+        return rc;
+    fmt_header_decode(buf, sizeof buf, &h);
+    if (h.count != s->n_tensors)
+        return ierr_set(err, -EINVAL, "%s: header counts %" PRIu64 " tensors, the index has %zu", s->dense_path,
+                        h.count, s->n_tensors);
+    if ((rc = io_pread_full(s->ffn_fd, buf, sizeof buf, 0, s->ffn_path, err)))
+        return rc;
+    fmt_header_decode(buf, sizeof buf, &h);
+    if (h.count != (uint64_t)s->hp.n_layers)
+        return ierr_set(err, -EINVAL, "%s: header counts %" PRIu64 " layers, the index has %" PRId64, s->ffn_path,
+                        h.count, s->hp.n_layers);
+    return 0;
+}
+
+int store_open(const char *dir, store **out, ierr *err)
+{
+    store *s = calloc(1, sizeof *s);
+    if (!s)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", dir);
+    s->dense_fd = s->ffn_fd = -1;
+    int rc;
+    q x = { .s = s, .err = err };
+    if (!(s->dir = strdup(dir)) || !(s->index_path = io_join(dir, IFL_INDEX_NAME)) ||
+        !(s->dense_path = io_join(dir, IFL_DENSE_NAME)) || !(s->ffn_path = io_join(dir, IFL_FFN_NAME))) {
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory", dir);
+        goto done;
+    }
+    if (access(s->index_path, R_OK) < 0) {
+        rc = ierr_set(err, -errno, "%s: %s%s", s->index_path, strerror(errno),
+                      errno == ENOENT ? " (not an inflash store?)" : "");
+        goto done;
+    }
+    if ((rc = open_bin(s->dense_path, IFL_KIND_DENSE, &s->dense_fd, &s->dense_bytes, err)) ||
+        (rc = open_bin(s->ffn_path, IFL_KIND_FFN, &s->ffn_fd, &s->ffn_bytes, err)))
+        goto done;
+    if (sqlite3_open_v2(s->index_path, &x.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        rc = ierr_set(err, -EIO, "%s: %s", s->index_path, x.db ? sqlite3_errmsg(x.db) : "out of memory");
+        goto done;
+    }
+    if ((rc = load_meta(&x)) || (rc = meta_hparams(&x)) || (rc = load_tensors(&x)) || (rc = load_layers(&x)) ||
+        (rc = load_neurons(&x)) || (rc = load_tokens(&x)) || (rc = load_merges(&x)) || (rc = load_tokfiles(&x)) ||
+        (rc = check_counts(s, err)))
+        goto done;
+done:
+    q_end(&x);
+    sqlite3_close(x.db);
+    if (rc) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    if (s->dense_fd >= 0)
+        close(s->dense_fd);
+    if (s->ffn_fd >= 0)
+        close(s->ffn_fd);
+    for (size_t i = 0; i < s->n_meta; i++) {
+        free(s->meta[i].key);
+        free(s->meta[i].value);
+    }
+    for (size_t i = 0; i < s->n_tensors; i++)
+        free(s->tensors[i].name);
+    for (int64_t l = 0; s->layers && l < s->hp.n_layers; l++) {
+        free(s->layers[l].slot_of);
+        free(s->layers[l].id_of);
+        free(s->layers[l].freq);
+        free(s->layers[l].xxh64);
+    }
+    for (int64_t i = 0; i < s->n_tokens; i++)
+        free(s->tokens[i].piece);
+    for (int64_t i = 0; i < s->n_merges; i++) {
+        free(s->merges[i].left);
+        free(s->merges[i].right);
+    }
+    for (size_t i = 0; i < s->n_tokfiles; i++) {
+        free(s->tokfiles[i].name);
+        free(s->tokfiles[i].data);
+    }
+    free(s->meta);
+    free(s->tensors);
+    free(s->layers);
+    free(s->tokens);
+    free(s->merges);
+    free(s->tokfiles);
+    free(s->dir);
+    free(s->index_path);
+    free(s->dense_path);
+    free(s->ffn_path);
+    free(s);
+}
+
+/* ---- accessors ----------------------------------------------------------- */
+
+const char *store_dir(const store *s) { return s->dir; }
+const hp_config *store_hparams(const store *s) { return &s->hp; }
+fmt_dtype store_dtype(const store *s) { return s->dtype; }
+int64_t store_bundle_bytes(const store *s) { return s->bundle_bytes; }
+uint64_t store_dense_bytes(const store *s) { return s->dense_bytes; }
+uint64_t store_ffn_bytes(const store *s) { return s->ffn_bytes; }
+
+static int by_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The arrays are sorted by a leading char * (key/name): bisect them. */
+static const void *bisect(const void *arr, size_t n, size_t size, const char *key)
+{
+    return n ? bsearch(&key, arr, n, size, by_key) : NULL;
+}
+
+const char *store_meta(const store *s, const char *key)
+{
+    const meta_kv *kv = bisect(s->meta, s->n_meta, sizeof *kv, key);
+    return kv ? kv->value : NULL;
+}
+
+size_t store_meta_count(const store *s) { return s->n_meta; }
+
+int store_meta_at(const store *s, size_t i, const char **key, const char **value)
+{
+    if (i >= s->n_meta)
+        return -ENOENT;
+    *key = s->meta[i].key;
+    *value = s->meta[i].value;
+    return 0;
+}
+
+size_t store_tensor_count(const store *s) { return s->n_tensors; }
+const store_tensor *store_tensor_at(const store *s, size_t i) { return i < s->n_tensors ? &s->tensors[i] : NULL; }
+const store_tensor *store_tensor_find(const store *s, const char *name)
+{
+    return bisect(s->tensors, s->n_tensors, sizeof *s->tensors, name);
+}
+const store_layer *store_layer_at(const store *s, int64_t layer)
+{
+    return layer >= 0 && layer < s->hp.n_layers ? &s->layers[layer] : NULL;
+}
+
+size_t store_tokfile_count(const store *s) { return s->n_tokfiles; }
+
+int store_tokfile_at(const store *s, size_t i, const char **name, const void **data, size_t *len)
+{
+    if (i >= s->n_tokfiles)
+        return -ENOENT;
+    *name = s->tokfiles[i].name;
+    *data = s->tokfiles[i].data;
+    *len = s->tokfiles[i].len;
+    return 0;
+}
+
+int store_tokfile_find(const store *s, const char *name, const void **data, size_t *len)
+{
+    const tokfile_row *f = bisect(s->tokfiles, s->n_tokfiles, sizeof *f, name);
+    if (!f)
+        return -ENOENT;
+    *data = f->data;
+    *len = f->len;
+    return 0;
+}
+
+int64_t store_token_count(const store *s) { return s->n_tokens; }
+
+int store_token(const store *s, int64_t id, const char **piece, size_t *len, double *score, int *special)
+{
+    if (id < 0 || id >= s->n_tokens || !s->tokens[id].present)
+        return -ENOENT;
+    const tok_row *t = &s->tokens[id];
+    if (piece) *piece = t->piece;
+    if (len) *len = t->len;
+    if (score) *score = t->score;
+    if (special) *special = t->special;
+    return 0;
+}
+
+int64_t store_merge_count(const store *s) { return s->n_merges; }
+
+int store_merge(const store *s, int64_t rank, const char **left, size_t *llen, const char **right, size_t *rlen)
+{
+    if (rank < 0 || rank >= s->n_merges)
+        return -ENOENT;
+    const merge_row *m = &s->merges[rank];
+    if (left) *left = m->left;
+    if (llen) *llen = m->llen;
+    if (right) *right = m->right;
+    if (rlen) *rlen = m->rlen;
+    return 0;
+}
+
+/* ---- reads --------------------------------------------------------------- */
+
+static int read_in(int fd, const char *path, uint64_t size, uint64_t off, void *dst, size_t len, ierr *err)
+{
+    if (off > size || len > size - off)
+        return ierr_set(err, -EINVAL, "%s: read of [%" PRIu64 ", +%zu) outside the file (%" PRIu64 " bytes)", path,
+                        off, len, size);
+    return io_pread_full(fd, dst, len, off, path, err);
+}
+
+int store_read_dense(const store *s, uint64_t off, void *dst, size_t len, ierr *err)
+{
+    return read_in(s->dense_fd, s->dense_path, s->dense_bytes, off, dst, len, err);
+}
+
+int store_read_ffn(const store *s, uint64_t off, void *dst, size_t len, ierr *err)
+{
+    return read_in(s->ffn_fd, s->ffn_path, s->ffn_bytes, off, dst, len, err);
+}
+
+int store_read_tensor_f32(const store *s, const store_tensor *t, float *dst, ierr *err)
+{
+    size_t es = fmt_dtype_size(t->dtype), n = (size_t)(t->bytes / es);
+    if (t->dtype == FMT_F32) {        /* read in place, then fix the byte order */
+        int rc = store_read_dense(s, t->offset, dst, (size_t)t->bytes, err);
+        if (!rc)
+            fmt_to_f32(FMT_F32, dst, dst, n);
+        return rc;
+    }
+    void *buf = malloc(t->bytes ? (size_t)t->bytes : 1);
+    if (!buf)
+        return ierr_set(err, -ENOMEM, "%s: tensor \"%s\": out of memory", s->dense_path, t->name);
+    int rc = store_read_dense(s, t->offset, buf, (size_t)t->bytes, err);
+    if (!rc)
+        fmt_to_f32(t->dtype, buf, dst, n);
+    free(buf);
+    return rc;
+}
+
+int store_read_bundle(const store *s, int64_t layer, int64_t id, void *dst, ierr *err)
+{
+    const store_layer *L = store_layer_at(s, layer);
+    if (!L || id < 0 || id >= L->n_neurons)
+        return ierr_set(err, -EINVAL, "%s: no neuron %" PRId64 " in layer %" PRId64, s->ffn_path, id, layer);
+    return store_read_ffn(s, L->offset + (uint64_t)(L->slot_of[id] * s->bundle_bytes), dst,
+                          (size_t)s->bundle_bytes, err);
+}
+
+/* ---- the mount's config.json --------------------------------------------- */
+
+char *store_config_json(const store *s, ierr *err)
+{
+    const char *text = store_meta(s, "hf_config"), *tokenizer = store_meta(s, "tokenizer");
+    json_error_t jerr;
+    json_t *root = text ? json_loads(text, 0, &jerr) : NULL;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        ierr_set(err, -EINVAL, "%s: meta hf_config is %s", s->index_path, text ? "not a JSON object" : "missing");
+        return NULL;
+    }
+    json_object_set_new(root, "inflash_dtype", json_string(fmt_dtype_name(s->dtype)));
+    json_object_set_new(root, "inflash_bundle_bytes", json_integer(s->bundle_bytes));
+    json_object_set_new(root, "inflash_layout_version", json_integer(IFL_VERSION));
+    json_object_set_new(root, "inflash_family", json_string(hp_family_name(s->hp.family)));
+    json_object_set_new(root, "inflash_tokenizer", json_string(tokenizer ? tokenizer : ""));
+    char *dump = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    json_decref(root);
+    size_t n = dump ? strlen(dump) : 0;
+    char *out = dump ? realloc(dump, n + 2) : NULL;
+    if (!out) {
+        free(dump);
+        ierr_set(err, -ENOMEM, "%s: out of memory", s->index_path);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
+    return out;
+}
+
+int store_parse_mount_config(const char *text, size_t len, const char *what, hp_config *hp, fmt_dtype *dtype,
+                             int64_t *bundle_bytes, ierr *err)
+{
+    int rc = hp_from_json(text, len, what, hp, err);
+    if (rc)
+        return rc;
+    json_t *root = json_loadb(text, len, 0, NULL);
+    json_t *dt = json_object_get(root, "inflash_dtype"), *bb = json_object_get(root, "inflash_bundle_bytes");
+    json_t *ver = json_object_get(root, "inflash_layout_version");
+    if (!json_is_integer(ver) || json_integer_value(ver) != IFL_VERSION)
+        rc = ierr_set(err, -EINVAL, "%s: \"inflash_layout_version\" is %s, this build reads %u", what,
+                      json_is_integer(ver) ? "another version" : "missing", IFL_VERSION);
+    else if (!json_is_string(dt) || fmt_dtype_parse(json_string_value(dt), dtype) || *dtype == FMT_BF16)
+        rc = ierr_set(err, -EINVAL, "%s: \"inflash_dtype\" must be \"f32\" or \"f16\"", what);
+    else if (!json_is_integer(bb) || json_integer_value(bb) != hp_bundle_bytes(hp, *dtype))
+        rc = ierr_set(err, -EINVAL, "%s: \"inflash_bundle_bytes\" does not match the hyperparameters", what);
+    else
+        *bundle_bytes = json_integer_value(bb);
+    json_decref(root);
+    return rc;
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite. Installs dependencies, builds with
+# AddressSanitizer + UndefinedBehaviorSanitizer and -Werror into build-test/,
+# runs every cmocka program and end-to-end script through ctest, and ends
+# with one line "N passed, N failed".
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+bash scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+bdir=${INFLASH_TEST_BUILD:-build-test}
+export INFLASH_SHARED=${INFLASH_SHARED:-$(cd "$top/../shared" 2>/dev/null && pwd || echo "$top/../shared")}
+fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
+cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLASH_SANITIZE=ON -DINFLASH_WERROR=ON \
+      -DINFLASH_SHARED_DIR="$INFLASH_SHARED" >"$bdir.log" 2>&1 \
+    || { tail -n 20 "$bdir.log"; fail "configure failed (log: $bdir.log)"; }
+cmake --build "$bdir" -j"$(nproc)" >>"$bdir.log" 2>&1 \
+    || { grep -E 'error|Error' "$bdir.log" | head -n 30; fail "build failed (log: $bdir.log)"; }
+# Any sanitizer report fails the test that triggered it.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+log=$(mktemp)
+(cd "$bdir" && ctest --output-on-failure --timeout 1500 "$@") 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1)
+rm -f "$log"
+if [ -z "$summary" ]; then
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+failed=$(echo "$summary" | sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/')
+total=$(echo "$summary" | sed -E 's/.* failed out of ([0-9]+).*/\1/')
+echo "$((total - failed)) passed, $failed failed"
+[ "$rc" -eq 0 ] && [ "$failed" -eq 0 ]

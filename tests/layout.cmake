@@ -1,0 +1,15 @@
+# tests/layout.cmake: tests of the store format library, inflash-pack and
+# inflash-inspect (the foundation).
+set(_lt ${CMAKE_CURRENT_LIST_DIR})
+inflash_cmocka(test_layout_format ${_lt}/test_layout_format.c)
+target_link_libraries(test_layout_format PRIVATE inflash_layout)
+inflash_cmocka(test_layout_safetensors ${_lt}/test_layout_safetensors.c)
+target_link_libraries(test_layout_safetensors PRIVATE inflash_layout)
+inflash_cmocka(test_layout_hparams ${_lt}/test_layout_hparams.c)
+target_link_libraries(test_layout_hparams PRIVATE inflash_layout PkgConfig::JANSSON)
+inflash_cmocka(test_layout_store ${_lt}/test_layout_store.c)
+target_link_libraries(test_layout_store PRIVATE inflash_layout PkgConfig::SQLITE3 PkgConfig::XXHASH PkgConfig::JANSSON)
+inflash_cmocka(test_layout_roundtrip ${_lt}/test_layout_roundtrip.c)
+target_link_libraries(test_layout_roundtrip PRIVATE inflash_layout PkgConfig::JANSSON PkgConfig::XXHASH)
+add_dependencies(test_layout_roundtrip inflash-pack)
+inflash_script(e2e_pack e2e_pack.sh)

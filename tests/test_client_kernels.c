@@ -1,0 +1,307 @@
+/* test_client_kernels.c: cmocka tests of the client's kernels (layernorm,
+ * rmsnorm, rotate-half RoPE, softmax, the bundle-strided FFN against a naive
+ * loop) and of sampling (greedy tie-break, top-p, seeded RNG), plus the
+ * "not an inflash mount" check of the weight source. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "model.h"
+#include "sample.h"
+#include "source.h"
+
+/* deterministic pseudo-random floats in [-1, 1) */
+static float frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static void fill(float *x, int64_t n, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand(&s);
+}
+
+static void test_layernorm(void **state)
+{
+    (void)state;
+    enum { D = 37 };
+    float x[D], w[D], b[D], out[D], out_nb[D];
+    fill(x, D, 1);
+    fill(w, D, 2);
+    fill(b, D, 3);
+    for (int i = 0; i < D; i++)
+        x[i] = x[i] * 3.0f + 0.5f;
+    model_layernorm(out, x, w, b, D, 1e-5);
+    model_layernorm(out_nb, x, w, NULL, D, 1e-5);
+    double mean = 0, var = 0;
+    for (int i = 0; i < D; i++)
+        mean += x[i];
+    mean /= D;
+    for (int i = 0; i < D; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    var /= D;
+    for (int i = 0; i < D; i++) {
+        double want = (x[i] - mean) / sqrt(var + 1e-5) * w[i];
+        assert_true(fabs(out_nb[i] - want) < 1e-5);
+        assert_true(fabs(out[i] - (want + b[i])) < 1e-5);
+    }
+    /* in place */
+    float y[D];
+    memcpy(y, x, sizeof y);
+    model_layernorm(y, y, w, b, D, 1e-5);
+    assert_memory_equal(y, out, sizeof y);
+}
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    enum { D = 64 };
+    float x[D], w[D], out[D];
+    fill(x, D, 4);
+    fill(w, D, 5);
+    model_rmsnorm(out, x, w, D, 1e-5);
+    double ss = 0;
+    for (int i = 0; i < D; i++)
+        ss += (double)x[i] * x[i];
+    double inv = 1.0 / sqrt(ss / D + 1e-5);
+    for (int i = 0; i < D; i++)
+        assert_true(fabs(out[i] - x[i] * inv * w[i]) < 1e-5);
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    enum { HD = 8, NH = 3 };
+    float v[NH * HD], orig[NH * HD], c[HD / 2], s[HD / 2];
+    fill(orig, NH * HD, 6);
+    /* position 0: identity */
+    model_rope_table(0, HD, 10000.0, c, s);
+    memcpy(v, orig, sizeof v);
+    model_rope(v, NH, HD, c, s);
+    assert_memory_equal(v, orig, sizeof v);
+    /* position 7: element i pairs with i + HD/2 (rotate-half), angle 7 * theta^(-2i/HD) */
+    int64_t pos = 7;
+    model_rope_table(pos, HD, 10000.0, c, s);
+    memcpy(v, orig, sizeof v);
+    model_rope(v, NH, HD, c, s);
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < HD / 2; i++) {
+            double a = (double)pos * pow(10000.0, -2.0 * i / HD);
+            double x0 = orig[h * HD + i], x1 = orig[h * HD + i + HD / 2];
+            assert_true(fabs(v[h * HD + i] - (x0 * cos(a) - x1 * sin(a))) < 1e-5);
+            assert_true(fabs(v[h * HD + i + HD / 2] - (x1 * cos(a) + x0 * sin(a))) < 1e-5);
+        }
+    /* relative-position property: <R(p)q, R(p)k> depends on nothing but q, k when the positions agree */
+    float q[HD], k[HD];
+    fill(q, HD, 7);
+    fill(k, HD, 8);
+    double d0 = 0;
+    for (int i = 0; i < HD; i++)
+        d0 += (double)q[i] * k[i];
+    model_rope_table(123, HD, 10000.0, c, s);
+    model_rope(q, 1, HD, c, s);
+    model_rope(k, 1, HD, c, s);
+    double d1 = 0;
+    for (int i = 0; i < HD; i++)
+        d1 += (double)q[i] * k[i];
+    assert_true(fabs(d0 - d1) < 1e-4);
+}
+
+static void test_softmax(void **state)
+{
+    (void)state;
+    float x[5] = {1.0f, 2.0f, 3.0f, 1000.0f, 1000.0f};
+    model_softmax(x, 5);
+    assert_true(fabs(x[3] - 0.5f) < 1e-6 && fabs(x[4] - 0.5f) < 1e-6);
+    assert_true(x[0] >= 0.0f && x[0] < 1e-30f);
+    float y[4] = {0.0f, logf(2.0f), logf(3.0f), logf(4.0f)};
+    model_softmax(y, 4);
+    for (int i = 0; i < 4; i++)
+        assert_true(fabs(y[i] - (float)(i + 1) / 10.0f) < 1e-6);
+    float one = -3.0f;
+    model_softmax(&one, 1);
+    assert_true(one == 1.0f);
+}
+
+/* The naive FFN: explicit loops over the bundle layout. */
+static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, hp_act act, const float *bu,
+                      const float *bg, const float *x, int64_t n, double *pre, double *y)
+{
+    int64_t bl = (gated ? 3 : 2) * d;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < nb; j++) {
+            const float *row = w + j * bl;
+            double u = bu ? bu[j] : 0, g = bg ? bg[j] : 0;
+            for (int64_t k = 0; k < d; k++) {
+                u += (double)row[k] * x[i * d + k];
+                if (gated)
+                    g += (double)row[d + k] * x[i * d + k];
+            }
+            pre[i * nb + j] = u;
+            double a;
+            if (gated)
+                a = g / (1.0 + exp(-g)) * u;
+            else
+                a = act == HP_RELU ? (u > 0 ? u : 0) : u / (1.0 + exp(-u));
+            const float *down = row + (gated ? 2 : 1) * d;
+            for (int64_t k = 0; k < d; k++)
+                y[i * d + k] += a * down[k];
+        }
+}
+
+static void check_ffn(int gated, hp_act act, int64_t n, int with_bias)
+{
+    const int64_t d = 24, nb = 19, ldp = 40, off = 7;   /* block written at column off of [n][ldp] */
+    int64_t bl = (gated ? 3 : 2) * d;
+    float *w = malloc(sizeof(float) * (size_t)(nb * bl));
+    float *x = malloc(sizeof(float) * (size_t)(n * d));
+    float *bu = malloc(sizeof(float) * nb), *bg = malloc(sizeof(float) * nb);
+    float *pre = calloc((size_t)(n * ldp), sizeof(float)), *gpre = calloc((size_t)(n * ldp), sizeof(float));
+    float *actb = malloc(sizeof(float) * (size_t)(n * nb)), *y = malloc(sizeof(float) * (size_t)(n * d));
+    double *npre = calloc((size_t)(n * nb), sizeof(double)), *ny = calloc((size_t)(n * d), sizeof(double));
+    fill(w, nb * bl, 11 + (uint64_t)gated);
+    fill(x, n * d, 12 + (uint64_t)n);
+    fill(bu, nb, 13);
+    fill(bg, nb, 14);
+    fill(y, n * d, 15);   /* y accumulates: start from non-zero */
+    for (int64_t k = 0; k < n * d; k++)
+        ny[k] = y[k];
+    const float *ub = with_bias ? bu : NULL, *gb = with_bias && gated ? bg : NULL;
+    model_ffn_bundles(w, nb, d, gated, act, ub, gb, x, n, pre + off, gated ? gpre + off : NULL, ldp, actb, y);
+    naive_ffn(w, nb, d, gated, act, ub, gb, x, n, npre, ny);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < nb; j++)
+            assert_true(fabs(pre[i * ldp + off + j] - npre[i * nb + j]) < 1e-4);
+    int zeros = 0;
+    for (int64_t i = 0; i < n * nb; i++)
+        zeros += actb[i] == 0.0f;
+    if (!gated && act == HP_RELU)
+        assert_true(zeros > 0);   /* the test data does exercise ReLU's zeros */
+    for (int64_t k = 0; k < n * d; k++)
+        assert_true(fabs(y[k] - ny[k]) < 1e-4);
+    /* columns outside the block are untouched */
+    for (int64_t i = 0; i < n; i++)
+        assert_true(pre[i * ldp] == 0.0f && pre[i * ldp + off + nb] == 0.0f);
+    free(w); free(x); free(bu); free(bg); free(pre); free(gpre); free(actb); free(y); free(npre); free(ny);
+}
+
+static void test_ffn_bundles(void **state)
+{
+    (void)state;
+    for (int64_t n = 1; n <= 3; n += 2)
+        for (int bias = 0; bias <= 1; bias++) {
+            check_ffn(0, HP_RELU, n, bias);
+            check_ffn(1, HP_SILU, n, bias);
+            check_ffn(0, HP_SILU, n, bias);
+        }
+}
+
+static void test_argmax_ties(void **state)
+{
+    (void)state;
+    float x[6] = {0.5f, 2.0f, -1.0f, 2.0f, 2.0f, 1.0f};
+    assert_int_equal(sample_argmax(x, 6), 1);
+    float y[3] = {-INFINITY, -INFINITY, -INFINITY};
+    assert_int_equal(sample_argmax(y, 3), 0);
+    sampler *s;
+    assert_int_equal(sample_new(&s, 6, 0.0f, 0.9f, 1, NULL), 0);
+    assert_int_equal(sample_next(s, x), 1);   /* temperature 0 = greedy */
+    sample_free(s);
+}
+
+static void test_mult_topp(void **state)
+{
+    (void)state;
+    float p[5] = {0.1f, 0.4f, 0.05f, 0.3f, 0.15f};
+    assert_int_equal(sample_mult(p, 5, 0.0f), 0);
+    assert_int_equal(sample_mult(p, 5, 0.099f), 0);
+    assert_int_equal(sample_mult(p, 5, 0.11f), 1);
+    assert_int_equal(sample_mult(p, 5, 0.999f), 4);
+    sample_pi scratch[5];
+    /* nucleus of 0.6: sorted 0.4 (1), 0.3 (3): mass 0.7 > 0.6 -> only ids 1 and 3 */
+    int seen[5] = {0};
+    for (int i = 0; i < 100; i++)
+        seen[sample_topp(p, 5, 0.6f, scratch, (float)i / 100.0f)]++;
+    assert_int_equal(seen[0] + seen[2] + seen[4], 0);
+    assert_true(seen[1] > 0 && seen[3] > 0);
+    /* proportional inside the nucleus: 0.4 / 0.7 of the coins go to id 1 */
+    assert_int_equal(seen[1], 58);
+    /* a tiny top_p keeps the most probable only */
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(sample_topp(p, 5, 0.01f, scratch, (float)i / 10.0f), 1);
+    /* ties inside the nucleus: lower id first */
+    float q[4] = {0.25f, 0.25f, 0.25f, 0.25f};
+    assert_int_equal(sample_topp(q, 4, 0.1f, scratch, 0.5f), 0);
+}
+
+static void test_rng_seeded(void **state)
+{
+    (void)state;
+    sample_rng a, b, c;
+    sample_rng_seed(&a, 42);
+    sample_rng_seed(&b, 42);
+    sample_rng_seed(&c, 43);
+    int differ = 0;
+    for (int i = 0; i < 100; i++) {
+        float fa = sample_rng_f32(&a), fb = sample_rng_f32(&b), fc = sample_rng_f32(&c);
+        assert_true(fa == fb);
+        assert_true(fa >= 0.0f && fa < 1.0f);
+        differ += fa != fc;
+    }
+    assert_true(differ > 90);
+    /* sampling with a temperature is reproducible for a seed */
+    float l1[8], l2[8];
+    sampler *s1, *s2;
+    assert_int_equal(sample_new(&s1, 8, 0.8f, 0.9f, 7, NULL), 0);
+    assert_int_equal(sample_new(&s2, 8, 0.8f, 0.9f, 7, NULL), 0);
+    for (int i = 0; i < 50; i++) {
+        fill(l1, 8, (uint64_t)i);
+        memcpy(l2, l1, sizeof l1);
+        int64_t t1 = sample_next(s1, l1), t2 = sample_next(s2, l2);
+        assert_int_equal(t1, t2);
+        assert_true(t1 >= 0 && t1 < 8);
+    }
+    sample_free(s1);
+    sample_free(s2);
+}
+
+static void test_not_a_mount(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/inflash-test-client-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    source *s = NULL;
+    ierr err = {{0}};
+    int rc = source_open_mount(dir, &s, &err);
+    assert_true(rc < 0);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "not an inflash mount (no config.json)"));
+    assert_non_null(strstr(err.msg, dir));
+    rmdir(dir);
+    rc = source_open_mount("/nonexistent/inflash", &s, &err);
+    assert_true(rc < 0);
+    assert_non_null(strstr(err.msg, "/nonexistent/inflash"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_ffn_bundles), cmocka_unit_test(test_argmax_ties),
+        cmocka_unit_test(test_mult_topp),   cmocka_unit_test(test_rng_seeded),
+        cmocka_unit_test(test_not_a_mount),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

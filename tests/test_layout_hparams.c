@@ -1,0 +1,218 @@
+/* test_layout_hparams.c: hp_from_json on the two real configs (OPT and
+ * Llama) and on variants of them that must fail with an error naming the
+ * file, the field and the value. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hparams.h"
+#include "io.h"
+
+static char *config_path(const char *model)
+{
+    static char buf[512];
+    const char *shared = getenv("INFLASH_SHARED");
+    snprintf(buf, sizeof buf, "%s/models/%s/config.json", shared ? shared : "../shared", model);
+    return buf;
+}
+
+static json_t *load_config(const char *model)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(config_path(model), 0, &jerr);
+    if (!root)
+        fail_msg("%s: %s", config_path(model), jerr.text);
+    return root;
+}
+
+/* Parse a JSON value as if it were the file "cfg-under-test.json". */
+static int parse(json_t *root, hp_config *hp, ierr *err)
+{
+    char *text = json_dumps(root, 0);
+    int rc = hp_from_json(text, strlen(text), "cfg-under-test.json", hp, err);
+    free(text);
+    return rc;
+}
+
+/* The variant must fail with a one-line message holding both needles. */
+static void expect_fail(json_t *root, const char *needle1, const char *needle2)
+{
+    hp_config hp;
+    ierr err = { "" };
+    int rc = parse(root, &hp, &err);
+    if (rc == 0 || !strstr(err.msg, needle1) || (needle2 && !strstr(err.msg, needle2)))
+        fail_msg("expected an error with \"%s\" / \"%s\", got %d: %s", needle1, needle2 ? needle2 : "", rc, err.msg);
+    assert_non_null(strstr(err.msg, "cfg-under-test.json"));
+    assert_null(strchr(err.msg, '\n'));
+}
+
+static void test_opt_real(void **state)
+{
+    (void)state;
+    char *text;
+    size_t len;
+    ierr err;
+    hp_config hp;
+    assert_int_equal(io_read_file(config_path("opt-relu-shakespeare"), 1 << 20, &text, &len, &err), 0);
+    int rc = hp_from_json(text, len, "config.json", &hp, &err);
+    if (rc)
+        fail_msg("%s", err.msg);
+    free(text);
+    assert_int_equal(hp.family, HP_OPT);
+    assert_int_equal(hp.d_model, 256);
+    assert_int_equal(hp.n_layers, 6);
+    assert_int_equal(hp.n_heads, 4);
+    assert_int_equal(hp.n_kv_heads, 4);
+    assert_int_equal(hp.d_ffn, 1024);
+    assert_int_equal(hp.vocab_size, 1024);
+    assert_int_equal(hp.max_pos, 512);
+    assert_int_equal(hp.pos_offset, 2);
+    assert_true(hp.norm_eps == 1e-5);
+    assert_true(hp.rope_theta == 0);
+    assert_int_equal(hp.act, HP_RELU);
+    assert_int_equal(hp.gated, 0);
+    assert_int_equal(hp.tie_embeddings, 1);
+    assert_int_equal(hp.bos_id, 2);
+    assert_int_equal(hp.eos_id, 2);
+    assert_int_equal(hp.pad_id, 1);
+    assert_int_equal(hp_head_dim(&hp), 64);
+    assert_int_equal(hp_bundle_bytes(&hp, FMT_F16), 2 * 256 * 2);
+    assert_int_equal(hp_validate(&hp, "x", &err), 0);
+}
+
+static void test_llama_real(void **state)
+{
+    (void)state;
+    json_t *root = load_config("stories260K");
+    hp_config hp;
+    ierr err;
+    if (parse(root, &hp, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(hp.family, HP_LLAMA);
+    assert_int_equal(hp.d_model, 64);
+    assert_int_equal(hp.n_layers, 5);
+    assert_int_equal(hp.n_heads, 8);
+    assert_int_equal(hp.n_kv_heads, 4);
+    assert_int_equal(hp.d_ffn, 172);
+    assert_int_equal(hp.vocab_size, 512);
+    assert_int_equal(hp.max_pos, 512);
+    assert_int_equal(hp.pos_offset, 0);
+    assert_true(hp.norm_eps == 1e-5);
+    assert_true(hp.rope_theta == 10000.0);
+    assert_int_equal(hp.act, HP_SILU);
+    assert_int_equal(hp.gated, 1);
+    assert_int_equal(hp.tie_embeddings, 1);
+    assert_int_equal(hp.bos_id, 1);
+    assert_int_equal(hp.eos_id, 2);
+    assert_int_equal(hp.pad_id, -1);
+    assert_int_equal(hp_bundle_bytes(&hp, FMT_F32), 3 * 64 * 4);
+
+    /* defaults: no kv heads -> heads; no rope_theta -> 10000; no tie -> false;
+     * mistral is the same family; eos may be a list */
+    json_object_del(root, "num_key_value_heads");
+    json_object_del(root, "rope_theta");
+    json_object_del(root, "tie_word_embeddings");
+    json_object_del(root, "head_dim");
+    json_object_set_new(root, "model_type", json_string("mistral"));
+    json_object_set_new(root, "eos_token_id", json_pack("[i,i]", 2, 0));
+    if (parse(root, &hp, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(hp.family, HP_LLAMA);
+    assert_int_equal(hp.n_kv_heads, 8);
+    assert_true(hp.rope_theta == 10000.0);
+    assert_int_equal(hp.tie_embeddings, 0);
+    assert_int_equal(hp.eos_id, 2);
+    json_decref(root);
+}
+
+static void with(const char *model, const char *key, json_t *value, const char *needle1, const char *needle2)
+{
+    json_t *root = load_config(model);
+    if (value)
+        json_object_set_new(root, key, value);
+    else
+        json_object_del(root, key);
+    expect_fail(root, needle1, needle2);
+    json_decref(root);
+}
+
+static void test_unsupported(void **state)
+{
+    (void)state;
+    const char *opt = "opt-relu-shakespeare", *llama = "stories260K";
+    with(opt, "model_type", json_string("gpt2"), "model_type", "gpt2");
+    with(llama, "model_type", json_string("falcon"), "model_type", "falcon");
+    with(opt, "model_type", NULL, "missing", "model_type");
+    with(opt, "activation_function", json_string("gelu"), "activation_function", "gelu");
+    with(llama, "hidden_act", json_string("gelu"), "hidden_act", "gelu");
+    with(llama, "rope_scaling", json_pack("{s:s,s:f}", "type", "linear", "factor", 2.0), "rope_scaling", NULL);
+    with(opt, "word_embed_proj_dim", json_integer(128), "word_embed_proj_dim", "128");
+    with(opt, "do_layer_norm_before", json_false(), "do_layer_norm_before", NULL);
+    with(opt, "enable_bias", json_false(), "enable_bias", NULL);
+    with(llama, "attention_bias", json_true(), "attention_bias", NULL);
+    with(llama, "head_dim", json_integer(16), "head_dim", NULL);
+}
+
+static void test_bad_values(void **state)
+{
+    (void)state;
+    const char *opt = "opt-relu-shakespeare", *llama = "stories260K";
+    with(opt, "hidden_size", NULL, "missing", "hidden_size");
+    with(opt, "hidden_size", json_string("256"), "hidden_size", "integer");
+    with(llama, "hidden_size", json_integer(-5), "d_model", "out of range");
+    with(llama, "hidden_size", json_integer(250), "not a multiple", NULL);
+    with(opt, "num_hidden_layers", json_integer(0), "n_layers", "out of range");
+    with(opt, "vocab_size", json_integer((json_int_t)1 << 40), "vocab_size", "out of range");
+    with(opt, "bos_token_id", json_integer(5000), "bos_id", "out of range");
+    with(llama, "num_key_value_heads", json_integer(3), "not a multiple", NULL);
+    with(llama, "num_key_value_heads", json_integer(16), "n_kv_heads", "out of range");
+    with(llama, "rms_norm_eps", json_integer(0), "norm eps", NULL);
+    with(llama, "rms_norm_eps", json_string("small"), "rms_norm_eps", "number");
+    with(llama, "rope_theta", json_real(-1), "rope theta", NULL);
+    with(llama, "tie_word_embeddings", json_integer(1), "tie_word_embeddings", "true or false");
+
+    hp_config hp;
+    ierr err = { "" };
+    assert_int_not_equal(hp_from_json("{\"model_type\":", 14, "broken.json", &hp, &err), 0);
+    assert_non_null(strstr(err.msg, "broken.json"));
+    assert_non_null(strstr(err.msg, "invalid JSON"));
+    assert_int_not_equal(hp_from_json("[1]", 3, "arr.json", &hp, &err), 0);
+    assert_non_null(strstr(err.msg, "not a JSON object"));
+    assert_int_not_equal(hp_from_json("", 0, "empty.json", &hp, &err), 0);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    hp_family f;
+    hp_act a;
+    assert_string_equal(hp_family_name(HP_OPT), "opt");
+    assert_string_equal(hp_family_name(HP_LLAMA), "llama");
+    assert_string_equal(hp_act_name(HP_RELU), "relu");
+    assert_string_equal(hp_act_name(HP_SILU), "silu");
+    assert_int_equal(hp_family_parse("llama", &f), 0);
+    assert_int_equal(f, HP_LLAMA);
+    assert_int_equal(hp_family_parse("gpt2", &f), -1);
+    assert_int_equal(hp_act_parse("silu", &a), 0);
+    assert_int_equal(a, HP_SILU);
+    assert_int_equal(hp_act_parse("gelu", &a), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_opt_real),
+        cmocka_unit_test(test_llama_real),
+        cmocka_unit_test(test_unsupported),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
