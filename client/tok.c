@@ -955,7 +955,9 @@ static int parse_added(tok *t, json_t *added, ierr *err)
         json_t *sp = json_object_get(e, "special");
         json_int_t v = json_integer_value(id);
         if (!json_is_string(c) || json_string_length(c) > TOK_PIECE_MAX)
-            return ierr_set(err, -EINVAL, TJ ": added_tokens[%zu].content is not a string", i);
+            return ierr_set(err, -EINVAL,
+                            TJ ": added_tokens[%zu].content is not a string of at most %u bytes",
+                            i, TOK_PIECE_MAX);
         if (!(t->flag[v] & TF_VOCAB)) {
             if (t->flag[v] & TF_ADDED)
                 return ierr_set(err, -EINVAL, TJ ": added_tokens[%zu]: id %lld is used twice", i,

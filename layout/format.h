@@ -86,6 +86,26 @@
  *        one row per neuron; offset = layers.offset + slot * bytes; freq is
  *        NULL until calibration; xxh64 as for tensors, over the bundle.
  *
+ *      calib(layer INTEGER PRIMARY KEY, rank INTEGER NOT NULL,
+ *            threshold REAL NOT NULL, act_threshold REAL NOT NULL,
+ *            sparsity REAL, recall REAL, precision REAL,
+ *            pred_fraction REAL)
+ *        optional, written by inflash-calibrate (all layers or none).
+ *        The layer's predictor scores neuron j as
+ *          s = B·(A·x) + c   (x: the FFN input after the FFN norm)
+ *        and predicts it active iff s[j] > threshold. "Active" means
+ *        pre-activation > 0 for ReLU models and |silu(gate·x)| >
+ *        act_threshold for gated ones (act_threshold is 0 for ReLU).
+ *        sparsity/recall/precision/pred_fraction are the calibration
+ *        figures (fractions in [0,1]). The predictor's tensors are in
+ *        dense.bin, always f32, named
+ *          inflash.pred.<layer>.A  [rank, d_model]
+ *          inflash.pred.<layer>.B  [d_ffn, rank]
+ *          inflash.pred.<layer>.c  [d_ffn]
+ *        (rows of B and c in neuron-id order, whatever the slots).
+ *      Calibration also sets meta calib_text_tokens, calib_recall_target,
+ *      calib_target_sparsity (gated) and fills neurons.freq.
+ *
  * 5. A reader trusts nothing: magic and version in meta and in both
  *    headers, every hyperparameter within sane bounds, every tensor's
  *    offset + bytes within its file and equal to prod(shape) * dtype size,
@@ -95,7 +115,10 @@
  *    ffn_bytes. Any mismatch is an error naming the file.
  *
  * 6. A store is written into OUT_DIR.tmp.<pid> beside OUT_DIR and renamed
- *    into place when complete; readers never see a half-written store.
+ *    into place when complete; readers never see a half-written store. An
+ *    update (calibration) builds the new store in DIR.tmp.<pid> (unchanged
+ *    files hard-linked) and swaps it in with one renameat2(RENAME_EXCHANGE),
+ *    so the store at DIR is always either the old one or the new one.
  */
 #ifndef INFLASH_FORMAT_H
 #define INFLASH_FORMAT_H

@@ -37,6 +37,7 @@ struct store {
     tok_row      *tokens;     int64_t n_tokens;    /* indexed by id */
     merge_row    *merges;     int64_t n_merges;    /* indexed by rank */
     tokfile_row  *tokfiles;   size_t n_tokfiles;   /* sorted by name */
+    store_calib  *calib;                           /* [hp.n_layers], or NULL: not calibrated */
 };
 
 /* ---- small parsers ------------------------------------------------------- */
@@ -569,6 +570,101 @@ static int load_tokfiles(q *x)
     return rc;
 }
 
+/* a REAL (or INTEGER) column; NULL gives NAN when nullable, else an error */
+static int col_real(q *x, int c, int nullable, double *v)
+{
+    int t = sqlite3_column_type(x->st, c);
+    if (t == SQLITE_NULL && nullable) {
+        *v = NAN;
+        return 0;
+    }
+    if (t != SQLITE_FLOAT && t != SQLITE_INTEGER)
+        return -1;
+    *v = sqlite3_column_double(x->st, c);
+    return 0;
+}
+
+/* The predictor tensor of a layer must exist, be f32 and have this shape. */
+static int check_pred_tensor(q *x, int64_t layer, char which, int64_t d0, int64_t d1)
+{
+    char name[STORE_PRED_NAME_MAX];
+    store_pred_name(name, layer, which);
+    const store_tensor *t = store_tensor_find(x->s, name);
+    int ndim = d1 ? 2 : 1;
+    if (!t)
+        return ierr_set(x->err, -EINVAL, "%s: layer %" PRId64 " is calibrated but tensor \"%s\" is missing",
+                        x->s->index_path, layer, name);
+    if (t->dtype != FMT_F32 || t->ndim != ndim || t->shape[0] != d0 || (d1 && t->shape[1] != d1))
+        return ierr_set(x->err, -EINVAL, "%s: tensor \"%s\" must be f32 [%" PRId64 "%s%.0" PRId64 "]",
+                        x->s->index_path, name, d0, d1 ? ", " : "", d1);
+    return 0;
+}
+
+/* The optional calib table (format.h section 4): all layers or none, each
+ * once, sane numbers, and the predictor tensors present. */
+static int load_calib(q *x)
+{
+    store *s = x->s;
+    const hp_config *hp = &s->hp;
+    sqlite3_stmt *st;
+    int exists = 0;
+    if (sqlite3_prepare_v2(x->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calib'", -1, &st,
+                           NULL) != SQLITE_OK)
+        return ierr_set(x->err, -EIO, "%s: %s", s->index_path, sqlite3_errmsg(x->db));
+    exists = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (!exists)
+        return 0;
+    store_calib *rows = calloc((size_t)hp->n_layers, sizeof *rows);
+    int64_t n = 0, rmax = hp->d_model < hp->d_ffn ? hp->d_model : hp->d_ffn;
+    if (!rows)
+        return q_fail(x, "out of memory");
+    int rc = q_prepare(x, "calib", "SELECT layer, rank, threshold, act_threshold, sparsity, recall, precision, "
+                                   "pred_fraction FROM calib ORDER BY layer");
+    while (!rc && (rc = q_step(x)) == 1) {
+        int64_t layer;
+        store_calib c;
+        double *fig[4] = { &c.sparsity, &c.recall, &c.precision, &c.pred_fraction };
+        rc = 0;
+        if (col_i64(x, 0, &layer) || col_i64(x, 1, &c.rank) || col_real(x, 2, 0, &c.threshold) ||
+            col_real(x, 3, 0, &c.act_threshold) || col_real(x, 4, 1, &c.sparsity) || col_real(x, 5, 1, &c.recall) ||
+            col_real(x, 6, 1, &c.precision) || col_real(x, 7, 1, &c.pred_fraction)) {
+            rc = q_fail(x, "a column has the wrong type");
+            break;
+        }
+        if (layer != n || n >= hp->n_layers) {
+            rc = ierr_set(x->err, -EINVAL, "%s: table calib: layer %" PRId64 " unexpected (n_layers %" PRId64 ")",
+                          s->index_path, layer, hp->n_layers);
+            break;
+        }
+        if (c.rank < 1 || c.rank > rmax || !isfinite(c.threshold) || !isfinite(c.act_threshold)) {
+            rc = ierr_set(x->err, -EINVAL, "%s: table calib: layer %" PRId64 ": rank %" PRId64 " (1..%" PRId64
+                          ") or thresholds %g / %g out of range", s->index_path, layer, c.rank, rmax, c.threshold,
+                          c.act_threshold);
+            break;
+        }
+        for (int i = 0; i < 4 && !rc; i++)
+            if (!isnan(*fig[i]) && !(*fig[i] >= 0.0 && *fig[i] <= 1.0))
+                rc = ierr_set(x->err, -EINVAL, "%s: table calib: layer %" PRId64 ": figure %g is not in [0, 1]",
+                              s->index_path, layer, *fig[i]);
+        if (!rc && (rc = check_pred_tensor(x, layer, 'A', c.rank, hp->d_model)) == 0 &&
+            (rc = check_pred_tensor(x, layer, 'B', hp->d_ffn, c.rank)) == 0)
+            rc = check_pred_tensor(x, layer, 'c', hp->d_ffn, 0);
+        if (rc)
+            break;
+        rows[n++] = c;
+    }
+    q_end(x);
+    if (!rc && n && n != hp->n_layers)
+        rc = ierr_set(x->err, -EINVAL, "%s: table calib has %" PRId64 " of %" PRId64 " layers (all or none)",
+                      s->index_path, n, hp->n_layers);
+    if (rc || !n)
+        free(rows);
+    else
+        s->calib = rows;
+    return rc;
+}
+
 /* Open a .bin file, check its header against the real size and the index. */
 static int open_bin(const char *path, uint32_t kind, int *fd, uint64_t *size, ierr *err)
 {
@@ -647,7 +743,7 @@ int store_open(const char *dir, store **out, ierr *err)
     }
     if ((rc = load_meta(&x)) || (rc = meta_hparams(&x)) || (rc = load_tensors(&x)) || (rc = load_layers(&x)) ||
         (rc = load_neurons(&x)) || (rc = load_tokens(&x)) || (rc = load_merges(&x)) || (rc = load_tokfiles(&x)) ||
-        (rc = check_counts(s, err)))
+        (rc = load_calib(&x)) || (rc = check_counts(s, err)))
         goto done;
 done:
     q_end(&x);
@@ -696,6 +792,7 @@ void store_close(store *s)
     free(s->tokens);
     free(s->merges);
     free(s->tokfiles);
+    free(s->calib);
     free(s->dir);
     free(s->index_path);
     free(s->dense_path);
@@ -749,6 +846,16 @@ const store_tensor *store_tensor_find(const store *s, const char *name)
 const store_layer *store_layer_at(const store *s, int64_t layer)
 {
     return layer >= 0 && layer < s->hp.n_layers ? &s->layers[layer] : NULL;
+}
+
+const store_calib *store_calib_at(const store *s, int64_t layer)
+{
+    return s->calib && layer >= 0 && layer < s->hp.n_layers ? &s->calib[layer] : NULL;
+}
+
+void store_pred_name(char buf[STORE_PRED_NAME_MAX], int64_t layer, char which)
+{
+    snprintf(buf, STORE_PRED_NAME_MAX, "inflash.pred.%" PRId64 ".%c", layer, which);
 }
 
 size_t store_tokfile_count(const store *s) { return s->n_tokfiles; }
@@ -866,6 +973,17 @@ char *store_config_json(const store *s, ierr *err)
     json_object_set_new(root, "inflash_layout_version", json_integer(IFL_VERSION));
     json_object_set_new(root, "inflash_family", json_string(hp_family_name(s->hp.family)));
     json_object_set_new(root, "inflash_tokenizer", json_string(tokenizer ? tokenizer : ""));
+    if (s->calib) {
+        json_t *arr = json_array();
+        for (int64_t l = 0; l < s->hp.n_layers; l++)
+            json_array_append_new(arr, json_pack("{sI sI sf sf}", "layer", (json_int_t)l, "rank",
+                                                 (json_int_t)s->calib[l].rank, "threshold", s->calib[l].threshold,
+                                                 "act_threshold", s->calib[l].act_threshold));
+        json_object_set_new(root, "inflash_calibration", arr);
+        const char *crit = store_meta(s, "calib_criterion");
+        if (crit)
+            json_object_set_new(root, "inflash_calib_criterion", json_string(crit));
+    }
     char *dump = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(root);
     size_t n = dump ? strlen(dump) : 0;
@@ -898,6 +1016,53 @@ int store_parse_mount_config(const char *text, size_t len, const char *what, hp_
         rc = ierr_set(err, -EINVAL, "%s: \"inflash_bundle_bytes\" does not match the hyperparameters", what);
     else
         *bundle_bytes = json_integer_value(bb);
+    json_decref(root);
+    return rc;
+}
+
+int store_parse_mount_calib(const char *text, size_t len, const char *what, const hp_config *hp, store_calib *calib,
+                            int *present, ierr *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    int rc = 0;
+    *present = 0;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return ierr_set(err, -EINVAL, "%s: not a JSON object", what);
+    }
+    json_t *arr = json_object_get(root, "inflash_calibration");
+    int64_t rmax = hp->d_model < hp->d_ffn ? hp->d_model : hp->d_ffn;
+    if (!arr)
+        goto out;
+    if (!json_is_array(arr) || (int64_t)json_array_size(arr) != hp->n_layers) {
+        rc = ierr_set(err, -EINVAL, "%s: \"inflash_calibration\" must be an array of %" PRId64 " layers", what,
+                      hp->n_layers);
+        goto out;
+    }
+    for (int64_t l = 0; l < hp->n_layers; l++) {
+        json_t *e = json_array_get(arr, (size_t)l);
+        json_t *jl = json_object_get(e, "layer"), *jr = json_object_get(e, "rank");
+        json_t *jt = json_object_get(e, "threshold"), *ja = json_object_get(e, "act_threshold");
+        if (!json_is_integer(jl) || json_integer_value(jl) != l || !json_is_integer(jr) ||
+            json_integer_value(jr) < 1 || json_integer_value(jr) > rmax || !json_is_number(jt) ||
+            !json_is_number(ja) || !isfinite(json_number_value(jt)) || !isfinite(json_number_value(ja))) {
+            rc = ierr_set(err, -EINVAL, "%s: \"inflash_calibration\" entry %" PRId64 " is not {\"layer\": %" PRId64
+                          ", \"rank\": 1..%" PRId64 ", \"threshold\": t, \"act_threshold\": a}", what, l, l, rmax);
+            goto out;
+        }
+    }
+    for (int64_t l = 0; l < hp->n_layers; l++) {
+        json_t *e = json_array_get(arr, (size_t)l);
+        calib[l] = (store_calib){
+            .rank = json_integer_value(json_object_get(e, "rank")),
+            .threshold = json_number_value(json_object_get(e, "threshold")),
+            .act_threshold = json_number_value(json_object_get(e, "act_threshold")),
+            .sparsity = NAN, .recall = NAN, .precision = NAN, .pred_fraction = NAN,
+        };
+    }
+    *present = 1;
+out:
     json_decref(root);
     return rc;
 }

@@ -34,6 +34,30 @@ typedef struct {
     uint64_t *xxh64;                /* [n_neurons] bundle checksum */
 } store_layer;
 
+/* One row of the calib table (format.h section 4): the layer's predictor
+ * s = B·(A·x) + c (tensors inflash.pred.<layer>.{A,B,c}, f32) predicts
+ * neuron j active iff s[j] > threshold. Figures that are NULL in the
+ * index are NAN here. */
+typedef struct {
+    int64_t rank;                   /* A is [rank, d_model], B [d_ffn, rank] */
+    double  threshold;              /* decision threshold on the score */
+    double  act_threshold;          /* "active" for gated models: the value of
+                                       the meta calib_criterion > this; 0 for ReLU */
+    double  sparsity;               /* calibration figures, fractions in [0,1] */
+    double  recall;
+    double  precision;
+    double  pred_fraction;          /* predicted-active pairs / all pairs */
+} store_calib;
+
+/* The meta calib_criterion values: what "active" means for the labels the
+ * predictors were trained on (ReLU: exact; gated: the neuron's contribution
+ * magnitude |silu(gate·x)·(up·x)| above the layer's act_threshold). */
+#define STORE_CRIT_RELU   "relu:up>0"
+#define STORE_CRIT_GATED  "gated:|silu(gate)*up|>act_threshold"
+
+/* Longest predictor tensor name (with the NUL). */
+#define STORE_PRED_NAME_MAX 48
+
 typedef struct store store;         /* opaque, immutable after store_open:
                                        safe to share between threads */
 
@@ -60,6 +84,13 @@ const store_tensor *store_tensor_at(const store *s, size_t i);     /* name order
 const store_tensor *store_tensor_find(const store *s, const char *name);
 const store_layer  *store_layer_at(const store *s, int64_t layer);
 
+/* The calibration of a layer (validated by store_open: all layers or none,
+ * the predictor tensors present with the right shapes, f32), or NULL when
+ * the store is not calibrated or the layer is out of range. */
+const store_calib  *store_calib_at(const store *s, int64_t layer);
+/* "inflash.pred.<layer>.<which>" (which: 'A', 'B' or 'c') into buf. */
+void store_pred_name(char buf[STORE_PRED_NAME_MAX], int64_t layer, char which);
+
 /* Tokenizer as stored: files verbatim, vocabulary, merges. */
 size_t store_tokfile_count(const store *s);
 int    store_tokfile_at(const store *s, size_t i, const char **name, const void **data, size_t *len);
@@ -78,13 +109,22 @@ int store_read_bundle(const store *s, int64_t layer, int64_t id, void *dst, ierr
 
 /* The mount's config.json: the source HF config's keys, plus
  * "inflash_dtype", "inflash_bundle_bytes", "inflash_layout_version",
- * "inflash_family", "inflash_tokenizer". Returns a malloc'd NUL-terminated
- * string (caller frees) or NULL with err set. */
+ * "inflash_family", "inflash_tokenizer", and for a calibrated store
+ * "inflash_calibration": [{"layer": L, "rank": r, "threshold": t,
+ * "act_threshold": a}, ...] (one per layer, in layer order) and
+ * "inflash_calib_criterion" (meta calib_criterion). Returns a malloc'd
+ * NUL-terminated string (caller frees) or NULL with err set. */
 char *store_config_json(const store *s, ierr *err);
 /* Parse such a config.json (from a mount): hyperparameters plus the store
  * dtype and bundle bytes; checks the layout version. */
 int store_parse_mount_config(const char *text, size_t len, const char *what,
                              hp_config *hp, fmt_dtype *dtype, int64_t *bundle_bytes, ierr *err);
+/* The calibration in such a config.json: *present = 0 when it has no
+ * "inflash_calibration" (calib untouched); else 1 and calib[hp->n_layers]
+ * filled with rank, threshold and act_threshold (the figures NAN). Every
+ * layer exactly once, rank in 1..min(d_model, d_ffn), finite thresholds. */
+int store_parse_mount_calib(const char *text, size_t len, const char *what, const hp_config *hp,
+                            store_calib *calib, int *present, ierr *err);
 
 /* ---- writing ---------------------------------------------------------- */
 

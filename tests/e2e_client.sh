@@ -217,7 +217,8 @@ if [ -z "$pid" ]; then
 else
     timeout 300 "$INFLASH" "$T/mnt/opt-kill" -p "ROMEO:" -n 511 -t 0 --threads 1 >"$T/kill.out" 2>"$T/kill.err" &
     cpid=$!
-    for _ in $(seq 200); do [ -s "$T/kill.out" ] && break; sleep 0.05; done
+    # wait until generated text (beyond the echoed prompt) has appeared
+    for _ in $(seq 400); do [ "$(wc -c <"$T/kill.out")" -gt 20 ] && break; sleep 0.05; done
     kill -9 "$pid"
     wait $cpid
     rc=$?
