@@ -175,7 +175,7 @@ static void emit(const char *buf, size_t n)
 
 static void stream_id(tok_stream *ts, int32_t id)
 {
-    char buf[256];
+    char buf[4096];   /* longer than any token's bytes */
     emit(buf, tok_stream_put(ts, id, buf, sizeof buf));
 }
 

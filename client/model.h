@@ -97,6 +97,8 @@ typedef int (*model_ffn_fn)(model *m, void *ctx, int64_t layer, int64_t pos,
 typedef void (*model_ffn_hook)(void *ctx, int64_t layer, int64_t pos, int64_t n,
                                const float *x, const float *up, const float *gate);
 
+/* Not thread-safe: one owner runs one forward at a time (the FFN may use
+ * threads of its own; the source is thread-safe). */
 struct model {
     hp_config      cfg;        /* copy of the source's hyperparameters */
     int64_t        head_dim, q_dim, kv_dim, bundle_len;

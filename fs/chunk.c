@@ -38,7 +38,8 @@ typedef struct {
 
 struct chunk_cache {
     /* immutable after chunk_cache_new */
-    chunk_opts     o;              /* o.name owned (copied) */
+    chunk_opts     o;              /* o.name, o.regions owned (copied) */
+    uint64_t      *first;          /* [n_regions + 1] first chunk id of each region, then the total */
     uint64_t       n_chunks;
     uint64_t       max_cached;     /* budget / chunk_bytes */
     int            hash_bits;
@@ -118,6 +119,38 @@ static void chunk_destroy(chunk *k)
 {
     free(k->buf);
     free(k);
+}
+
+/* ---- chunk ids -> device offsets ----------------------------------------- */
+
+static size_t region_of(const chunk_cache *c, uint64_t id)
+{
+    size_t lo = 0, hi = c->o.n_regions;       /* first[lo] <= id < first[hi] */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->first[mid] <= id)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+uint64_t chunk_offset(const chunk_cache *c, uint64_t id, size_t *valid)
+{
+    size_t r = region_of(c, id);
+    const chunk_region *g = &c->o.regions[r];
+    uint64_t off = g->off + (id - c->first[r]) * c->o.chunk_bytes;
+    if (valid) {
+        uint64_t left = g->off + g->len - off;
+        *valid = (size_t)(left < c->o.chunk_bytes ? left : c->o.chunk_bytes);
+    }
+    return off;
+}
+
+uint64_t chunk_region_first(const chunk_cache *c, size_t r)
+{
+    return c->first[r < c->o.n_regions ? r : c->o.n_regions];
 }
 
 /* Drop one pin; an unpinned cached READY chunk joins the LRU tail, an
@@ -203,16 +236,17 @@ static int load_chunks(chunk_cache *c, chunk **mine, size_t n, int *ok, uint64_t
     const uint64_t cb = c->o.chunk_bytes;
     size_t i = 0;
     while (i < n) {
+        /* a run: chunks that are neighbours on the device */
+        uint64_t off = chunk_offset(c, mine[i]->idx, &mine[i]->valid), end = off + mine[i]->valid;
         size_t j = i + 1;
-        while (j < n && j - i < IOV_MAX && mine[j]->idx == mine[j - 1]->idx + 1)
+        while (j < n && j - i < IOV_MAX && chunk_offset(c, mine[j]->idx, &mine[j]->valid) == end &&
+               mine[j - 1]->valid == cb) {
+            end += mine[j]->valid;
             j++;
+        }
         struct iovec iov[IOV_MAX];
         for (size_t m = i; m < j; m++)
             iov[m - i] = (struct iovec){ .iov_base = mine[m]->buf, .iov_len = cb };
-        uint64_t off = mine[i]->idx * cb;
-        uint64_t end = (mine[j - 1]->idx + 1) * cb;
-        if (end > c->o.dev_bytes)
-            end = c->o.dev_bytes;
         ssize_t r = c->o.readv(c->o.ctx, off, iov, (int)(j - i));
         (*reads)++;
         if (r > 0)
@@ -230,12 +264,8 @@ static int load_chunks(chunk_cache *c, chunk **mine, size_t n, int *ok, uint64_t
             if (rc == 0)
                 rc = ierr_set(err, -EIO, "%s", line);
         }
-        for (size_t m = i; m < j; m++) {
-            uint64_t coff = mine[m]->idx * cb;
-            uint64_t want = c->o.dev_bytes - coff < cb ? c->o.dev_bytes - coff : cb;
-            ok[m] = r >= 0 && (uint64_t)r >= coff - off + want;
-            mine[m]->valid = (size_t)want;
-        }
+        for (size_t m = i; m < j; m++)   /* chunk m starts (m - i) chunks into the run */
+            ok[m] = r >= 0 && (uint64_t)r >= (m - i) * cb + mine[m]->valid;
         i = j;
     }
     return rc;
@@ -261,7 +291,8 @@ static int load_and_finish(chunk_cache *c, chunk **mine, size_t n, int *ok, ierr
 
 static void ra_enqueue_locked(chunk_cache *c, uint64_t first)
 {
-    if (first >= c->n_chunks)
+    /* read ahead within the region only (layers are unrelated) */
+    if (first >= c->n_chunks || region_of(c, first) != region_of(c, first - 1))
         return;
     if (c->ra_len == RA_QUEUE_CAP) {
         c->st.ra_dropped++;
@@ -290,7 +321,8 @@ static void *ra_worker(void *arg)
             continue;
         size_t n = 0;
         int nomem = 0;
-        for (uint64_t i = it.first; i < it.first + it.count && i < c->n_chunks; i++) {
+        uint64_t end = c->first[region_of(c, it.first) + 1];
+        for (uint64_t i = it.first; i < it.first + it.count && i < end; i++) {
             if (hash_find(c, i))
                 continue;
             chunk *k = claim_locked(c, i, 0, &nomem);
@@ -328,12 +360,30 @@ int chunk_cache_new(const chunk_opts *o, chunk_cache **out, ierr *err)
                         (unsigned long long)o->budget_bytes, (unsigned long long)cb);
     if (!o->readv)
         return ierr_set(err, -EINVAL, "%s: no read function", name);
+    chunk_region whole = { .off = 0, .len = o->dev_bytes };
+    const chunk_region *regs = o->n_regions ? o->regions : &whole;
+    size_t n_regs = o->n_regions ? o->n_regions : 1;
+    for (size_t r = 0; r < n_regs; r++)
+        if (regs[r].off % CHUNK_ALIGN || (r > 0 && regs[r].off < regs[r - 1].off + regs[r - 1].len))
+            return ierr_set(err, -EINVAL, "%s: region %zu at %llu: unaligned or overlapping", name, r,
+                            (unsigned long long)regs[r].off);
     chunk_cache *c = calloc(1, sizeof *c);
     if (!c)
         return ierr_set(err, -ENOMEM, "%s: out of memory", name);
     c->o = *o;
     c->o.name = strdup(name);
-    c->n_chunks = (o->dev_bytes + cb - 1) / cb;
+    c->o.n_regions = n_regs;
+    c->o.regions = malloc(n_regs * sizeof *regs);
+    c->first = malloc((n_regs + 1) * sizeof *c->first);
+    if (!c->o.name || !c->o.regions || !c->first) {
+        chunk_cache_free(c);
+        return ierr_set(err, -ENOMEM, "%s: out of memory", name);
+    }
+    memcpy((chunk_region *)c->o.regions, regs, n_regs * sizeof *regs);
+    c->first[0] = 0;
+    for (size_t r = 0; r < n_regs; r++)
+        c->first[r + 1] = c->first[r] + (regs[r].len + cb - 1) / cb;
+    c->n_chunks = c->first[n_regs];
     c->max_cached = o->budget_bytes / cb;
     c->hash_bits = 6;
     while (c->hash_bits < 30 && (1ull << c->hash_bits) < 2 * c->max_cached)
@@ -342,7 +392,7 @@ int chunk_cache_new(const chunk_opts *o, chunk_cache **out, ierr *err)
     c->lru.lnext = c->lru.lprev = &c->lru;
     c->st.budget_bytes = c->max_cached * cb;
     c->st.chunk_bytes = cb;
-    if (!c->o.name || !c->buckets) {
+    if (!c->buckets) {
         chunk_cache_free(c);
         return ierr_set(err, -ENOMEM, "%s: out of memory", name);
     }
@@ -393,6 +443,8 @@ void chunk_cache_free(chunk_cache *c)
     }
     free(c->threads);
     free(c->buckets);
+    free(c->first);
+    free((chunk_region *)c->o.regions);
     free((char *)c->o.name);
     free(c);
 }
@@ -470,7 +522,7 @@ int chunk_pin(chunk_cache *c, const uint64_t *idx, size_t n, chunk **pins, ierr 
             pthread_cond_wait(&c->loaded, &c->mu);
         if (pins[i]->state == CH_ERROR && rc == 0)
             rc = ierr_set(err, -EIO, "%s: read failed at offset %llu", c->o.name,
-                          (unsigned long long)(pins[i]->idx * c->o.chunk_bytes));
+                          (unsigned long long)chunk_offset(c, pins[i]->idx, NULL));
     }
     if (nomem)
         rc = ierr_set(err, -ENOMEM, "%s: out of memory for chunk buffers", c->o.name);
@@ -492,10 +544,15 @@ int chunk_pin_range(chunk_cache *c, uint64_t off, uint64_t len, chunk **pins, si
                     size_t *n, ierr *err)
 {
     *n = 0;
-    if (len == 0 || off >= c->o.dev_bytes || len > c->o.dev_bytes - off)
-        return ierr_set(err, -EINVAL, "%s: range %llu+%llu outside the device (%llu bytes)", c->o.name,
-                        (unsigned long long)off, (unsigned long long)len, (unsigned long long)c->o.dev_bytes);
-    uint64_t first = off / c->o.chunk_bytes, last = (off + len - 1) / c->o.chunk_bytes;
+    size_t r = 0;
+    while (r < c->o.n_regions && off >= c->o.regions[r].off + c->o.regions[r].len)
+        r++;
+    const chunk_region *g = r < c->o.n_regions ? &c->o.regions[r] : NULL;
+    if (len == 0 || !g || off < g->off || len > g->off + g->len - off)
+        return ierr_set(err, -EINVAL, "%s: range %llu+%llu not inside one region", c->o.name,
+                        (unsigned long long)off, (unsigned long long)len);
+    uint64_t first = c->first[r] + (off - g->off) / c->o.chunk_bytes;
+    uint64_t last = c->first[r] + (off + len - 1 - g->off) / c->o.chunk_bytes;
     size_t cnt = (size_t)(last - first + 1);
     if (cnt > cap)
         return ierr_set(err, -EINVAL, "%s: %zu chunks do not fit in %zu pins", c->o.name, cnt, cap);

@@ -8,7 +8,12 @@
  * into a private ("transient") buffer instead. After a request, the next
  * `readahead` chunks after each run it touched are queued for a small pool
  * of worker threads. I/O goes through a caller-supplied readv function so
- * the cache is testable without files. Thread-safe. */
+ * the cache is testable without files. Thread-safe.
+ *
+ * The device is a list of regions (for ffn.bin: one per layer), each cut
+ * into chunks from its own start, so that chunks line up with the bundles of
+ * a layer whatever the layer's offset. Chunks are numbered globally:
+ * region r holds ids chunk_region_first(c, r) and up. */
 #ifndef INFLASH_FS_CHUNK_H
 #define INFLASH_FS_CHUNK_H
 
@@ -29,10 +34,19 @@ typedef ssize_t (*chunk_readv_fn)(void *ctx, uint64_t off, const struct iovec *i
 /* One log line (no newline) about a failed read. */
 typedef void (*chunk_log_fn)(void *ctx, const char *line);
 
+/* A region of the device: [off, off + len), off CHUNK_ALIGN-aligned. Chunk
+ * k of a region covers [off + k*C, min(off + (k+1)*C, off + len)). */
+typedef struct {
+    uint64_t off;
+    uint64_t len;
+} chunk_region;
+
 typedef struct {
     uint64_t       chunk_bytes;   /* power of two, CHUNK_MIN..CHUNK_MAX */
     uint64_t       budget_bytes;  /* cached chunks never exceed this (>= chunk_bytes) */
-    uint64_t       dev_bytes;     /* device size; reads stop there */
+    uint64_t       dev_bytes;     /* device size, used when n_regions == 0 (one region [0, dev_bytes)) */
+    const chunk_region *regions;  /* sorted, non-overlapping; copied */
+    size_t         n_regions;
     unsigned       readahead;     /* chunks queued after each run a request touched */
     unsigned       workers;       /* read-ahead threads (0: no read-ahead) */
     const char    *name;          /* device name in messages ("ffn.bin"); copied */
@@ -68,22 +82,26 @@ int  chunk_cache_new(const chunk_opts *o, chunk_cache **out, ierr *err);
 void chunk_cache_free(chunk_cache *c);
 
 uint64_t chunk_size(const chunk_cache *c);
-/* Number of chunks of the device. */
+/* Number of chunks of all regions. */
 uint64_t chunk_count(const chunk_cache *c);
+/* The id of the first chunk of region r (r <= n_regions: the total at the end). */
+uint64_t chunk_region_first(const chunk_cache *c, size_t r);
+/* Device offset of chunk `id`, and how many bytes it has (< chunk_size at a region's end). */
+uint64_t chunk_offset(const chunk_cache *c, uint64_t id, size_t *valid);
 
 /* Pin the chunks idx[0..n), sorted ascending and unique, each < chunk_count:
  * pins[i] receives chunk idx[i], loaded. On failure nothing stays pinned and
  * the result is -EIO (a read failed: err names the device and the offset),
  * -EINVAL (bad index) or -ENOMEM. */
 int chunk_pin(chunk_cache *c, const uint64_t *idx, size_t n, chunk **pins, ierr *err);
-/* Pin the chunks covering device bytes [off, off + len), len > 0, within
- * the device; cap >= the number of chunks. */
+/* Pin the chunks covering device bytes [off, off + len), len > 0, all
+ * within one region; cap >= the number of chunks. */
 int chunk_pin_range(chunk_cache *c, uint64_t off, uint64_t len, chunk **pins, size_t cap,
                     size_t *n, ierr *err);
 void chunk_unpin(chunk_cache *c, chunk **pins, size_t n);
 
 /* A pinned chunk: its bytes (chunk_size, 4096-aligned) and how many of them
- * are valid (less than chunk_size only for the last chunk of the device). */
+ * are valid (less than chunk_size only for the last chunk of a region). */
 const unsigned char *chunk_data(const chunk *k);
 size_t chunk_valid(const chunk *k);
 

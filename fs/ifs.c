@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "stats.h"
@@ -196,6 +197,8 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
     fsstat_view(m->fst, FSSTAT_TENSOR, &ten);
     chunk_get_stats(m->cache, &cs);
     uint64_t dreads = atomic_load(&m->dense_reads), dbytes = atomic_load(&m->dense_bytes);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
 #define U(k, v) { .key = k, .u = (uint64_t)(v) }
 #define R(k, v) { .key = k, .is_real = 1, .d = (v) }
     const fsstat_kv kv[] = {
@@ -231,6 +234,8 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
         R("latency_max_us", all.max_us),
         R("ffn_latency_p50_us", ffn.p50_us),
         R("ffn_latency_p99_us", ffn.p99_us),
+        R("cpu_user_s", (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6),
+        R("cpu_sys_s", (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6),
     };
 #undef U
 #undef R

@@ -136,7 +136,7 @@ int fsstat_format(const fsstat_kv *kv, size_t n, int json, char **out, size_t *l
         else
             fprintf(f, "%s ", kv[i].key);
         if (kv[i].is_real)
-            fprintf(f, "%.1f", kv[i].d);
+            fprintf(f, "%.3f", kv[i].d);
         else
             fprintf(f, "%llu", (unsigned long long)kv[i].u);
         fputs(json ? (i + 1 < n ? ",\n" : "\n") : "\n", f);

@@ -48,7 +48,7 @@ uint64_t fsstat_bucket_mid(unsigned b);
 /* One named value of the stats files. */
 typedef struct {
     const char *key;
-    int         is_real;          /* value in d (printed %.1f) or u */
+    int         is_real;          /* value in d (printed %.3f) or u */
     uint64_t    u;
     double      d;
 } fsstat_kv;

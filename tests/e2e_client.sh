@@ -121,6 +121,25 @@ for s in opt-f32 opt-f16 stories-f32 stories-f16; do
     done
 done
 
+# --dense-resident (the whole FFN cached in f32 at start) gives the same
+echo "# opt-f16 via store, --dense-resident"
+python3 "$T/check.py" "$MODELS/opt-relu-shakespeare" 1 "$INFLASH" --store "$T/opt-f16" --dense-resident || fails=$((fails + 1))
+echo "# stories-f32 via mount, --dense-resident"
+python3 "$T/check.py" "$MODELS/stories260K" 1 "$INFLASH" "$T/mnt/stories-f32" --dense-resident || fails=$((fails + 1))
+
+# ---- sampling ---------------------------------------------------------------
+# a seed reproduces a sampled generation; the same through the mount and the store
+for how in a b; do
+    timeout 300 "$INFLASH" "$T/mnt/opt-f16" -p "ROMEO:" -n 48 -t 0.9 --top-p 0.9 --seed 1234 --ids >"$T/samp-$how.out" 2>&1
+done
+timeout 300 "$INFLASH" --store "$T/opt-f16" -p "ROMEO:" -n 48 -t 0.9 --top-p 0.9 --seed 1234 --ids >"$T/samp-c.out" 2>&1
+if cmp -s "$T/samp-a.out" "$T/samp-b.out" && cmp -s "$T/samp-a.out" "$T/samp-c.out" &&
+   nw=$(tail -n 1 "$T/samp-a.out" | wc -w) && [ "$nw" -gt 4 ] && [ "$nw" -le $((1 + 3 + 48)) ]; then
+    ok "sampling -t 0.9 --top-p 0.9 --seed 1234: reproducible ($((nw - 4)) tokens)"
+else
+    bad "sampling with a seed is not reproducible: $(tail -n 1 "$T/samp-a.out") / $(tail -n 1 "$T/samp-b.out")"
+fi
+
 # ---- perplexity -------------------------------------------------------------
 # opt-relu-shakespeare: the held-out bytes [1003857, 1115394) of
 # tinyshakespeare.txt as one stream; stories260K: every line of
@@ -180,6 +199,7 @@ expect_err() {  # expect_err LABEL WANT_RC(any|N) PATTERN INFLASH-ARGS...
 }
 mkdir -p "$T/notamount"
 expect_err "not a mount" 1 "not an inflash mount" "$T/notamount" -p hi
+expect_err "HF model folder is not a mount" 1 "not an inflash mount" "$MODELS/opt-relu-shakespeare" -p hi
 expect_err "invalid UTF-8 prompt" 1 "UTF-8" "$T/mnt/opt-f16" -p "$(printf 'ROMEO\xff:')"
 expect_err "unknown option" 2 "unknown option" "$T/mnt/opt-f16" --no-such-option
 expect_err "bad -n" 2 "\-n" "$T/mnt/opt-f16" -n lots

@@ -98,11 +98,11 @@ static void test_format(void **state)
     char *out;
     size_t len;
     assert_int_equal(fsstat_format(kv, 3, 0, &out, &len), 0);
-    assert_string_equal(out, "requests 42\nlatency_p50_us 12.2\nbytes_served 18446744073709551615\n");
+    assert_string_equal(out, "requests 42\nlatency_p50_us 12.250\nbytes_served 18446744073709551615\n");
     assert_int_equal(len, strlen(out));
     free(out);
     assert_int_equal(fsstat_format(kv, 3, 1, &out, &len), 0);
-    assert_string_equal(out, "{\n  \"requests\": 42,\n  \"latency_p50_us\": 12.2,\n"
+    assert_string_equal(out, "{\n  \"requests\": 42,\n  \"latency_p50_us\": 12.250,\n"
                              "  \"bytes_served\": 18446744073709551615\n}\n");
     free(out);
     assert_int_equal(fsstat_format(kv, 0, 1, &out, &len), 0);

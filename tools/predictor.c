@@ -474,26 +474,30 @@ static void jacobi_eigen(double *G, int64_t l, double *w, double *V)
 
 /* ---- truncated SVD start ---------------------------------------------- */
 
-int pred_init_svd(pred *p, const float *W, const float *b, uint64_t seed, ierr *err)
+/* The top-r left singular vectors of M [n×d] into U [n×r] (row-major,
+ * orthonormal columns, by decreasing singular value): randomized subspace
+ * iteration with a sketch of l = r + max(10, r/2) columns (at most
+ * min(n, d)) and SVD_POWER_ITERS power iterations, then the eigenvectors
+ * of the sketch's small Gram matrix (Bm·Bmᵀ with Bm = Qᵀ·M). */
+static int top_left_singular(const float *M, int64_t n, int64_t d, int64_t r, uint64_t seed,
+                             float *U, ierr *err)
 {
-    const int64_t n = p->n, d = p->d, r = p->r;
     const int64_t mn = n < d ? n : d;
-    int64_t over = r / 2 > 10 ? r / 2 : 10;
-    const int64_t l = r + over < mn ? r + over : mn;    /* sketch width */
+    const int64_t over = r / 2 > 10 ? r / 2 : 10;
+    const int64_t l = r + over < mn ? r + over : mn;
     rng g = {seed ^ 0x5eed5eed5eedull};
     int rc = 0;
 
     float  *Om = malloc((size_t)(d * l) * sizeof(float));   /* [d×l] */
-    float  *Y  = malloc((size_t)(n * l) * sizeof(float));   /* [n×l] range of W */
-    float  *Bm = malloc((size_t)(l * d) * sizeof(float));   /* [l×d] Qᵀ·W */
+    float  *Y  = malloc((size_t)(n * l) * sizeof(float));   /* [n×l] range of M */
+    float  *Bm = malloc((size_t)(l * d) * sizeof(float));   /* [l×d] Qᵀ·M */
     double *Bd = malloc((size_t)(l * d) * sizeof(double));
     double *Qd = malloc((size_t)(n * l) * sizeof(double));
     double *G  = malloc((size_t)(l * l) * sizeof(double));  /* Bm·Bmᵀ */
     double *V  = malloc((size_t)(l * l) * sizeof(double));
     double *w  = malloc((size_t)l * sizeof(double));
-    double *Ad = malloc((size_t)(r * d) * sizeof(double));  /* V_rᵀ·Bm */
-    double *Qv = malloc((size_t)(n * r) * sizeof(double));  /* Q·V_r */
-    if (!Om || !Y || !Bm || !Bd || !Qd || !G || !V || !w || !Ad || !Qv) {
+    double *Ud = malloc((size_t)(n * r) * sizeof(double));  /* Q·V_r */
+    if (!Om || !Y || !Bm || !Bd || !Qd || !G || !V || !w || !Ud) {
         rc = ierr_set(err, -ENOMEM, "predictor SVD: out of memory (n %lld, d %lld, sketch %lld)",
                       (long long)n, (long long)d, (long long)l);
         goto out;
@@ -501,17 +505,17 @@ int pred_init_svd(pred *p, const float *W, const float *b, uint64_t seed, ierr *
     for (int64_t i = 0; i < d * l; i++)
         Om[i] = (float)rng_gauss(&g);
 
-    /* Y = W·Ω, then subspace iteration Y <- W·orth(Wᵀ·orth(Y)) */
+    /* Y = M·Ω, then subspace iteration Y <- M·orth(Mᵀ·orth(Y)) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)l, (blasint)d,
-                1.0f, W, (blasint)d, Om, (blasint)l, 0.0f, Y, (blasint)l);
+                1.0f, M, (blasint)d, Om, (blasint)l, 0.0f, Y, (blasint)l);
     rc = orthonormalize(Y, n, l, &g);
     for (int it = 0; rc == 0 && it < SVD_POWER_ITERS; it++) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)d, (blasint)l, (blasint)n,
-                    1.0f, W, (blasint)d, Y, (blasint)l, 0.0f, Om, (blasint)l);
+                    1.0f, M, (blasint)d, Y, (blasint)l, 0.0f, Om, (blasint)l);
         rc = orthonormalize(Om, d, l, &g);
         if (rc == 0) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)l, (blasint)d,
-                        1.0f, W, (blasint)d, Om, (blasint)l, 0.0f, Y, (blasint)l);
+                        1.0f, M, (blasint)d, Om, (blasint)l, 0.0f, Y, (blasint)l);
             rc = orthonormalize(Y, n, l, &g);
         }
     }
@@ -520,9 +524,9 @@ int pred_init_svd(pred *p, const float *W, const float *b, uint64_t seed, ierr *
                       (long long)n, (long long)d, (long long)l);
         goto out;
     }
-    /* W ≈ Q·Bm with Bm = Qᵀ·W; SVD of the small Bm through its Gram matrix */
+    /* M ≈ Q·Bm; Bm·Bmᵀ = V·Λ·Vᵀ gives M's left singular vectors Q·V */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)l, (blasint)d, (blasint)n,
-                1.0f, Y, (blasint)l, W, (blasint)d, 0.0f, Bm, (blasint)d);
+                1.0f, Y, (blasint)l, M, (blasint)d, 0.0f, Bm, (blasint)d);
     for (int64_t i = 0; i < l * d; i++)
         Bd[i] = Bm[i];
     for (int64_t i = 0; i < n * l; i++)
@@ -530,22 +534,10 @@ int pred_init_svd(pred *p, const float *W, const float *b, uint64_t seed, ierr *
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)l, (blasint)l, (blasint)d,
                 1.0, Bd, (blasint)d, Bd, (blasint)d, 0.0, G, (blasint)l);
     jacobi_eigen(G, l, w, V);
-    /* A = V_rᵀ·Bm (rows σ_i·v_iᵀ), B = Q·V_r (orthonormal columns u_i) */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)r, (blasint)d, (blasint)l,
-                1.0, V, (blasint)l, Bd, (blasint)d, 0.0, Ad, (blasint)d);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)r, (blasint)l,
-                1.0, Qd, (blasint)l, V, (blasint)l, 0.0, Qv, (blasint)r);
-    /* balance: A_i /= √σ_i, B_·i *= √σ_i, with σ_i measured as |A_i| */
-    for (int64_t i = 0; i < r; i++) {
-        double sigma = cblas_dnrm2((blasint)d, Ad + i * d, 1);
-        double f = sigma > 0.0 ? sqrt(sigma) : 1.0;
-        for (int64_t k = 0; k < d; k++)
-            p->A[i * d + k] = (float)(Ad[i * d + k] / f);
-        for (int64_t j = 0; j < n; j++)
-            p->B[j * r + i] = (float)(Qv[j * r + i] * f);
-    }
-    for (int64_t j = 0; j < n; j++)
-        p->c[j] = b ? b[j] : 0.0f;
+                1.0, Qd, (blasint)l, V, (blasint)l, 0.0, Ud, (blasint)r);
+    for (int64_t i = 0; i < n * r; i++)
+        U[i] = (float)Ud[i];
 out:
     free(Om);
     free(Y);
@@ -555,8 +547,160 @@ out:
     free(G);
     free(V);
     free(w);
-    free(Ad);
-    free(Qv);
+    free(Ud);
+    return rc;
+}
+
+/* Set p from an orthonormal basis U [n×r] of the score space: B = U,
+ * A = Uᵀ·W (so B·A = U·Uᵀ·W, W projected on the basis), and
+ * c = b + (W − B·A)·mu (mu [d] the inputs' mean, or NULL for 0), so the
+ * scores are exact at the mean input. Then balance the factors: A_i /= √a_i,
+ * B_·i *= √a_i with a_i = |A_i| (= σ_i for the plain SVD). */
+static int set_from_basis(pred *p, const float *U, const float *W, const float *b,
+                          const double *mu, ierr *err)
+{
+    const int64_t n = p->n, d = p->d, r = p->r;
+    memcpy(p->B, U, (size_t)(n * r) * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)r, (blasint)d, (blasint)n,
+                1.0f, U, (blasint)r, W, (blasint)d, 0.0f, p->A, (blasint)d);
+    for (int64_t j = 0; j < n; j++)
+        p->c[j] = b ? b[j] : 0.0f;
+    if (mu) {
+        /* residual (W − B·A)·mu, in double: W·mu − B·(A·mu) */
+        double *Amu = calloc((size_t)r, sizeof(double));
+        if (!Amu)
+            return ierr_set(err, -ENOMEM, "predictor: out of memory");
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t k = 0; k < d; k++)
+                Amu[i] += (double)p->A[i * d + k] * mu[k];
+        for (int64_t j = 0; j < n; j++) {
+            double res = 0.0;
+            for (int64_t k = 0; k < d; k++)
+                res += (double)W[j * d + k] * mu[k];
+            for (int64_t i = 0; i < r; i++)
+                res -= (double)p->B[j * r + i] * Amu[i];
+            p->c[j] += (float)res;
+        }
+        free(Amu);
+    }
+    for (int64_t i = 0; i < r; i++) {
+        float a = cblas_snrm2((blasint)d, p->A + i * d, 1);
+        if (a > 0.0f) {
+            float f = sqrtf(a);
+            cblas_sscal((blasint)d, 1.0f / f, p->A + i * d, 1);
+            cblas_sscal((blasint)n, f, p->B + i, (blasint)r);
+        }
+    }
+    return 0;
+}
+
+int pred_init_svd(pred *p, const float *W, const float *b, uint64_t seed, ierr *err)
+{
+    float *U = malloc((size_t)(p->n * p->r) * sizeof(float));
+    if (!U)
+        return ierr_set(err, -ENOMEM, "predictor SVD: out of memory");
+    int rc = top_left_singular(W, p->n, p->d, p->r, seed, U, err);
+    if (rc == 0)
+        rc = set_from_basis(p, U, W, b, NULL, err);
+    free(U);
+    return rc;
+}
+
+/* Lower Cholesky factor of the SPD d×d matrix S in place (upper part
+ * zeroed); -EDOM if S is not positive definite. */
+static int cholesky(double *S, int64_t d)
+{
+    for (int64_t j = 0; j < d; j++) {
+        double s = S[j * d + j];
+        for (int64_t k = 0; k < j; k++)
+            s -= S[j * d + k] * S[j * d + k];
+        if (!(s > 0.0))
+            return -EDOM;
+        s = sqrt(s);
+        S[j * d + j] = s;
+        for (int64_t i = j + 1; i < d; i++) {
+            double t = S[i * d + j];
+            for (int64_t k = 0; k < j; k++)
+                t -= S[i * d + k] * S[j * d + k];
+            S[i * d + j] = t / s;
+        }
+        for (int64_t k = j + 1; k < d; k++)
+            S[j * d + k] = 0.0;
+    }
+    return 0;
+}
+
+int pred_init_pca(pred *p, const float *W, const float *b, const float *X, int64_t m,
+                  uint64_t seed, ierr *err)
+{
+    const int64_t n = p->n, d = p->d;
+    if (!X || m < 1)
+        return ierr_set(err, -EINVAL, "predictor PCA start: need at least one sample");
+    int rc = 0;
+    double *mu = calloc((size_t)d, sizeof(double));
+    double *C = calloc((size_t)(d * d), sizeof(double));          /* covariance, then its factor L */
+    double *C0 = malloc((size_t)(d * d) * sizeof(double));
+    float *Cb = malloc((size_t)(d * d) * sizeof(float));          /* one batch's XᵀX, then L */
+    float *M = malloc((size_t)(n * d) * sizeof(float));           /* W·L */
+    float *U = malloc((size_t)(n * p->r) * sizeof(float));
+    if (!mu || !C || !C0 || !Cb || !M || !U) {
+        rc = ierr_set(err, -ENOMEM, "predictor PCA start: out of memory (d %lld)", (long long)d);
+        goto out;
+    }
+    /* second moments in f32 batches, summed in double */
+    for (int64_t i0 = 0; i0 < m; i0 += SCORE_BATCH) {
+        int64_t rows = m - i0 < SCORE_BATCH ? m - i0 : SCORE_BATCH;
+        const float *Xb = X + i0 * d;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)d, (blasint)d, (blasint)rows,
+                    1.0f, Xb, (blasint)d, Xb, (blasint)d, 0.0f, Cb, (blasint)d);
+        for (int64_t k = 0; k < d * d; k++)
+            C[k] += Cb[k];
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t k = 0; k < d; k++)
+                mu[k] += Xb[i * d + k];
+    }
+    double trace = 0.0;
+    for (int64_t k = 0; k < d; k++)
+        mu[k] /= (double)m;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t k = 0; k < d; k++)
+            C[i * d + k] = C[i * d + k] / (double)m - mu[i] * mu[k];
+    for (int64_t k = 0; k < d; k++)
+        trace += C[k * d + k];
+    if (!(trace > 0.0) || !isfinite(trace)) {
+        rc = ierr_set(err, -EINVAL, "predictor PCA start: the samples do not vary (or are not finite)");
+        goto out;
+    }
+    /* a ridge keeps the factor defined when the samples span fewer than d
+       directions; it is raised until the factorization succeeds */
+    memcpy(C0, C, (size_t)(d * d) * sizeof(double));
+    for (double ridge = 1e-6;; ridge *= 10.0) {
+        for (int64_t k = 0; k < d; k++)
+            C[k * d + k] += ridge * trace / (double)d;
+        if (cholesky(C, d) == 0)
+            break;
+        if (ridge >= 1.0) {
+            rc = ierr_set(err, -EDOM, "predictor PCA start: covariance not positive definite");
+            goto out;
+        }
+        memcpy(C, C0, (size_t)(d * d) * sizeof(double));
+    }
+    /* the pre-activation covariance is W·C·Wᵀ = (W·L)(W·L)ᵀ: its top
+       principal directions are the left singular vectors of W·L */
+    for (int64_t k = 0; k < d * d; k++)
+        Cb[k] = (float)C[k];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)d, (blasint)d,
+                1.0f, W, (blasint)d, Cb, (blasint)d, 0.0f, M, (blasint)d);
+    rc = top_left_singular(M, n, d, p->r, seed, U, err);
+    if (rc == 0)
+        rc = set_from_basis(p, U, W, b, mu, err);
+out:
+    free(mu);
+    free(C);
+    free(C0);
+    free(Cb);
+    free(M);
+    free(U);
     return rc;
 }
 
@@ -568,6 +712,7 @@ void pred_train_defaults(pred_train_opts *o)
     o->epochs = 8;
     o->batch = 256;
     o->lr = 2e-3;
+    o->temperature = 0.02;
     o->seed = 1;
 }
 
@@ -622,11 +767,14 @@ static void adam_step(adam_param *a, double lr, int64_t t)
     }
 }
 
-/* Turn the scores S [rows×n] into dLoss/dS in place for the weighted
- * logistic loss and return the batch's summed weighted loss. */
+/* Turn the scores S [rows×n] into dLoss/dS in place and return the batch's
+ * summed weighted loss. The loss of a pair is T·softplus(t/T) with t = −s
+ * for an active pair and t = s otherwise: a logistic loss at temperature T,
+ * in score units (it tends to the hinge max(0, t) as T → 0). */
 static double logistic_grad(float *S, const uint8_t *Lb, size_t stride, int64_t rows, int64_t n,
-                            float wpos, float wneg, float norm)
+                            float T, float wpos, float wneg, float norm)
 {
+    const float invT = 1.0f / T;
     double total = 0.0;
     for (int64_t i = 0; i < rows; i++) {
         const uint8_t *row = Lb + (size_t)i * stride;
@@ -634,12 +782,12 @@ static double logistic_grad(float *S, const uint8_t *Lb, size_t stride, int64_t 
         float row_loss = 0.0f;
         for (int64_t j = 0; j < n; j++) {
             int y = pred_label_get(row, j);
-            /* loss softplus(t) with t = -s for an active pair, s otherwise */
-            float t = y ? -s[j] : s[j];
-            float e = expf(-fabsf(t));
-            float sig = t >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);   /* σ(t) */
+            float u = (y ? -s[j] : s[j]) * invT;
+            float au = fabsf(u);
+            float e = au < 40.0f ? expf(-au) : 0.0f;   /* no denormals */
+            float sig = u >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);   /* σ(u) */
             float w = y ? wpos : wneg;
-            row_loss += w * ((t > 0.0f ? t : 0.0f) + log1pf(e));
+            row_loss += w * T * ((u > 0.0f ? u : 0.0f) + log1pf(e));
             s[j] = (y ? -sig : sig) * w * norm;
         }
         total += row_loss;
@@ -653,8 +801,8 @@ int pred_train(pred *p, const float *X, const uint8_t *labels, int64_t m,
     int rc = check_data(p, X, labels, m, "training", err);
     if (rc < 0)
         return rc;
-    if (!o || o->epochs < 1 || o->batch < 1 || !(o->lr > 0.0))
-        return ierr_set(err, -EINVAL, "predictor training: need epochs >= 1, batch >= 1 and lr > 0");
+    if (!o || o->epochs < 1 || o->batch < 1 || !(o->lr > 0.0) || !(o->temperature > 0.0))
+        return ierr_set(err, -EINVAL, "predictor training: need epochs >= 1, batch >= 1, lr > 0 and temperature > 0");
     const int64_t d = p->d, n = p->n, r = p->r;
     const int64_t bs = o->batch < m ? o->batch : m;
     const size_t stride = pred_label_stride(n);
@@ -682,13 +830,17 @@ int pred_train(pred *p, const float *X, const uint8_t *labels, int64_t m,
                       (long long)bs, (long long)n);
         goto out;
     }
-    /* c moves in units of the scores' spread, not of its own start value */
+    /* the scores' spread on the first batch: the unit of c's steps and of
+       the temperature */
+    float T;
     {
         pred_score(p, X, bs, H, S);
         double ss = 0.0;
         for (int64_t i = 0; i < bs * n; i++)
             ss += (double)S[i] * S[i];
-        prm[2].scale = ss > 0.0 ? sqrt(ss / (double)(bs * n)) : 1.0;
+        double spread = ss > 0.0 ? sqrt(ss / (double)(bs * n)) : 1.0;
+        prm[2].scale = spread;
+        T = (float)(o->temperature * spread);
     }
     for (int64_t i = 0; i < m; i++)
         perm[i] = i;
@@ -712,7 +864,7 @@ int pred_train(pred *p, const float *X, const uint8_t *labels, int64_t m,
             /* forward: H = Xb·Aᵀ, S = H·Bᵀ + c */
             pred_score(p, Xb, rows, H, S);
             /* S becomes G = dL/dS */
-            sum += logistic_grad(S, Lb, stride, rows, n, wpos, wneg, 1.0f / (float)((double)rows * n));
+            sum += logistic_grad(S, Lb, stride, rows, n, T, wpos, wneg, 1.0f / (float)((double)rows * n));
             /* gB = Gᵀ·H, gc = column sums of G, dH = G·B, gA = dHᵀ·Xb */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)n, (blasint)r, R,
                         1.0f, S, (blasint)n, H, (blasint)r, 0.0f, prm[1].g, (blasint)r);

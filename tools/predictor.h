@@ -83,11 +83,25 @@ int64_t pred_select(const pred *p, const float *x, float *h, float *s, int32_t *
  * iteration (seeded, so deterministic) with power iterations. */
 int pred_init_svd(pred *p, const float *W, const float *b, uint64_t seed, ierr *err);
 
+/* The data-aware start, usually much better than pred_init_svd: B·A + c is
+ * the best rank-r affine approximation, in mean squared error over the
+ * samples X [m×d], of the pre-activation W·x + b. That is, B spans the top
+ * r principal components of the pre-activations on the samples (computed
+ * as the left singular vectors of W·L, L the Cholesky factor of the
+ * samples' covariance), A = Bᵀ·W, and c = b + (W − B·A)·mean(x). (The
+ * factors are then balanced as above.) Needs m >= 1 samples that vary. */
+int pred_init_pca(pred *p, const float *W, const float *b, const float *X, int64_t m,
+                  uint64_t seed, ierr *err);
+
 typedef struct {
     int     epochs;      /* passes over the samples (default 8) */
     int64_t batch;       /* samples per step (default 256) */
     double  lr;          /* Adam step size at the start (default 2e-3); it
                             decays along a cosine to lr/20 by the end */
+    double  temperature; /* of the logistic loss, relative to the RMS of the
+                            scores at the start (default 0.02). Low values
+                            matter: at 1 the loss rewards the bulk of easy
+                            pairs and costs precision at high recall */
     double  pos_weight;  /* loss weight of an active (sample, neuron) pair;
                             <= 0: balanced = total / (2·positives) */
     double  neg_weight;  /* of an inactive pair; <= 0: total / (2·negatives) */
@@ -103,6 +117,9 @@ void pred_train_defaults(pred_train_opts *o);
 
 /* Refine A, B, c by Adam minibatch steps on the class-balanced logistic
  * loss of the scores against the labels (labels [m × pred_label_stride(n)]).
+ * Start from pred_init_pca or pred_init_svd: the step sizes are relative to
+ * the start's scale (lr is a fraction of each tensor's RMS; c moves in units
+ * of the scores' RMS), and zero factors would never move.
  * X is read in batches; memory besides X and labels is O(batch·n + r·(n+d)).
  * Leaves tau alone. -EINVAL on bad arguments, -ENOMEM, -ERANGE if the loss
  * stops being finite (the pred is then left as it was). If loss is non-NULL
