@@ -330,13 +330,22 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
     rc = open_ffn(m, err);
     if (rc < 0)
         goto fail;
+    chunk_region *regions = calloc((size_t)m->n_layers, sizeof *regions);
+    if (!regions) {
+        rc = ierr_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int64_t l = 0; l < m->n_layers; l++)     /* one chunk grid per layer */
+        regions[l] = (chunk_region){ .off = m->xl[l].base, .len = xlate_file_bytes(&m->xl[l]) };
     chunk_opts co = {
         .chunk_bytes = o->chunk_bytes, .budget_bytes = o->cache_bytes,
-        .dev_bytes = store_ffn_bytes(m->st), .readahead = o->readahead,
+        .dev_bytes = store_ffn_bytes(m->st), .regions = regions, .n_regions = (size_t)m->n_layers,
+        .readahead = o->readahead,
         .workers = o->readahead ? o->ra_workers : 0, .name = IFL_FFN_NAME,
         .readv = ffn_readv, .ctx = m, .log = log_stderr,
     };
     rc = chunk_cache_new(&co, &m->cache, err);
+    free(regions);
     if (rc < 0)
         goto fail;
     rc = build_tree(m, err);
@@ -462,6 +471,8 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
 {
     const xlate_layer *xl = &m->xl[layer];
     const uint64_t cb = chunk_size(m->cache);
+    /* chunk ids of this layer: its own grid from the layer's start */
+    const uint64_t first_id = chunk_region_first(m->cache, (size_t)layer), base = xl->base;
     size_t cap = xlate_max_extents(xl, len), n_ext;
     uint64_t bytes;
     xlate_ext *ext = malloc(cap * sizeof *ext);
@@ -479,7 +490,7 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
     /* every chunk the extents touch, sorted and unique; pieces = chunk crossings */
     size_t n_idx = 0, n_pieces = 0, idx_cap = 0;
     for (size_t e = 0; e < n_ext; e++)
-        idx_cap += (size_t)((ext[e].off + ext[e].len - 1) / cb - ext[e].off / cb + 1);
+        idx_cap += (size_t)((ext[e].off + ext[e].len - 1 - base) / cb - (ext[e].off - base) / cb + 1);
     idx = malloc(idx_cap * sizeof *idx);
     if (!idx) {
         rc = ierr_set(err, -ENOMEM, "out of memory");
@@ -487,10 +498,10 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
     }
     int sorted = 1;
     for (size_t e = 0; e < n_ext; e++)
-        for (uint64_t c = ext[e].off / cb; c <= (ext[e].off + ext[e].len - 1) / cb; c++) {
-            if (n_idx > 0 && c <= idx[n_idx - 1])
+        for (uint64_t c = (ext[e].off - base) / cb; c <= (ext[e].off + ext[e].len - 1 - base) / cb; c++) {
+            if (n_idx > 0 && first_id + c <= idx[n_idx - 1])
                 sorted = 0;
-            idx[n_idx++] = c;
+            idx[n_idx++] = first_id + c;
         }
     n_pieces = n_idx;
     if (!sorted) {
@@ -529,10 +540,10 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
     for (size_t e = 0; e < n_ext; e++) {
         uint64_t pos = ext[e].off, end = ext[e].off + ext[e].len;
         while (pos < end) {
-            uint64_t c = pos / cb;
-            const chunk *k = r->pins[find_idx(idx, n_idx, c)];
-            uint64_t in = pos - c * cb;
-            uint64_t take = (c + 1) * cb - pos;
+            uint64_t c = (pos - base) / cb;
+            const chunk *k = r->pins[find_idx(idx, n_idx, first_id + c)];
+            uint64_t in = pos - base - c * cb;
+            uint64_t take = cb - in;
             if (take > end - pos)
                 take = end - pos;
             if (in + take > chunk_valid(k)) {

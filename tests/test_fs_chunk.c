@@ -126,13 +126,22 @@ static chunk_cache *make_cache(fakedev *f, uint64_t cb, uint64_t budget, unsigne
     return c;
 }
 
-/* Check the pinned chunk against the device. */
+/* Check the pinned chunk against the device (one region: chunk idx at idx * cb). */
 static void check_chunk(const fakedev *f, const chunk *k, uint64_t idx, uint64_t cb)
 {
     uint64_t off = idx * cb;
     uint64_t want = f->size - off < cb ? f->size - off : cb;
     assert_int_equal(chunk_valid(k), want);
     assert_memory_equal(chunk_data(k), f->data + off, want);
+}
+
+/* Same, through the cache's own id -> offset mapping. */
+static void check_chunk_at(const fakedev *f, chunk_cache *c, const chunk *k, uint64_t id)
+{
+    size_t valid;
+    uint64_t off = chunk_offset(c, id, &valid);
+    assert_int_equal(chunk_valid(k), valid);
+    assert_memory_equal(chunk_data(k), f->data + off, valid);
 }
 
 static void sleep_ms(int ms)
@@ -389,6 +398,80 @@ static void test_eio_propagation(void **state)
     fake_fini(&f);
 }
 
+/* Regions (layers) with their own chunk grids: ids, offsets, partial last
+ * chunks, runs that stop where the device is not contiguous, pin_range
+ * within one region only, read-ahead that stays in its region. */
+static void test_regions(void **state)
+{
+    (void)state;
+    fakedev f;
+    fake_init(&f, 60000);
+    const chunk_region regs[3] = {
+        { .off = 4096, .len = 20000 },        /* chunks 0, 1, 2 (2 partial: 3616 bytes) */
+        { .off = 28672, .len = 16384 },       /* chunks 3, 4 */
+        { .off = 45056, .len = 8192 },        /* chunk 5, right after chunk 4 on the device */
+    };
+    chunk_opts o = {
+        .chunk_bytes = 8192, .budget_bytes = 16 * 8192, .regions = regs, .n_regions = 3,
+        .readahead = 2, .workers = 1, .name = "ffn.bin", .readv = fake_readv, .ctx = &f, .log = fake_log,
+        .log_ctx = &f,
+    };
+    chunk_cache *c;
+    ierr err;
+    assert_int_equal(chunk_cache_new(&o, &c, &err), 0);
+    assert_int_equal(chunk_count(c), 6);
+    assert_int_equal(chunk_region_first(c, 0), 0);
+    assert_int_equal(chunk_region_first(c, 1), 3);
+    assert_int_equal(chunk_region_first(c, 2), 5);
+    assert_int_equal(chunk_region_first(c, 3), 6);
+    size_t valid;
+    assert_int_equal(chunk_offset(c, 1, &valid), 12288);
+    assert_int_equal(valid, 8192);
+    assert_int_equal(chunk_offset(c, 2, &valid), 20480);
+    assert_int_equal(valid, 3616);
+    assert_int_equal(chunk_offset(c, 3, &valid), 28672);
+    assert_int_equal(chunk_offset(c, 5, &valid), 45056);
+    assert_int_equal(valid, 8192);
+
+    /* in one region only */
+    chunk *pins[8];
+    size_t n;
+    assert_int_equal(chunk_pin_range(c, 20000, 10000, pins, 8, &n, &err), -EINVAL);
+    assert_int_equal(chunk_pin_range(c, 0, 100, pins, 8, &n, &err), -EINVAL);     /* header, no region */
+    assert_int_equal(chunk_pin_range(c, 30000, 10000, pins, 8, &n, &err), 0);
+    assert_int_equal(n, 2);
+    check_chunk_at(&f, c, pins[0], 3);
+    check_chunk_at(&f, c, pins[1], 4);
+    chunk_unpin(c, pins, n);
+    /* read-ahead after chunk 4 would be chunk 5: another region, not read */
+    chunk_stats st;
+    chunk_get_stats(c, &st);
+    assert_int_equal(st.ra_chunks, 0);
+
+    /* all six: runs {0,1,2} and {5}; 3 and 4 are hits; 2 and 3 are not
+     * neighbours (gap), 4 and 5 are but 4 is cached */
+    uint64_t all[6] = { 0, 1, 2, 3, 4, 5 };
+    int reads = atomic_load(&f.reads);
+    assert_int_equal(chunk_pin(c, all, 6, pins, &err), 0);
+    assert_int_equal(atomic_load(&f.reads), reads + 2);
+    for (uint64_t i = 0; i < 6; i++)
+        check_chunk_at(&f, c, pins[i], i);
+    assert_int_equal(chunk_valid(pins[2]), 3616);
+    chunk_unpin(c, pins, 6);
+    chunk_cache_free(c);
+    fake_fini(&f);
+
+    /* regions must be aligned and in order */
+    const chunk_region bad[2] = { { .off = 4096, .len = 10000 }, { .off = 8192, .len = 10 } };
+    o.regions = bad;
+    o.n_regions = 2;
+    assert_int_equal(chunk_cache_new(&o, &c, &err), -EINVAL);
+    const chunk_region unaligned[1] = { { .off = 100, .len = 10 } };
+    o.regions = unaligned;
+    o.n_regions = 1;
+    assert_int_equal(chunk_cache_new(&o, &c, &err), -EINVAL);
+}
+
 static void test_bounds(void **state)
 {
     (void)state;
@@ -519,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_transient_when_all_pinned),
         cmocka_unit_test(test_inflight_shared),
         cmocka_unit_test(test_eio_propagation),
+        cmocka_unit_test(test_regions),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_readahead),
         cmocka_unit_test(test_concurrent_small_cache),

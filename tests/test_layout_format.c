@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "format.h"
@@ -136,6 +137,35 @@ static void test_bf16_and_arrays(void **state)
     assert_true(back[0] == 1.0f);
 }
 
+/* The bulk conversion (hardware path where the CPU has one) agrees with the
+ * scalar one on every f16 bit pattern, at every offset into the array. */
+static void test_f16_bulk_matches_scalar(void **state)
+{
+    (void)state;
+    enum { N = 65536 + 7 };
+    unsigned char *raw = malloc(2 * (size_t)N);
+    float *out = malloc(sizeof(float) * (size_t)N);
+    assert_non_null(raw);
+    assert_non_null(out);
+    for (size_t i = 0; i < N; i++) {
+        uint16_t h = (uint16_t)(i & 0xffff);
+        raw[2 * i] = (unsigned char)h;
+        raw[2 * i + 1] = (unsigned char)(h >> 8);
+    }
+    for (size_t start = 0; start < 8; start++) {
+        fmt_to_f32(FMT_F16, raw + 2 * start, out, N - start);
+        for (size_t i = 0; i < N - start; i++) {
+            float want = fmt_f16_to_f32((uint16_t)((i + start) & 0xffff));
+            if (isnan(want))
+                assert_true(isnan(out[i]));
+            else
+                assert_int_equal(bits(out[i]), bits(want));
+        }
+    }
+    free(raw);
+    free(out);
+}
+
 static void test_header_codec(void **state)
 {
     (void)state;
@@ -171,6 +201,7 @@ int main(void)
         cmocka_unit_test(test_f16_round_trip_all),
         cmocka_unit_test(test_f16_rounding_midpoints),
         cmocka_unit_test(test_bf16_and_arrays),
+        cmocka_unit_test(test_f16_bulk_matches_scalar),
         cmocka_unit_test(test_header_codec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

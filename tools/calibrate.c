@@ -50,6 +50,7 @@ typedef struct {
     int64_t     eval_tokens;   /* --eval-tokens, 0 = all */
     int64_t     rank;          /* --rank */
     double      recall;        /* --recall */
+    double      recall_margin; /* --recall-margin: the threshold aims at recall + margin·(1 - recall) */
     double      target_sparsity;   /* --target-sparsity (gated) */
     double      max_ratio;     /* --max-ratio: predicted/true above which the rank doubles */
     int         reorder;       /* --reorder */
@@ -76,7 +77,11 @@ static void usage(FILE *f)
             "                       predicted-active set exceeds --max-ratio times the true\n"
             "                       one is retried with double the rank, up to min(d, n)\n"
             "  --recall R           recall of truly active neurons each layer's threshold\n"
-            "                       must reach (default 0.99)\n"
+            "                       must reach on new text (default 0.99)\n"
+            "  --recall-margin M    safety margin: the threshold is picked for recall\n"
+            "                       R + M*(1-R) on the held-back chunks (default 0.5: 0.995\n"
+            "                       for 0.99), since text unlike the calibration text\n"
+            "                       reaches a little less\n"
             "  --max-ratio K        predicted/true active ratio to aim for (default 3)\n"
             "  --target-sparsity S  gated (SwiGLU) models: the fraction of (token, neuron)\n"
             "                       pairs counted inactive (default 0.9); ignored for ReLU\n"
@@ -466,7 +471,7 @@ static int train_layer(const cal_opts *o, const samples *S, int64_t l, const flo
         if (!rc && g_stop)
             rc = ierr_set(err, -EINTR, "interrupted; the store is unchanged");
         if (!rc)
-            rc = pred_pick_threshold(p, Xv, Lv, mv, o->recall, err);
+            rc = pred_pick_threshold(p, Xv, Lv, mv, o->recall + o->recall_margin * (1.0 - o->recall), err);
         if (!rc)
             rc = pred_eval(p, Xv, Lv, mv, &cur, err);
         if (rc) {
@@ -727,8 +732,9 @@ static int calibrate(const cal_opts *o, ierr *err)
         t_eval = now_s() - t;
     }
     if (!rc) {
-        printf("criterion: %s; recall target %g; predicted/true target %g", gated ? STORE_CRIT_GATED
-               : STORE_CRIT_RELU, o->recall, o->max_ratio);
+        printf("criterion: %s; recall target %g (thresholds picked for %g); predicted/true target %g",
+               gated ? STORE_CRIT_GATED : STORE_CRIT_RELU, o->recall,
+               o->recall + o->recall_margin * (1.0 - o->recall), o->max_ratio);
         if (gated)
             printf("; target sparsity %g", o->target_sparsity);
         printf("\n");
@@ -825,7 +831,7 @@ static int parse_f64(const char *s, double lo, double hi, double *out)
 static int parse_args(int argc, char **argv, cal_opts *o)
 {
     enum { O_TEXT = 256, O_TOKENS, O_RANK, O_RECALL, O_REORDER, O_SPARSITY, O_EVAL, O_EVAL_TOKENS, O_EPOCHS,
-           O_THREADS, O_SEED, O_RATIO, O_MEM };
+           O_THREADS, O_SEED, O_RATIO, O_MEM, O_MARGIN };
     static const struct option longs[] = {
         {"text", required_argument, 0, O_TEXT}, {"tokens", required_argument, 0, O_TOKENS},
         {"rank", required_argument, 0, O_RANK}, {"recall", required_argument, 0, O_RECALL},
@@ -833,10 +839,12 @@ static int parse_args(int argc, char **argv, cal_opts *o)
         {"eval", required_argument, 0, O_EVAL}, {"eval-tokens", required_argument, 0, O_EVAL_TOKENS},
         {"epochs", required_argument, 0, O_EPOCHS}, {"threads", required_argument, 0, O_THREADS},
         {"seed", required_argument, 0, O_SEED}, {"max-ratio", required_argument, 0, O_RATIO},
-        {"mem-budget", required_argument, 0, O_MEM}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"mem-budget", required_argument, 0, O_MEM}, {"recall-margin", required_argument, 0, O_MARGIN},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    *o = (cal_opts){ .tokens = 50000, .rank = 64, .recall = 0.99, .target_sparsity = 0.9, .max_ratio = 3.0,
+    *o = (cal_opts){ .tokens = 50000, .rank = 64, .recall = 0.99, .recall_margin = 0.5, .target_sparsity = 0.9,
+                     .max_ratio = 3.0,
                      .epochs = 8, .seed = 1,
                      .mem_budget = pages > 0 && page > 0 ? 0.6 * (double)pages * (double)page : 4e9 };
     opterr = 0;
@@ -864,6 +872,9 @@ static int parse_args(int argc, char **argv, cal_opts *o)
         case O_SPARSITY:
             if (parse_f64(optarg, 0.0, 1.0, &o->target_sparsity) || o->target_sparsity >= 1.0)
                 bad = "--target-sparsity: expected [0, 1)";
+            break;
+        case O_MARGIN:
+            if (parse_f64(optarg, 0.0, 1.0, &o->recall_margin)) bad = "--recall-margin: expected [0, 1]";
             break;
         case O_RATIO:
             if (parse_f64(optarg, 1.0, 1e9, &o->max_ratio)) bad = "--max-ratio: expected >= 1";
