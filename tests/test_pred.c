@@ -254,6 +254,97 @@ static void test_svd_optimal_truncation(void **state)
     free(Wd);
 }
 
+/* RMS of (B·A·x + c) − (W·x + b) over the samples, relative to the RMS of
+ * W·x + b. */
+static double score_error(const pred *p, const float *W, const float *b, const float *X, int64_t m)
+{
+    double *Z = malloc((size_t)(m * p->n) * sizeof(double));
+    float *Wt = malloc((size_t)(p->n * p->d) * sizeof(float));
+    float *H = malloc((size_t)(m * p->r) * sizeof(float));
+    float *S = malloc((size_t)(m * p->n) * sizeof(float));
+    assert_true(Z && Wt && H && S);
+    for (int64_t j = 0; j < p->n; j++)
+        for (int64_t k = 0; k < p->d; k++)
+            Wt[k * p->n + j] = W[j * p->d + k];
+    matmul(X, Wt, Z, m, p->d, p->n);
+    pred_score(p, X, m, H, S);
+    double e2 = 0.0, z2 = 0.0;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < p->n; j++) {
+            double z = Z[i * p->n + j] + b[j];
+            e2 += (S[i * p->n + j] - z) * (S[i * p->n + j] - z);
+            z2 += z * z;
+        }
+    free(Z);
+    free(Wt);
+    free(H);
+    free(S);
+    return sqrt(e2 / z2);
+}
+
+static void test_pca_start(void **state)
+{
+    (void)state;
+    const int64_t n = 96, d = 48, r = 6, m = 3000;
+    trng_state = 31337;
+    float *W = malloc((size_t)(n * d) * sizeof(float));
+    float *b = malloc((size_t)n * sizeof(float));
+    float *V = malloc((size_t)(r * d) * sizeof(float));
+    float *T = malloc((size_t)(m * r) * sizeof(float));
+    float *X = malloc((size_t)(m * d) * sizeof(float));
+    double *Xd = malloc((size_t)(m * d) * sizeof(double));
+    float mu[48];
+    assert_true(W && b && V && T && X && Xd);
+    fill_gauss(W, n * d, 1.0);
+    fill_gauss(b, n, 1.0);
+
+    /* inputs on an r-dimensional affine subspace (x = mu + t·V): the
+       pre-activations are exactly rank r plus a constant, so the data-aware
+       start reproduces them, while the plain SVD of a full-rank W cannot */
+    fill_gauss(V, r * d, 1.0);
+    fill_gauss(T, m * r, 1.0);
+    fill_gauss(mu, d, 2.0);
+    matmul(T, V, Xd, m, r, d);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t k = 0; k < d; k++)
+            X[i * d + k] = (float)Xd[i * d + k] + mu[k];
+    pred *p = NULL, *q = NULL;
+    assert_int_equal(pred_new(d, n, r, &p, NULL), 0);
+    assert_int_equal(pred_new(d, n, r, &q, NULL), 0);
+    ierr e = {{0}};
+    int rc = pred_init_pca(p, W, b, X, m, 9, &e);
+    if (rc)
+        fail_msg("%s", e.msg);
+    assert_int_equal(pred_init_svd(q, W, b, 9, NULL), 0);
+    double ep = score_error(p, W, b, X, m), es = score_error(q, W, b, X, m);
+    print_message("inputs of rank %lld: relative score error, data-aware start %.2e, plain SVD %.3f\n",
+                  (long long)r, ep, es);
+    assert_true(ep < 1e-2);
+    assert_true(es > 0.3);
+
+    /* isotropic zero-mean inputs: both starts approximate W about equally */
+    fill_gauss(X, m * d, 1.0);
+    assert_int_equal(pred_init_pca(p, W, b, X, m, 9, NULL), 0);
+    ep = score_error(p, W, b, X, m);
+    es = score_error(q, W, b, X, m);
+    assert_true(ep <= es * 1.02);
+    assert_true(ep >= es * 0.9);
+
+    /* samples that do not vary */
+    for (int64_t i = 0; i < m * d; i++)
+        X[i] = 1.0f;
+    assert_int_equal(pred_init_pca(p, W, b, X, m, 9, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "vary"));
+    pred_free(p);
+    pred_free(q);
+    free(W);
+    free(b);
+    free(V);
+    free(T);
+    free(X);
+    free(Xd);
+}
+
 static void test_new_rejects_bad_rank(void **state)
 {
     (void)state;
@@ -632,6 +723,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_svd_planted_rank),
         cmocka_unit_test(test_svd_optimal_truncation),
+        cmocka_unit_test(test_pca_start),
         cmocka_unit_test(test_new_rejects_bad_rank),
         cmocka_unit_test(test_train_planted_low_rank),
         cmocka_unit_test(test_train_stops_on_request),

@@ -1,8 +1,10 @@
 /* predictor.c: low-rank activation predictors (predictor.h): randomized
- * truncated SVD start, Adam on a class-balanced logistic loss, exact
- * recall thresholds and sparsity quantiles by radix selection. The big
+ * truncated SVD and data-aware (PCA) starts, Adam on a class-balanced
+ * low-temperature logistic loss, exact recall thresholds and sparsity
+ * quantiles by radix selection. The big
  * products go through OpenBLAS; the small dense linear algebra (QR of the
- * sketch, eigen-decomposition of its Gram matrix) is done here in double. */
+ * sketch, eigen-decomposition of its Gram matrix, Cholesky of the input
+ * covariance) is done here in double. */
 #include "predictor.h"
 
 #include <cblas.h>
@@ -596,6 +598,8 @@ static int set_from_basis(pred *p, const float *U, const float *W, const float *
 
 int pred_init_svd(pred *p, const float *W, const float *b, uint64_t seed, ierr *err)
 {
+    if (!p || !W)
+        return ierr_set(err, -EINVAL, "predictor SVD: need a predictor and a weight matrix");
     float *U = malloc((size_t)(p->n * p->r) * sizeof(float));
     if (!U)
         return ierr_set(err, -ENOMEM, "predictor SVD: out of memory");
@@ -633,9 +637,9 @@ static int cholesky(double *S, int64_t d)
 int pred_init_pca(pred *p, const float *W, const float *b, const float *X, int64_t m,
                   uint64_t seed, ierr *err)
 {
+    if (!p || !W || !X || m < 1)
+        return ierr_set(err, -EINVAL, "predictor PCA start: need a predictor, a weight matrix and samples");
     const int64_t n = p->n, d = p->d;
-    if (!X || m < 1)
-        return ierr_set(err, -EINVAL, "predictor PCA start: need at least one sample");
     int rc = 0;
     double *mu = calloc((size_t)d, sizeof(double));
     double *C = calloc((size_t)(d * d), sizeof(double));          /* covariance, then its factor L */
@@ -784,10 +788,12 @@ static double logistic_grad(float *S, const uint8_t *Lb, size_t stride, int64_t 
             int y = pred_label_get(row, j);
             float u = (y ? -s[j] : s[j]) * invT;
             float au = fabsf(u);
-            float e = au < 40.0f ? expf(-au) : 0.0f;   /* no denormals */
+            /* beyond |u| = 17, e < 5e-8 no longer changes 1 + e in f32:
+               saturate, which skips the transcendentals of most pairs */
+            float e = au < 17.0f ? expf(-au) : 0.0f;
             float sig = u >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);   /* σ(u) */
             float w = y ? wpos : wneg;
-            row_loss += w * T * ((u > 0.0f ? u : 0.0f) + log1pf(e));
+            row_loss += w * T * ((u > 0.0f ? u : 0.0f) + (e > 0.0f ? log1pf(e) : 0.0f));
             s[j] = (y ? -sig : sig) * w * norm;
         }
         total += row_loss;
