@@ -94,8 +94,11 @@
  *        The layer's predictor scores neuron j as
  *          s = B·(A·x) + c   (x: the FFN input after the FFN norm)
  *        and predicts it active iff s[j] > threshold. "Active" means
- *        pre-activation > 0 for ReLU models and |silu(gate·x)| >
- *        act_threshold for gated ones (act_threshold is 0 for ReLU).
+ *        pre-activation > 0 for ReLU models; for gated ones, meta
+ *        calib_criterion says which magnitude must exceed act_threshold:
+ *        "product" |silu(gate·x)·(up·x)| (the default: the neuron's real
+ *        contribution), "silu" |silu(gate·x)|, or "gate" |gate·x|
+ *        ("relu" for ReLU models, where act_threshold is 0).
  *        sparsity/recall/precision/pred_fraction are the calibration
  *        figures (fractions in [0,1]). The predictor's tensors are in
  *        dense.bin, always f32, named
@@ -104,7 +107,8 @@
  *          inflash.pred.<layer>.c  [d_ffn]
  *        (rows of B and c in neuron-id order, whatever the slots).
  *      Calibration also sets meta calib_text_tokens, calib_recall_target,
- *      calib_target_sparsity (gated) and fills neurons.freq.
+ *      calib_target_sparsity (gated), calib_criterion and fills
+ *      neurons.freq.
  *
  * 5. A reader trusts nothing: magic and version in meta and in both
  *    headers, every hyperparameter within sane bounds, every tensor's

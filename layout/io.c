@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <ftw.h>
+#include <stdio.h>
 
 int io_pread_full(int fd, void *dst, size_t len, uint64_t off, const char *path, ierr *err)
 {
@@ -82,4 +85,88 @@ int io_read_file(const char *path, size_t max_bytes, char **data, size_t *len, i
     *data = buf;
     *len = (size_t)st.st_size;
     return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+int io_rm_tree(const char *path)
+{
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int io_fsync_path(const char *path, int flags, ierr *err)
+{
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
+    int rc = fsync(fd) < 0 ? ierr_set(err, -errno, "%s: fsync: %s", path, strerror(errno)) : 0;
+    close(fd);
+    return rc;
+}
+
+int io_fsync_parent(const char *path, ierr *err)
+{
+    const char *slash = strrchr(path, '/');
+    char *parent = !slash ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+    int rc = parent ? io_fsync_path(parent, O_RDONLY | O_DIRECTORY, err) : ierr_set(err, -ENOMEM, "out of memory");
+    free(parent);
+    return rc;
+}
+
+static int rename_exchange(const char *a, const char *b)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
+    return renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
+#else
+    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 1 /* RENAME_EXCHANGE */);
+#endif
+}
+
+int io_swap_dir(const char *tmp, const char *dir, ierr *err)
+{
+    struct stat st;
+    if (lstat(dir, &st) < 0) {
+        if (errno != ENOENT)
+            return ierr_set(err, -errno, "%s: %s", dir, strerror(errno));
+        if (rename(tmp, dir) < 0)
+            return ierr_set(err, -errno, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+        (void)io_fsync_parent(dir, err);
+        return 0;
+    }
+    if (rename_exchange(tmp, dir) == 0) {
+        /* The commit point: the new tree is at dir, the old one at tmp.
+           What follows cannot undo it, so its errors are not the caller's:
+           a failed fsync of the parent only risks the old tree reappearing
+           after a crash, which is a consistent state too. */
+        (void)io_fsync_parent(dir, err);
+        io_rm_tree(tmp);
+        return 0;
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+        return ierr_set(err, -errno, "%s: cannot swap in %s: %s", dir, tmp, strerror(errno));
+    /* No RENAME_EXCHANGE here (kernel or file system): two renames. Not
+       atomic: between them there is briefly nothing at dir, but at every
+       moment a complete tree exists under one of the names, and a failed
+       second rename puts the old one back. */
+    size_t len = strlen(dir) + 32;
+    char *old = malloc(len);
+    if (!old)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    snprintf(old, len, "%s.old.%ld", dir, (long)getpid());
+    int rc = 0;
+    if (rename(dir, old) < 0) {
+        rc = ierr_set(err, -errno, "%s: cannot move the old tree away: %s", dir, strerror(errno));
+    } else if (rename(tmp, dir) < 0) {
+        rc = ierr_set(err, -errno, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+        rename(old, dir);
+    } else {
+        (void)io_fsync_parent(dir, err);
+        io_rm_tree(old);
+    }
+    free(old);
+    return rc;
 }

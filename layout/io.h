@@ -19,4 +19,16 @@ char *io_join(const char *dir, const char *name);
  * files over max_bytes are an error. */
 int io_read_file(const char *path, size_t max_bytes, char **data, size_t *len, ierr *err);
 
+/* Remove a directory tree, not following symlinks; 0 or -1 (errno set). */
+int io_rm_tree(const char *path);
+/* open(path, flags) + fsync. */
+int io_fsync_path(const char *path, int flags, ierr *err);
+/* fsync the directory that holds path (after a rename in it). */
+int io_fsync_parent(const char *path, ierr *err);
+/* Put the finished tree tmp at dir. If dir exists, the two are swapped
+ * atomically (renameat2 RENAME_EXCHANGE; two renames where the file system
+ * lacks it) and the old tree is removed. 0 means the new tree is in place
+ * (the commit point); on error nothing was changed. */
+int io_swap_dir(const char *tmp, const char *dir, ierr *err);
+
 #endif

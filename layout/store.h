@@ -50,10 +50,14 @@ typedef struct {
 } store_calib;
 
 /* The meta calib_criterion values: what "active" means for the labels the
- * predictors were trained on (ReLU: exact; gated: the neuron's contribution
- * magnitude |silu(gate·x)·(up·x)| above the layer's act_threshold). */
-#define STORE_CRIT_RELU   "relu:up>0"
-#define STORE_CRIT_GATED  "gated:|silu(gate)*up|>act_threshold"
+ * predictors were trained on. ReLU: up·x + b > 0 (exact). Gated: the
+ * layer's act_threshold is exceeded by silu(gate·x) (SILU: the positive
+ * branch only), by |silu(gate·x)| (GATE, the CATS/TEAL rule) or by the
+ * neuron's contribution magnitude |silu(gate·x)·(up·x)| (PRODUCT). */
+#define STORE_CRIT_RELU     "relu:up>0"
+#define STORE_CRIT_SILU     "gated:silu(gate)>act_threshold"
+#define STORE_CRIT_GATE     "gated:|silu(gate)|>act_threshold"
+#define STORE_CRIT_PRODUCT  "gated:|silu(gate)*up|>act_threshold"
 
 /* Longest predictor tensor name (with the NUL). */
 #define STORE_PRED_NAME_MAX 48

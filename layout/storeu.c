@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <math.h>
 #include <sqlite3.h>
@@ -16,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -64,45 +62,13 @@ const char *storeu_step_name(storeu_step step)
 
 /* ---- file helpers ---------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static char *str_cat(const char *a, const char *b)
 {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int rm_tree(const char *path)
-{
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int fsync_path(const char *path, int flags, ierr *err)
-{
-    int fd = open(path, flags | O_CLOEXEC);
-    if (fd < 0)
-        return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
-    int rc = fsync(fd) < 0 ? ierr_set(err, -errno, "%s: fsync: %s", path, strerror(errno)) : 0;
-    close(fd);
-    return rc;
-}
-
-/* fsync the directory holding path (after a rename in it) */
-static int fsync_parent(const char *path, ierr *err)
-{
-    const char *slash = strrchr(path, '/');
-    char *parent = !slash ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
-    int rc = parent ? fsync_path(parent, O_RDONLY | O_DIRECTORY, err) : ierr_set(err, -ENOMEM, "out of memory");
-    free(parent);
-    return rc;
-}
-
-static char *str_cat3(const char *a, const char *b, const char *c)
-{
-    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
-    char *p = malloc(la + lb + lc + 1);
+    size_t la = strlen(a), lb = strlen(b);
+    char *p = malloc(la + lb + 1);
     if (p) {
         memcpy(p, a, la);
-        memcpy(p + la, b, lb);
-        memcpy(p + la + lb, c, lc + 1);
+        memcpy(p + la, b, lb + 1);
     }
     return p;
 }
@@ -125,13 +91,14 @@ int storeu_open(const char *dir, storeu **out, ierr *err)
     int rc = 0;
     char pid[32];
     snprintf(pid, sizeof pid, ".tmp.%ld", (long)getpid());
-    if (!(u->dir = strdup(dir))) {
-        rc = ierr_set(err, -ENOMEM, "%s: out of memory", dir);
+    /* the real directory, so that a symlink to a store keeps pointing at
+       the updated store and the temporary one is made beside the real one */
+    if (!(u->dir = realpath(dir, NULL))) {
+        int e = errno;
+        rc = ierr_set(err, -e, "%s: %s%s", dir, strerror(e), e == ENOENT ? " (not an inflash store?)" : "");
         goto fail;
     }
-    for (size_t n = strlen(u->dir); n > 1 && u->dir[n - 1] == '/';)
-        u->dir[--n] = '\0';
-    if (!(u->tmp_dir = str_cat3(u->dir, pid, ""))) {
+    if (!(u->tmp_dir = str_cat(u->dir, pid))) {
         rc = ierr_set(err, -ENOMEM, "%s: out of memory", dir);
         goto fail;
     }
@@ -164,7 +131,7 @@ void storeu_free(storeu *u)
     if (!u)
         return;
     if (u->made_tmp && !u->committed)
-        rm_tree(u->tmp_dir);
+        io_rm_tree(u->tmp_dir);
     int64_t L = u->st ? store_hparams(u->st)->n_layers : 0;
     for (int64_t l = 0; l < L; l++) {
         if (u->freq)
@@ -523,7 +490,7 @@ static int step_ffn(storeu *u, ierr *err)
 {
     char *path = io_join(u->tmp_dir, IFL_FFN_NAME), *old = io_join(u->dir, IFL_FFN_NAME);
     const hp_config *hp = store_hparams(u->st);
-    int64_t B = store_bundle_bytes(u->st), cap = COPY_BYTES / (uint64_t)B > 0 ? (int64_t)(COPY_BYTES / B) : 1;
+    int64_t B = store_bundle_bytes(u->st), cap = (int64_t)COPY_BYTES / B > 0 ? (int64_t)COPY_BYTES / B : 1;
     unsigned char *buf = NULL;
     int64_t *id_at = NULL;
     int fd = -1, rc = 0;
@@ -758,10 +725,10 @@ static int step_sync(storeu *u, ierr *err)
     int rc = 0;
     for (size_t i = 0; i < 3 && !rc; i++) {
         char *p = io_join(u->tmp_dir, names[i]);
-        rc = p ? fsync_path(p, O_RDONLY, err) : ierr_set(err, -ENOMEM, "out of memory");
+        rc = p ? io_fsync_path(p, O_RDONLY, err) : ierr_set(err, -ENOMEM, "out of memory");
         free(p);
     }
-    return rc ? rc : fsync_path(u->tmp_dir, O_RDONLY | O_DIRECTORY, err);
+    return rc ? rc : io_fsync_path(u->tmp_dir, O_RDONLY | O_DIRECTORY, err);
 }
 
 static int step_verify(storeu *u, ierr *err)
@@ -774,47 +741,11 @@ static int step_verify(storeu *u, ierr *err)
     return 0;
 }
 
-static int rename_exchange(const char *a, const char *b)
-{
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
-    return renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
-#else
-    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 1 /* RENAME_EXCHANGE */);
-#endif
-}
-
 static int step_exchange(storeu *u, ierr *err)
 {
-    int rc = 0;
-    if (rename_exchange(u->tmp_dir, u->dir) == 0) {
-        u->committed = 1;              /* tmp_dir now holds the old tree */
-        rc = fsync_parent(u->dir, err);
-        rm_tree(u->tmp_dir);
-        return rc;
-    }
-    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-        return ierr_set(err, -errno, "%s: cannot swap in %s: %s", u->dir, u->tmp_dir, strerror(errno));
-    /* No RENAME_EXCHANGE here (kernel or file system): two renames. Not
-       atomic: between them there is briefly no store at dir, but at every
-       moment a complete store exists under one of the names, and a failed
-       second rename puts the old one back. */
-    char pid[32];
-    snprintf(pid, sizeof pid, ".old.%ld", (long)getpid());
-    char *old = str_cat3(u->dir, pid, "");
-    if (!old)
-        return ierr_set(err, -ENOMEM, "out of memory");
-    if (rename(u->dir, old) < 0) {
-        rc = ierr_set(err, -errno, "%s: cannot move the old store away: %s", u->dir, strerror(errno));
-    } else if (rename(u->tmp_dir, u->dir) < 0) {
-        rc = ierr_set(err, -errno, "%s: cannot rename %s into place: %s", u->dir, u->tmp_dir, strerror(errno));
-        rename(old, u->dir);
-    } else {
+    int rc = io_swap_dir(u->tmp_dir, u->dir, err);
+    if (rc == 0)
         u->committed = 1;
-        u->made_tmp = 0;
-        rc = fsync_parent(u->dir, err);
-        rm_tree(old);
-    }
-    free(old);
     return rc;
 }
 

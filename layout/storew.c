@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <math.h>
 #include <sqlite3.h>
@@ -189,39 +188,6 @@ static int64_t u64_as_i64(uint64_t v)
 
 /* ---- lifetime ------------------------------------------------------------ */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-/* Remove a directory tree (not following symlinks). */
-static int rm_tree(const char *path)
-{
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int fsync_path(const char *path, int flags, ierr *err)
-{
-    int fd = open(path, flags | O_CLOEXEC);
-    if (fd < 0)
-        return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
-    int rc = fsync(fd) < 0 ? ierr_set(err, -errno, "%s: fsync: %s", path, strerror(errno)) : 0;
-    close(fd);
-    return rc;
-}
-
-/* the directory that holds path (for fsync after a rename) */
-static char *parent_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        return strdup(".");
-    if (slash == path)
-        return strdup("/");
-    return strndup(path, (size_t)(slash - path));
-}
-
 int storew_new(const char *out_dir, int force, storew **out, ierr *err)
 {
     storew *w = calloc(1, sizeof *w);
@@ -300,7 +266,7 @@ void storew_free(storew *w)
     wfile_close(&w->dense);
     wfile_close(&w->ffn);
     if (!w->committed && w->tmp_dir)
-        rm_tree(w->tmp_dir);
+        io_rm_tree(w->tmp_dir);
     free(w->out_dir);
     free(w->tmp_dir);
     free(w->db_path);
@@ -496,39 +462,16 @@ uint64_t storew_bytes_written(const storew *w)
     return w->dense.pos + w->ffn.pos;
 }
 
-/* Move the finished temp dir to out_dir; an existing store there (force) is
- * renamed away first and removed only after the new one is in place. */
+/* Move the finished temp dir to out_dir; an existing store there (force)
+ * is swapped out atomically and removed (io_swap_dir). */
 static int swap_in(storew *w, ierr *err)
 {
-    char *old = NULL;
-    int rc = 0;
     struct stat st;
-    if (lstat(w->out_dir, &st) == 0) {
-        if (!w->force)
-            return ierr_set(err, -EEXIST, "%s: already exists (use --force to replace it)", w->out_dir);
-        char pid[32];
-        snprintf(pid, sizeof pid, "%ld", (long)getpid());
-        if (!(old = str_printf("%s.old.%s", w->out_dir, pid)))
-            return ierr_set(err, -ENOMEM, "%s: out of memory", w->out_dir);
-        if (rename(w->out_dir, old) < 0) {
-            rc = ierr_set(err, -errno, "%s: cannot move the old store away: %s", w->out_dir, strerror(errno));
-            free(old);
-            return rc;
-        }
-    }
-    if (rename(w->tmp_dir, w->out_dir) < 0) {
-        rc = ierr_set(err, -errno, "%s: cannot rename %s into place: %s", w->out_dir, w->tmp_dir, strerror(errno));
-        if (old)
-            rename(old, w->out_dir);  /* put the old store back */
-    } else {
+    if (!w->force && lstat(w->out_dir, &st) == 0)
+        return ierr_set(err, -EEXIST, "%s: already exists (use --force to replace it)", w->out_dir);
+    int rc = io_swap_dir(w->tmp_dir, w->out_dir, err);
+    if (rc == 0)
         w->committed = 1;
-        if (old)
-            rm_tree(old);
-        char *parent = parent_of(w->out_dir);
-        rc = parent ? fsync_path(parent, O_RDONLY | O_DIRECTORY, err) : ierr_set(err, -ENOMEM, "out of memory");
-        free(parent);
-    }
-    free(old);
     return rc;
 }
 
@@ -557,8 +500,8 @@ int storew_commit(storew *w, ierr *err)
     if (sqlite3_close(w->db) != SQLITE_OK)
         return db_fail(w, "close", err);
     w->db = NULL;
-    if ((rc = fsync_path(w->db_path, O_RDONLY, err)) ||
-        (rc = fsync_path(w->tmp_dir, O_RDONLY | O_DIRECTORY, err)))
+    if ((rc = io_fsync_path(w->db_path, O_RDONLY, err)) ||
+        (rc = io_fsync_path(w->tmp_dir, O_RDONLY | O_DIRECTORY, err)))
         return rc;
     return swap_in(w, err);
 }

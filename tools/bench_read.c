@@ -36,6 +36,7 @@ typedef struct {
     const char *mount_sh;
     const char *extra_opts;           /* appended to -o chunk=... */
     uint64_t    seed;
+    unsigned    rounds;               /* direct and mount alternate this many times */
 } bench_cfg;
 
 /* One run: what the threads read and how long each read took. */
@@ -224,17 +225,40 @@ static double daemon_cpu(const char *mnt)
     return mount_stat(mnt, "cpu_user_s") + mount_stat(mnt, "cpu_sys_s");
 }
 
-static void pick(const store *st, uint64_t seed, int64_t n, int64_t *layer_of, int64_t *id_of)
+/* n random bundles for each side: all distinct (no side profits from a
+ * cache, the two sides share none) while the store has 2n bundles. */
+static int pick(const store *st, uint64_t seed, int64_t n, int64_t **layer_of, int64_t **id_of)
 {
     const hp_config *hp = store_hparams(st);
+    int64_t total = 0;
+    for (int64_t l = 0; l < hp->n_layers; l++)
+        total += store_layer_at(st, l)->n_neurons;
+    unsigned char *seen = calloc((size_t)total / 8 + 1, 1);
+    if (!seen)
+        return -1;
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (int64_t i = 0; i < n; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        layer_of[i] = (int64_t)(x % (uint64_t)hp->n_layers);
-        id_of[i] = (int64_t)((x >> 20) % (uint64_t)store_layer_at(st, layer_of[i])->n_neurons);
+    int64_t taken = 0;
+    for (int64_t i = 0; i < 2 * n; i++) {
+        int64_t g;
+        do {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            g = (int64_t)((x >> 11) % (uint64_t)total);
+        } while (taken < total && (seen[g / 8] >> (g % 8) & 1));
+        if (++taken == total + 1) {       /* every bundle used: start over */
+            memset(seen, 0, (size_t)total / 8 + 1);
+            taken = 1;
+        }
+        seen[g / 8] |= (unsigned char)(1u << (g % 8));
+        int64_t l = 0;
+        while (g >= store_layer_at(st, l)->n_neurons)
+            g -= store_layer_at(st, l++)->n_neurons;
+        layer_of[i / n][i % n] = l;
+        id_of[i / n][i % n] = g;
     }
+    free(seen);
+    return 0;
 }
 
 static int parse_list(const char *s, int sizes, uint64_t *out, size_t *n)
@@ -257,7 +281,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: " PROG " STORE_DIR MOUNTPOINT [--n N] [--threads 1,16] [--chunks 4k,8k,...,1m]\n"
-"                          [--opts MOUNT_OPTS] [--no-remount] [--mount-sh PATH] [--seed S]\n"
+"                          [--opts MOUNT_OPTS] [--no-remount] [--mount-sh PATH] [--rounds R] [--seed S]\n"
 "Read N random neuron bundles directly from STORE_DIR/ffn.bin (O_DIRECT, 4 KiB\n"
 "aligned) and through MOUNTPOINT/layers/NN/ffn at each reader count, for each\n"
 "chunk size; print MB/s (bundle bytes) and mean microseconds per bundle.\n"
@@ -267,6 +291,7 @@ static void usage(FILE *f)
 "                 mount.sh for each (default 4k,8k,16k,32k,64k,128k,256k,512k,1m)\n"
 "  --opts O       more mount options for each remount (e.g. cache=256m)\n"
 "  --no-remount   benchmark MOUNTPOINT as it is mounted now\n"
+"  --rounds R     alternate direct and mount reads in R rounds (default 4)\n"
 "  --mount-sh P   mount.sh to use (default: the one beside the build)\n"
 "The page cache is dropped before every configuration (needs root).\n"
 "Exit status: 0 ok, 1 error, 2 usage error.\n");
@@ -297,7 +322,7 @@ static const char *default_mount_sh(void)
 
 int main(int argc, char **argv)
 {
-    bench_cfg c = { .n = 4000, .threads = { 1, 16 }, .n_threads = 2, .seed = 1 };
+    bench_cfg c = { .n = 4000, .threads = { 1, 16 }, .n_threads = 2, .seed = 1, .rounds = 4 };
     int no_remount = 0;
     static const uint64_t def_chunks[] = { 4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10,
                                            256 << 10, 512 << 10, 1 << 20 };
@@ -336,6 +361,10 @@ int main(int argc, char **argv)
                 c.extra_opts = v;
             } else if (!strcmp(a, "--mount-sh")) {
                 c.mount_sh = v;
+            } else if (!strcmp(a, "--rounds")) {
+                c.rounds = (unsigned)strtoul(v, NULL, 10);
+                if (c.rounds < 1 || c.rounds > 1000)
+                    goto bad;
             } else if (!strcmp(a, "--seed")) {
                 c.seed = strtoull(v, NULL, 10);
             } else {
@@ -385,9 +414,13 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s: O_DIRECT open: %s\n", path, strerror(errno));
         return 1;
     }
-    int64_t *layer_of = malloc((size_t)c.n * sizeof *layer_of), *id_of = malloc((size_t)c.n * sizeof *id_of);
+    int64_t *layer_of[2], *id_of[2];     /* [direct, mount][n] */
+    for (int mode = 0; mode < 2; mode++) {
+        layer_of[mode] = malloc((size_t)c.n * sizeof **layer_of);
+        id_of[mode] = malloc((size_t)c.n * sizeof **id_of);
+    }
     int *layer_fd = calloc((size_t)hp->n_layers, sizeof *layer_fd);
-    if (!layer_of || !id_of || !layer_fd) {
+    if (!layer_of[0] || !id_of[0] || !layer_of[1] || !id_of[1] || !layer_fd) {
         fprintf(stderr, PROG ": out of memory\n");
         return 1;
     }
@@ -422,24 +455,40 @@ int main(int argc, char **argv)
             }
             double hits0 = mount_stat(c.mnt, "cache_hits"), miss0 = mount_stat(c.mnt, "cache_misses");
             double rb0 = mount_stat(c.mnt, "ffn_store_read_bytes");
-            run r = { .st = st, .ffn_fd = ffn_fd, .layer_fd = layer_fd, .bundle = B, .layer_of = layer_of,
-                      .id_of = id_of, .n = c.n, .n_threads = c.threads[ti] };
+            run r = { .st = st, .ffn_fd = ffn_fd, .layer_fd = layer_fd, .bundle = B, .n_threads = c.threads[ti] };
             double res[2][3];   /* [direct, mount][MB/s, us per bundle, CPU us per bundle] */
-            for (int mode = 0; mode < 2; mode++) {
-                /* different bundles for the two sides, so neither profits
-                 * from the other's reads in a cache below us */
-                pick(st, c.seed + ci * 1000 + ti * 10 + (uint64_t)mode, c.n, layer_of, id_of);
-                r.direct = mode == 0;
-                double cpu0 = self_cpu() + (mode ? daemon_cpu(c.mnt) : 0);
-                double wall = run_threads(&r);
-                if (wall < 0) {
-                    fprintf(stderr, PROG ": %s reads failed (%d errors)\n", mode ? "mount" : "direct", r.errors);
-                    rc = 1;
-                    break;
+            /* different bundles for the two sides, so neither profits from
+             * the other's reads in a cache below us; the two sides alternate
+             * in rounds so that a drifting machine load hits both alike */
+            if (pick(st, c.seed + ci * 1000 + ti * 10, c.n, layer_of, id_of) < 0) {
+                fprintf(stderr, PROG ": out of memory\n");
+                rc = 1;
+                break;
+            }
+            double wall[2] = { 0, 0 }, lat[2] = { 0, 0 }, cpu[2] = { 0, 0 };
+            for (unsigned k = 0; k < c.rounds && rc == 0; k++) {
+                int64_t lo = c.n * k / c.rounds, hi = c.n * (k + 1) / c.rounds;
+                for (int mode = 0; mode < 2; mode++) {
+                    r.direct = mode == 0;
+                    r.layer_of = layer_of[mode] + lo;
+                    r.id_of = id_of[mode] + lo;
+                    r.n = hi - lo;
+                    double cpu0 = self_cpu() + (mode ? daemon_cpu(c.mnt) : 0);
+                    double w = run_threads(&r);
+                    if (w < 0) {
+                        fprintf(stderr, PROG ": %s reads failed (%d errors)\n", mode ? "mount" : "direct", r.errors);
+                        rc = 1;
+                        break;
+                    }
+                    wall[mode] += w;
+                    lat[mode] += (double)r.lat_ns_sum;
+                    cpu[mode] += self_cpu() + (mode ? daemon_cpu(c.mnt) : 0) - cpu0;
                 }
-                res[mode][0] = (double)c.n * (double)B / wall / 1e6;
-                res[mode][1] = (double)r.lat_ns_sum / (double)c.n / 1e3;
-                res[mode][2] = (self_cpu() + (mode ? daemon_cpu(c.mnt) : 0) - cpu0) / (double)c.n * 1e6;
+            }
+            for (int mode = 0; mode < 2 && rc == 0; mode++) {
+                res[mode][0] = (double)c.n * (double)B / wall[mode] / 1e6;
+                res[mode][1] = lat[mode] / (double)c.n / 1e3;
+                res[mode][2] = cpu[mode] / (double)c.n * 1e6;
             }
             double hits = mount_stat(c.mnt, "cache_hits") - hits0, miss = mount_stat(c.mnt, "cache_misses") - miss0;
             double rb = mount_stat(c.mnt, "ffn_store_read_bytes") - rb0;
@@ -461,8 +510,10 @@ int main(int argc, char **argv)
     if (c.n_chunks && is_mounted(c.mnt) && mount_sh(&c, "-u", c.mnt, NULL, NULL) != 0)   /* ours: remounted above */
         fprintf(stderr, PROG ": cannot unmount %s\n", c.mnt);
     close(ffn_fd);
-    free(layer_of);
-    free(id_of);
+    for (int mode = 0; mode < 2; mode++) {
+        free(layer_of[mode]);
+        free(id_of[mode]);
+    }
     free(layer_fd);
     store_close(st);
     return rc;

@@ -1,6 +1,8 @@
 /* inspect.c: inflash-inspect, which prints what a store holds, for people:
  * hyperparameters, tokenizer, the dense tensor table, a per-layer FFN
- * summary and any calibration data. Reads only through layout/store.h. */
+ * summary and the calibration (per-layer predictor rank, thresholds,
+ * sparsity, recall, precision, predicted fraction). Reads only through
+ * layout/store.h. */
 #include "store.h"
 
 #include <inttypes.h>
@@ -125,6 +127,27 @@ static void print_ffn(const store *s)
     }
 }
 
+/* The calib table: per-layer predictor rank, thresholds and the figures
+ * measured at calibration (pred/true = recall / precision). */
+static void print_calib(const store *s)
+{
+    const hp_config *hp = store_hparams(s);
+    if (!store_calib_at(s, 0)) {
+        printf("\ncalibration: none (see inflash-calibrate)\n");
+        return;
+    }
+    const char *crit = store_meta(s, "calib_criterion"), *tokens = store_meta(s, "calib_text_tokens");
+    printf("\ncalibration (criterion %s, %s tokens; figures on the held-back calibration text)\n",
+           crit ? crit : "?", tokens ? tokens : "?");
+    printf("  %5s %5s %12s %13s %9s %8s %9s %9s %9s\n", "layer", "rank", "threshold", "act_threshold", "sparsity",
+           "recall", "precision", "predicted", "pred/true");
+    for (int64_t l = 0; l < hp->n_layers; l++) {
+        const store_calib *c = store_calib_at(s, l);
+        printf("  %5" PRId64 " %5" PRId64 " %12.5g %13.5g %9.4f %8.4f %9.4f %9.4f %9.2f\n", l, c->rank, c->threshold,
+               c->act_threshold, c->sparsity, c->recall, c->precision, c->pred_fraction, c->recall / c->precision);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
@@ -145,6 +168,7 @@ int main(int argc, char **argv)
     print_tokenizer(s);
     print_tensors(s);
     print_ffn(s);
+    print_calib(s);
     store_close(s);
     return 0;
 }
