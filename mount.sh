@@ -106,8 +106,11 @@ do_status() {
 
 do_unmount() {
     local mnt pid i
+    local line
     mnt=$(abspath "$1")
-    [ -n "$(mount_line "$mnt")" ] || die "$mnt is not mounted"
+    line=$(mount_line "$mnt")
+    [ -n "$line" ] || die "$mnt is not mounted"
+    [ "$(echo "$line" | awk '{print $3}')" = fuse.inflashfs ] || die "$mnt is not an inflashfs mount"
     pid=$(find_pid "$mnt")
     if command -v fusermount3 >/dev/null; then
         timeout 10 fusermount3 -u "$mnt" || die "cannot unmount $mnt (busy? close files under it and retry)"

@@ -1,7 +1,9 @@
 /* main.c: `inflash`, the inference client. Opens an inflashfs mount (or a
  * store directory with --store), loads the tokenizer and the resident
  * weights, then either generates text from a prompt (streamed to stdout as
- * it is produced) or measures perplexity over a text file. */
+ * it is produced) or measures perplexity over a text file, with the dense
+ * FFN or the sparse engine (sparse.h: --mode oracle|predict, --window,
+ * --dram-budget), and writes per-token statistics (--stats). */
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
@@ -15,10 +17,12 @@
 #include "model.h"
 #include "sample.h"
 #include "source.h"
+#include "sparse.h"
 #include "tok.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE   2
+#define RC_USAGE     1   /* positive return of generate/perplexity: a usage error (exit 2) */
 
 typedef enum { CLI_DENSE = 0, CLI_ORACLE = 1, CLI_PREDICT = 2 } cli_mode;
 
@@ -40,6 +44,12 @@ typedef struct {
     int         dense_resident;
     int         ppl_per_line; /* --per-line */
     cli_mode    mode;
+    int64_t     window;       /* --window (sparse modes) */
+    double      budget_mib;   /* --dram-budget, 0 = none */
+    int         check_recall; /* --check-recall */
+    int         compare_dense;/* --compare-dense */
+    int         readers;      /* --readers, -1 = default */
+    int         sparse_opt;   /* an option of the sparse modes was given */
 } cli_opts;
 
 static void cli_usage(FILE *f)
@@ -58,12 +68,29 @@ static void cli_usage(FILE *f)
             "      --seed S       random seed (default: from the clock)\n"
             "      --ids          after the text, print 'ids: ...' (prompt ids with BOS,\n"
             "                     then the generated ids)\n"
-            "      --mode M       dense (default) | oracle | predict\n"
+            "      --mode M       dense (default): every FFN neuron, read per token;\n"
+            "                     predict: the calibrated predictor's neurons only, read\n"
+            "                     through a sliding window (the real thing);\n"
+            "                     oracle: the truly active neurons (from a resident copy of\n"
+            "                     the up rows; exact for ReLU; a diagnostic)\n"
+            "      --window K     oracle/predict: keep the neurons of the last K tokens\n"
+            "                     resident, read only the new ones (default 4)\n"
+            "      --dram-budget MIB  oracle/predict: memory for everything the client holds\n"
+            "                     (weights, KV cache, predictors, neuron matrices, buffers);\n"
+            "                     the neuron matrices get what remains, and a window whose\n"
+            "                     neurons do not fit shrinks. Refused with the minimum if\n"
+            "                     too small. Default: no limit (matrices hold whole layers)\n"
+            "      --check-recall predict: also compute the true active set, for the\n"
+            "                     predictor's recall in --stats\n"
+            "      --compare-dense  with --perplexity in oracle/predict: run the dense model\n"
+            "                     alongside; prints dense-perplexity and top1-agreement\n"
+            "      --readers N    oracle/predict: reader threads (default 4)\n"
             "      --perplexity FILE  score FILE instead of generating; the last line is\n"
             "                     'perplexity: X (tokens: N)'. Windows of max_pos - 1\n"
             "                     tokens, each fed as BOS + window, every token scored once\n"
             "      --per-line     with --perplexity: each line is its own document\n"
-            "      --stats FILE   write timing and I/O statistics as JSON\n"
+            "      --stats FILE   write timing and I/O statistics as JSON: a summary, per-layer\n"
+            "                     figures and one record per token\n"
             "      --threads N    OpenBLAS threads\n"
             "      --dense-resident  keep the whole FFN in memory (reference only)\n"
             "      --store DIR    read a store directory instead of a mount\n"
@@ -179,14 +206,6 @@ static void stream_id(tok_stream *ts, int32_t id)
     emit(buf, tok_stream_put(ts, id, buf, sizeof buf));
 }
 
-static uint64_t peak_rss_bytes(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0)
-        return 0;
-    return (uint64_t)ru.ru_maxrss * 1024u;   /* Linux: kilobytes */
-}
-
 /* Forward ids[0..n) at positions pos.. in batches; the hidden states of the
  * last batch stay in the model (its last row is the last position). */
 static int forward_all(model *m, const int32_t *ids, int64_t n, int64_t pos, ierr *err)
@@ -213,26 +232,162 @@ static int dump_logits(const char *path, const float *logits, int64_t n, ierr *e
 
 /* ---- statistics ------------------------------------------------------------ */
 
+#define CLI_WARMUP 16   /* tokens left out of the after-warm-up figures */
+
+typedef enum { REC_PROMPT, REC_GEN, REC_PPL } rec_kind;
+
+/* One forwarded position (sparse modes, and dense decode steps). */
 typedef struct {
+    int64_t      pos;
+    rec_kind     kind;
+    double       ms;       /* forward + logits (+ sampling or scoring) */
+    uint64_t     io_ns;    /* waiting for FFN reads */
+    uint64_t     bytes;    /* FFN bytes read */
+    int          top1;     /* --compare-dense: 1 agrees with dense, 0 not, -1 not compared */
+    sparse_count c;        /* sparse modes: the engine's counters */
+} cli_rec;
+
+typedef struct {
+    cli_rec *recs;            /* owned; n_recs valid */
+    int64_t  n_recs, cap_recs;
     int64_t  prompt_tokens;
-    int64_t  tokens;          /* generated */
+    int64_t  tokens;          /* generated, or scored (perplexity) */
     int64_t  decode_steps;    /* single-token forwards after the prompt */
     double   prefill_ms;
-    double   decode_ms;       /* forward + logits + sampling of the decode steps */
-    uint64_t decode_io_ns;
-    uint64_t decode_bytes;
+    /* the tokens the per-token figures are over: decode steps, or scored tokens */
+    int64_t  counted;
+    double   sum_ms;
+    uint64_t sum_io_ns, sum_bytes;
+    /* perplexity */
+    int      have_ppl;
+    double   ppl, dense_ppl;  /* dense_ppl < 0: not compared */
+    int64_t  agree;           /* --compare-dense: top-1 agreements of `tokens` */
 } cli_stats;
 
-static int write_stats(const char *path, const cli_opts *o, const model *m, const cli_stats *st, ierr *err)
+static int rec_push(cli_stats *st, const cli_rec *r, ierr *err)
+{
+    if (st->n_recs == st->cap_recs) {
+        int64_t cap = st->cap_recs ? 2 * st->cap_recs : 1024;
+        cli_rec *p = realloc(st->recs, (size_t)cap * sizeof *p);
+        if (!p)
+            return ierr_set(err, -ENOMEM, "out of memory for the per-token statistics");
+        st->recs = p;
+        st->cap_recs = cap;
+    }
+    st->recs[st->n_recs++] = *r;
+    if (r->kind != REC_PROMPT) {
+        st->counted++;
+        st->sum_ms += r->ms;
+        st->sum_io_ns += r->io_ns;
+        st->sum_bytes += r->bytes;
+    }
+    return 0;
+}
+
+/* A record of position pos just forwarded (ms measured by the caller). */
+static int record(cli_stats *st, const model *m, const sparse *sp, int64_t pos, rec_kind kind, double ms,
+                  uint64_t io0, uint64_t bytes0, int top1, ierr *err)
+{
+    cli_rec r = {.pos = pos, .kind = kind, .ms = ms, .top1 = top1};
+    if (sp) {
+        sparse_last(sp, 0, &r.c);
+        r.io_ns = r.c.io_ns;
+        r.bytes = r.c.bytes;
+    } else {
+        r.io_ns = m->stats.io_ns - io0;
+        r.bytes = m->stats.ffn_bytes_read - bytes0;
+    }
+    return rec_push(st, &r, err);
+}
+
+static const char *mode_name(cli_mode m)
+{
+    return m == CLI_DENSE ? "dense" : m == CLI_ORACLE ? "oracle" : "predict";
+}
+
+/* "%.6f" of num/den, or null when the figure is unknown. */
+static void json_ratio(FILE *f, const char *key, double num, double den, int known, const char *tail)
+{
+    if (known && den > 0)
+        fprintf(f, "  \"%s\": %.6f%s\n", key, num / den, tail);
+    else
+        fprintf(f, "  \"%s\": null%s\n", key, tail);
+}
+
+static void write_layers(FILE *f, const sparse *sp, const hp_config *c)
+{
+    double n = (double)c->d_ffn;
+    int truth = sparse_knows_truth(sp);
+    fprintf(f, "  \"layers\": [\n");
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        sparse_layer_stats ls;
+        if (sparse_layer_stats_get(sp, l, &ls, NULL) != 0)
+            continue;
+        double t = ls.tokens > 0 ? (double)ls.tokens : 1.0, ta = ls.tokens_after > 0 ? (double)ls.tokens_after : 1.0;
+        fprintf(f,
+                "    {\"layer\": %lld, \"capacity\": %lld, \"window_k\": %lld, \"window_k_max\": %lld, "
+                "\"window_shrinks\": %lld, \"window_grows\": %lld, \"overflows\": %lld, "
+                "\"neurons_predicted_per_token\": %.3f, \"neurons_loaded_per_token\": %.3f, "
+                "\"neurons_resident_per_token\": %.3f, \"fraction_read_per_token\": %.6f, "
+                "\"fraction_read_per_token_after_warmup\": %.6f",
+                (long long)l, (long long)ls.capacity, (long long)ls.k, (long long)ls.k_max,
+                (long long)ls.all.shrinks, (long long)ls.grows, (long long)ls.all.overflows,
+                (double)ls.all.selected / t, (double)ls.all.loaded / t, (double)ls.all.resident / t,
+                (double)ls.all.loaded / t / n, ls.tokens_after > 0 ? (double)ls.after.loaded / ta / n : 0.0);
+        if (truth)
+            fprintf(f, ", \"neurons_active_per_token\": %.3f, \"predictor_recall\": %.6f, \"resident_recall\": %.6f",
+                    (double)ls.all.active / t,
+                    ls.all.active ? (double)ls.all.hits / (double)ls.all.active : 1.0,
+                    ls.all.active ? (double)ls.all.resident_hits / (double)ls.all.active : 1.0);
+        fprintf(f, "}%s\n", l + 1 < c->n_layers ? "," : "");
+    }
+    fprintf(f, "  ],\n");
+}
+
+static void write_records(FILE *f, const cli_stats *st, const sparse *sp)
+{
+    static const char *kinds[] = {"prompt", "gen", "ppl"};
+    int truth = sp && sparse_knows_truth(sp);
+    fprintf(f, "  \"per_token\": [\n");
+    for (int64_t i = 0; i < st->n_recs; i++) {
+        const cli_rec *r = &st->recs[i];
+        fprintf(f, "    {\"i\": %lld, \"pos\": %lld, \"kind\": \"%s\", \"ms\": %.4f, \"io_ms\": %.4f, \"bytes\": %llu",
+                (long long)i, (long long)r->pos, kinds[r->kind], r->ms, (double)r->io_ns / 1e6,
+                (unsigned long long)r->bytes);
+        if (sp)
+            fprintf(f, ", \"predicted\": %lld, \"loaded\": %lld, \"dropped\": %lld, \"resident\": %lld, \"reads\": %lld, "
+                       "\"shrinks\": %lld, \"overflows\": %lld",
+                    (long long)r->c.selected, (long long)r->c.loaded, (long long)r->c.dropped,
+                    (long long)r->c.resident, (long long)r->c.reads, (long long)r->c.shrinks,
+                    (long long)r->c.overflows);
+        if (truth)
+            fprintf(f, ", \"active\": %lld, \"hits\": %lld", (long long)r->c.active, (long long)r->c.hits);
+        if (r->top1 >= 0)
+            fprintf(f, ", \"top1\": %d", r->top1);
+        fprintf(f, "}%s\n", i + 1 < st->n_recs ? "," : "");
+    }
+    fprintf(f, "  ]\n");
+}
+
+static uint64_t peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_maxrss * 1024u;   /* Linux: kilobytes, = VmHWM */
+}
+
+static int write_stats(const char *path, const cli_opts *o, const model *m, const sparse *sp, const cli_stats *st,
+                       ierr *err)
 {
     FILE *f = fopen(path, "w");
     if (!f)
         return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
-    double steps = st->decode_steps > 0 ? (double)st->decode_steps : 1.0;
-    double ms = st->decode_steps > 0 ? st->decode_ms / steps : 0.0;
-    double io = st->decode_steps > 0 ? (double)st->decode_io_ns / 1e6 / steps : 0.0;
-    double bytes = st->decode_steps > 0 ? (double)st->decode_bytes / steps : 0.0;
     const hp_config *c = &m->cfg;
+    double k = st->counted > 0 ? (double)st->counted : 1.0;
+    double ms = st->counted > 0 ? st->sum_ms / k : 0.0;
+    double io = st->counted > 0 ? (double)st->sum_io_ns / 1e6 / k : 0.0;
+    double bytes = st->counted > 0 ? (double)st->sum_bytes / k : 0.0;
     uint64_t ffn_total = (uint64_t)c->n_layers * (uint64_t)c->d_ffn * (uint64_t)source_bundle_bytes(m->src);
     fprintf(f,
             "{\n"
@@ -243,23 +398,119 @@ static int write_stats(const char *path, const cli_opts *o, const model *m, cons
             "  \"prompt_tokens\": %lld,\n"
             "  \"tokens\": %lld,\n"
             "  \"decode_steps\": %lld,\n"
+            "  \"positions\": %lld,\n"
             "  \"prefill_ms\": %.3f,\n"
             "  \"ms_per_token\": %.4f,\n"
             "  \"io_ms_per_token\": %.4f,\n"
             "  \"compute_ms_per_token\": %.4f,\n"
             "  \"ffn_bytes_total\": %llu,\n"
             "  \"ffn_bytes_read_per_token\": %.1f,\n"
+            "  \"ffn_fraction_read_per_token\": %.6f,\n"
             "  \"model_resident_bytes\": %llu,\n"
-            "  \"resident_bytes_peak\": %llu\n"
-            "}\n",
-            o->mode == CLI_DENSE ? "dense" : o->mode == CLI_ORACLE ? "oracle" : "predict",
-            o->store_dir ? "store" : "mount", fmt_dtype_name(source_dtype(m->src)),
+            "  \"resident_bytes_peak\": %llu,\n",
+            mode_name(o->mode), o->store_dir ? "store" : "mount", fmt_dtype_name(source_dtype(m->src)),
             o->dense_resident ? "true" : "false", (long long)st->prompt_tokens, (long long)st->tokens,
-            (long long)st->decode_steps, st->prefill_ms, ms, io, ms - io, (unsigned long long)ffn_total, bytes,
-            (unsigned long long)m->resident_bytes, (unsigned long long)peak_rss_bytes());
+            (long long)st->decode_steps, (long long)st->n_recs, st->prefill_ms, ms, io, ms - io,
+            (unsigned long long)ffn_total, bytes, bytes / (double)ffn_total, (unsigned long long)m->resident_bytes,
+            (unsigned long long)peak_rss_bytes());
+    if (st->have_ppl) {
+        fprintf(f, "  \"perplexity\": %.6f,\n", st->ppl);
+        if (st->dense_ppl >= 0)
+            fprintf(f, "  \"dense_perplexity\": %.6f,\n  \"top1_agreement\": %.6f,\n", st->dense_ppl,
+                    st->tokens ? (double)st->agree / (double)st->tokens : 0.0);
+    }
+    if (sp) {
+        /* sums over the counted records, and over the records after the warm-up */
+        sparse_count s = {0};
+        double after_bytes = 0, after_n = 0;
+        int64_t shrinks = 0, grows = 0, overflows = 0;
+        for (int64_t i = 0; i < st->n_recs; i++) {
+            const cli_rec *r = &st->recs[i];
+            shrinks += r->c.shrinks;
+            overflows += r->c.overflows;
+            if (i >= CLI_WARMUP) {
+                after_bytes += (double)r->bytes;
+                after_n++;
+            }
+            if (r->kind == REC_PROMPT)
+                continue;
+            s.selected += r->c.selected;
+            s.active += r->c.active;
+            s.hits += r->c.hits;
+            s.resident_hits += r->c.resident_hits;
+            s.loaded += r->c.loaded;
+            s.dropped += r->c.dropped;
+            s.resident += r->c.resident;
+            s.reads += r->c.reads;
+        }
+        for (int64_t l = 0; l < c->n_layers; l++) {
+            sparse_layer_stats ls;
+            if (sparse_layer_stats_get(sp, l, &ls, NULL) == 0)
+                grows += ls.grows;
+        }
+        const sparse_budget *b = sparse_get_budget(sp);
+        int truth = sparse_knows_truth(sp);
+        double after = after_n > 0 ? after_bytes / after_n : 0.0;
+        fprintf(f,
+                "  \"window\": %lld,\n"
+                "  \"readers\": %d,\n"
+                "  \"warmup_tokens\": %d,\n"
+                "  \"ffn_bytes_read_per_token_after_warmup\": %.1f,\n"
+                "  \"ffn_fraction_read_per_token_after_warmup\": %.6f,\n"
+                "  \"read_requests_per_token\": %.3f,\n"
+                "  \"neurons_total\": %lld,\n",
+                (long long)o->window, o->readers, CLI_WARMUP, after, after / (double)ffn_total, (double)s.reads / k,
+                (long long)(c->n_layers * c->d_ffn));
+        json_ratio(f, "neurons_active_per_token", (double)s.active, k, truth, ",");
+        fprintf(f,
+                "  \"neurons_predicted_per_token\": %.3f,\n"
+                "  \"neurons_loaded_per_token\": %.3f,\n"
+                "  \"neurons_dropped_per_token\": %.3f,\n"
+                "  \"neurons_resident_per_token\": %.3f,\n",
+                (double)s.selected / k, (double)s.loaded / k, (double)s.dropped / k, (double)s.resident / k);
+        json_ratio(f, "predictor_recall", (double)s.hits, (double)s.active, truth, ",");
+        json_ratio(f, "resident_recall", (double)s.resident_hits, (double)s.active, truth, ",");
+        fprintf(f,
+                "  \"window_shrinks\": %lld,\n"
+                "  \"window_grows\": %lld,\n"
+                "  \"overflows\": %lld,\n"
+                "  \"dram_budget_bytes\": %llu,\n"
+                "  \"budget_min_bytes\": %llu,\n"
+                "  \"budget_accounted_bytes\": %llu,\n"
+                "  \"engine_fixed_bytes\": %llu,\n"
+                "  \"neuron_matrix_bytes\": %llu,\n"
+                "  \"capacity_per_layer\": %lld,\n",
+                (long long)shrinks, (long long)grows, (long long)overflows,
+                (unsigned long long)(o->budget_mib * 1048576.0), (unsigned long long)b->min_bytes,
+                (unsigned long long)b->total_bytes, (unsigned long long)b->fixed_bytes,
+                (unsigned long long)b->nmat_bytes, (long long)b->capacity);
+        write_layers(f, sp, c);
+    }
+    write_records(f, st, sp);
+    fprintf(f, "}\n");
     if (fclose(f) != 0)
         return ierr_set(err, -EIO, "%s: write error", path);
     return 0;
+}
+
+/* ---- sparse engine ---------------------------------------------------------- */
+
+/* Start the sparse engine on m for --mode oracle|predict; extra: other
+ * memory held (a --compare-dense twin). A budget below the minimum is a
+ * usage error (RC_USAGE, message in err). */
+static int sparse_start(const cli_opts *o, model *m, uint64_t extra, sparse **out, ierr *err)
+{
+    sparse_opts so;
+    sparse_opts_init(&so, o->mode == CLI_ORACLE ? SPARSE_ORACLE : SPARSE_PREDICT);
+    so.window = o->window;
+    so.budget = (uint64_t)(o->budget_mib * 1048576.0);
+    so.extra_bytes = extra;
+    so.check_recall = o->check_recall;
+    so.warmup = CLI_WARMUP;
+    if (o->readers >= 0)
+        so.readers = o->readers;
+    int rc = sparse_new(m, &so, out, err);
+    return rc == -ENOSPC ? RC_USAGE : rc;
 }
 
 /* ---- generation ------------------------------------------------------------- */
@@ -351,14 +602,19 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
         return ierr_set(err, -ENOMEM, "out of memory");
     }
     ids = all;
+    int sparse_mode = o->mode != CLI_DENSE;
     model *m = NULL;
+    sparse *sp = NULL;
     sampler *smp = NULL;
     float *logits = NULL;
     cli_stats st = {0};
     st.prompt_tokens = np;
-    rc = model_new(src, seq_len, 0, &m, err);
+    /* sparse modes go one position at a time: the window is per token */
+    rc = model_new(src, seq_len, sparse_mode ? 1 : 0, &m, err);
     if (rc == 0 && o->dense_resident)
         rc = model_load_resident_ffn(m, err);
+    if (rc == 0 && sparse_mode)
+        rc = sparse_start(o, m, 0, &sp, err);
     if (rc == 0)
         rc = sample_new(&smp, c->vocab_size, (float)o->temperature, (float)o->top_p, o->seed, err);
     if (rc == 0 && !(logits = malloc((size_t)c->vocab_size * sizeof *logits)))
@@ -374,7 +630,16 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
                 stream_id(&ts, ids[i]);
     }
     double t0 = now_ms();
-    rc = forward_all(m, ids, np, 0, err);
+    if (!sp) {
+        rc = forward_all(m, ids, np, 0, err);
+    } else {
+        for (int64_t i = 0; rc == 0 && i < np; i++) {
+            double tp = now_ms();
+            rc = model_forward(m, ids + i, 1, i, err);
+            if (rc == 0 && o->stats_file)
+                rc = record(&st, m, sp, i, REC_PROMPT, now_ms() - tp, 0, 0, -1, err);
+        }
+    }
     if (rc)
         goto out;
     model_logits(m, (np - 1) % m->s.max_batch, 1, logits);
@@ -397,9 +662,9 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
         if (rc)
             goto out;
         model_logits(m, 0, 1, logits);
-        st.decode_ms += now_ms() - ts0;
-        st.decode_io_ns += m->stats.io_ns - io0;
-        st.decode_bytes += m->stats.ffn_bytes_read - b0;
+        rc = record(&st, m, sp, pos - 1, REC_GEN, now_ms() - ts0, io0, b0, -1, err);
+        if (rc)
+            goto out;
         st.decode_steps++;
     }
     if (tk) {
@@ -415,10 +680,12 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
         fflush(stdout);
     }
     if (o->stats_file)
-        rc = write_stats(o->stats_file, o, m, &st, err);
+        rc = write_stats(o->stats_file, o, m, sp, &st, err);
 out:
+    free(st.recs);
     free(logits);
     sample_free(smp);
+    sparse_free(sp);
     model_free(m);
     free(ids);
     return rc;
@@ -439,43 +706,84 @@ static double nll_of(const float *logits, int64_t n, int32_t target)
     return log(s) + mx - logits[target];
 }
 
+/* A perplexity run: the scored model (dense, or with its sparse engine),
+ * the optional dense twin of --compare-dense, buffers and the tallies. */
+typedef struct {
+    const cli_opts *o;
+    model    *m;
+    sparse   *sp;        /* m's engine, or NULL */
+    model    *dm;        /* --compare-dense: dense twin with a resident FFN, or NULL */
+    float    *logits;    /* [m->s.max_batch][vocab] */
+    float    *dlogits;   /* [max_pos][vocab] when dm */
+    int32_t  *buf;       /* [max_pos] */
+    double    nll, dnll;
+    cli_stats st;        /* tokens = scored, agree = top-1 agreements with dm */
+} ppl_run;
+
 /* Score the token stream ids[0..n) in consecutive windows of (max_pos - 1)
  * tokens, each fed as BOS + window[:-1], every token scored once (the rule of
- * the opt-relu-shakespeare README). logits: [max_batch][vocab]; buf:
- * [max_pos]. Adds to *nll and *count. */
-static int score_stream(model *m, const int32_t *ids, int64_t n, float *logits, int32_t *buf, double *nll,
-                        int64_t *count, ierr *err)
+ * the opt-relu-shakespeare README). */
+static int score_stream(ppl_run *R, const int32_t *ids, int64_t n, ierr *err)
 {
+    model *m = R->m;
     const hp_config *c = &m->cfg;
-    int64_t win = m->s.seq_len - 1;
+    int64_t V = c->vocab_size, win = m->s.seq_len - 1;
     for (int64_t w0 = 0; w0 < n; w0 += win) {
         int64_t wl = n - w0 < win ? n - w0 : win;
-        buf[0] = (int32_t)c->bos_id;
-        memcpy(buf + 1, ids + w0, (size_t)(wl - 1) * sizeof *buf);
+        R->buf[0] = (int32_t)c->bos_id;
+        memcpy(R->buf + 1, ids + w0, (size_t)(wl - 1) * sizeof *R->buf);
         /* positions 0..wl-1 predict ids[w0 .. w0+wl) */
-        for (int64_t i = 0; i < wl; i += m->s.max_batch) {
-            int64_t b = wl - i < m->s.max_batch ? wl - i : m->s.max_batch;
-            int rc = model_forward(m, buf + i, b, i, err);
+        for (int64_t i = 0; R->dm && i < wl; i += R->dm->s.max_batch) {
+            int64_t b = wl - i < R->dm->s.max_batch ? wl - i : R->dm->s.max_batch;
+            int rc = model_forward(R->dm, R->buf + i, b, i, err);
             if (rc)
                 return rc;
-            model_logits(m, 0, b, logits);
+            model_logits(R->dm, 0, b, R->dlogits + i * V);
             for (int64_t r = 0; r < b; r++)
-                *nll += nll_of(logits + r * c->vocab_size, c->vocab_size, ids[w0 + i + r]);
+                R->dnll += nll_of(R->dlogits + (i + r) * V, V, ids[w0 + i + r]);
         }
-        *count += wl;
+        for (int64_t i = 0; i < wl; i += m->s.max_batch) {
+            int64_t b = wl - i < m->s.max_batch ? wl - i : m->s.max_batch;
+            double t0 = now_ms();
+            uint64_t io0 = m->stats.io_ns, b0 = m->stats.ffn_bytes_read;
+            int rc = model_forward(m, R->buf + i, b, i, err);
+            if (rc)
+                return rc;
+            model_logits(m, 0, b, R->logits);
+            int top1 = -1;
+            for (int64_t r = 0; r < b; r++) {
+                const float *lg = R->logits + r * V;
+                R->nll += nll_of(lg, V, ids[w0 + i + r]);
+                if (R->dm) {
+                    top1 = sample_argmax(lg, V) == sample_argmax(R->dlogits + (i + r) * V, V);
+                    R->st.agree += top1;
+                }
+            }
+            double ms = now_ms() - t0;
+            if (b == 1) {   /* one position at a time (sparse modes): a record each */
+                rc = record(&R->st, m, R->sp, i, REC_PPL, ms, io0, b0, top1, err);
+                if (rc)
+                    return rc;
+            } else {
+                R->st.counted += b;
+                R->st.sum_ms += ms;
+                R->st.sum_io_ns += m->stats.io_ns - io0;
+                R->st.sum_bytes += m->stats.ffn_bytes_read - b0;
+            }
+        }
+        R->st.tokens += wl;
     }
     return 0;
 }
 
 /* Tokenize one document and score it (score_stream). */
-static int score_text(model *m, const tok *tk, const char *text, size_t len, float *logits, int32_t *buf,
-                      double *nll, int64_t *count, ierr *err)
+static int score_text(ppl_run *R, const tok *tk, const char *text, size_t len, ierr *err)
 {
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = tok_encode(tk, text, len, &ids, &n, err);
     if (rc == 0 && n > 0)
-        rc = score_stream(m, ids, (int64_t)n, logits, buf, nll, count, err);
+        rc = score_stream(R, ids, (int64_t)n, err);
     free(ids);
     return rc;
 }
@@ -493,39 +801,63 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
     int rc = read_file(o->ppl_file, &text, &len, err);
     if (rc)
         return rc;
-    model *m = NULL;
-    float *logits = NULL;
-    int32_t *buf = NULL;
-    rc = model_new(src, c->max_pos, c->max_pos, &m, err);   /* a window per forward */
+    ppl_run R = {.o = o};
+    R.st.dense_ppl = -1.0;
+    int sparse_mode = o->mode != CLI_DENSE;
+    /* dense: a window per forward; sparse: one position at a time */
+    rc = model_new(src, c->max_pos, sparse_mode ? 1 : c->max_pos, &R.m, err);
     if (rc == 0 && o->dense_resident)
-        rc = model_load_resident_ffn(m, err);
-    if (rc == 0 && (!(logits = malloc((size_t)(m->s.max_batch * c->vocab_size) * sizeof *logits)) ||
-                    !(buf = malloc((size_t)c->max_pos * sizeof *buf))))
+        rc = model_load_resident_ffn(R.m, err);
+    if (rc == 0 && o->compare_dense) {
+        rc = model_new(src, c->max_pos, c->max_pos, &R.dm, err);
+        if (rc == 0)
+            rc = model_load_resident_ffn(R.dm, err);
+        if (rc == 0 && !(R.dlogits = malloc((size_t)(c->max_pos * c->vocab_size) * sizeof *R.dlogits)))
+            rc = ierr_set(err, -ENOMEM, "out of memory");
+    }
+    if (rc == 0 && sparse_mode)
+        rc = sparse_start(o, R.m, R.dm ? R.dm->resident_bytes + (uint64_t)(c->max_pos * c->vocab_size) * 4u : 0,
+                          &R.sp, err);
+    if (rc == 0 && (!(R.logits = malloc((size_t)(R.m->s.max_batch * c->vocab_size) * sizeof *R.logits)) ||
+                    !(R.buf = malloc((size_t)c->max_pos * sizeof *R.buf))))
         rc = ierr_set(err, -ENOMEM, "out of memory");
-    double nll = 0.0;
-    int64_t count = 0;
     if (rc == 0 && !o->ppl_per_line)
-        rc = score_text(m, tk, text, len, logits, buf, &nll, &count, err);
+        rc = score_text(&R, tk, text, len, err);
     for (size_t a = 0; rc == 0 && o->ppl_per_line && a < len;) {
         const char *nl = memchr(text + a, '\n', len - a);
         size_t e = nl ? (size_t)(nl - text) : len, next = nl ? e + 1 : len;
         if (e > a && text[e - 1] == '\r')
             e--;
-        rc = score_text(m, tk, text + a, e - a, logits, buf, &nll, &count, err);
+        rc = score_text(&R, tk, text + a, e - a, err);
         a = next;
     }
-    if (rc) {
+    int64_t count = R.st.tokens;
+    if (rc < 0) {
         ierr_wrap(err, rc, "%s", o->ppl_file);
-    } else if (count == 0) {
+    } else if (rc == 0 && count == 0) {
         rc = ierr_set(err, -EINVAL, "%s: no tokens to score", o->ppl_file);
-    } else {
-        printf("cross-entropy: %.6f nats/token\n", nll / (double)count);
-        printf("perplexity: %.4f (tokens: %lld)\n", exp(nll / (double)count), (long long)count);
+    } else if (rc == 0) {
+        R.st.have_ppl = 1;
+        R.st.ppl = exp(R.nll / (double)count);
+        printf("cross-entropy: %.6f nats/token\n", R.nll / (double)count);
+        if (R.dm) {
+            R.st.dense_ppl = exp(R.dnll / (double)count);
+            printf("dense-perplexity: %.4f\n", R.st.dense_ppl);
+            printf("top1-agreement: %.6f (%lld of %lld)\n", (double)R.st.agree / (double)count,
+                   (long long)R.st.agree, (long long)count);
+        }
+        printf("perplexity: %.4f (tokens: %lld)\n", R.st.ppl, (long long)count);
         fflush(stdout);
+        if (o->stats_file)
+            rc = write_stats(o->stats_file, o, R.m, R.sp, &R.st, err);
     }
-    free(buf);
-    free(logits);
-    model_free(m);
+    free(R.st.recs);
+    free(R.buf);
+    free(R.logits);
+    free(R.dlogits);
+    sparse_free(R.sp);
+    model_free(R.dm);
+    model_free(R.m);
     free(text);
     return rc;
 }
@@ -534,7 +866,8 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
 
 static int parse_args(int argc, char **argv, cli_opts *o)
 {
-    enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE };
+    enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE,
+           O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS };
     static const struct option longs[] = {
         {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
         {"tokens", required_argument, 0, 'n'},  {"temperature", required_argument, 0, 't'},
@@ -545,12 +878,17 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"store", required_argument, 0, O_STORE}, {"dump-logits", required_argument, 0, O_DUMP},
         {"prompt-ids", required_argument, 0, O_PIDS},
         {"per-line", no_argument, 0, O_PERLINE}, {"help", no_argument, 0, 'h'},
+        {"window", required_argument, 0, O_WINDOW}, {"dram-budget", required_argument, 0, O_BUDGET},
+        {"check-recall", no_argument, 0, O_RECALL}, {"compare-dense", no_argument, 0, O_CMPDENSE},
+        {"readers", required_argument, 0, O_READERS},
         {0, 0, 0, 0},
     };
     o->n_gen = 128;
     o->temperature = 1.0;
     o->top_p = 0.9;
     o->seed = (uint64_t)time(NULL);
+    o->window = 4;
+    o->readers = -1;
     opterr = 0;
     int ch;
     int64_t v;
@@ -610,6 +948,30 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         case O_DUMP: o->dump_logits = optarg; break;
         case O_PIDS: o->prompt_ids = optarg; break;
         case O_PERLINE: o->ppl_per_line = 1; break;
+        case O_WINDOW:
+            if (parse_i64(optarg, 1, 1024, &o->window)) {
+                fprintf(stderr, "inflash: --window: expected 1..1024 tokens, got '%s'\n", optarg);
+                return -1;
+            }
+            o->sparse_opt = 1;
+            break;
+        case O_BUDGET:
+            if (parse_f64(optarg, 0.0, 1e9, &o->budget_mib) || o->budget_mib <= 0.0) {
+                fprintf(stderr, "inflash: --dram-budget: expected a size in MiB > 0, got '%s'\n", optarg);
+                return -1;
+            }
+            o->sparse_opt = 1;
+            break;
+        case O_RECALL: o->check_recall = 1; o->sparse_opt = 1; break;
+        case O_CMPDENSE: o->compare_dense = 1; o->sparse_opt = 1; break;
+        case O_READERS:
+            if (parse_i64(optarg, 0, 64, &v)) {
+                fprintf(stderr, "inflash: --readers: expected 0..64, got '%s'\n", optarg);
+                return -1;
+            }
+            o->readers = (int)v;
+            o->sparse_opt = 1;
+            break;
         case 'h': return 1;
         case ':':
             if (optopt > 0 && optopt < 256)
@@ -645,7 +1007,27 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         fprintf(stderr, "inflash: --perplexity takes no prompt\n");
         return -1;
     }
+    if (o->sparse_opt && o->mode == CLI_DENSE) {
+        fprintf(stderr, "inflash: --window, --dram-budget, --check-recall, --compare-dense and --readers go with "
+                        "--mode oracle or predict\n");
+        return -1;
+    }
+    if (o->compare_dense && !o->ppl_file) {
+        fprintf(stderr, "inflash: --compare-dense goes with --perplexity\n");
+        return -1;
+    }
+    if (o->dense_resident && o->mode != CLI_DENSE) {
+        fprintf(stderr, "inflash: --dense-resident goes with --mode dense\n");
+        return -1;
+    }
     return 0;
+}
+
+/* predict needs the predictors; oracle of a gated model the activity
+ * thresholds. (Oracle of a ReLU model needs nothing: active = up.x+b > 0.) */
+static int needs_calibration(const cli_opts *o, const source *src)
+{
+    return o->mode == CLI_PREDICT || (o->mode == CLI_ORACLE && source_hparams(src)->gated);
 }
 
 int main(int argc, char **argv)
@@ -658,11 +1040,6 @@ int main(int argc, char **argv)
     }
     if (pr < 0)
         return EXIT_USAGE;
-    if (o.mode != CLI_DENSE) {
-        fprintf(stderr, "inflash: --mode %s needs a calibrated store (not available yet)\n",
-                o.mode == CLI_ORACLE ? "oracle" : "predict");
-        return EXIT_USAGE;
-    }
     if (o.threads > 0)
         openblas_set_num_threads(o.threads);
 
@@ -670,6 +1047,14 @@ int main(int argc, char **argv)
     source *src = NULL;
     tok *tk = NULL;
     int rc = o.store_dir ? source_open_store(o.store_dir, &src, &err) : source_open_mount(o.mount, &src, &err);
+    if (rc == 0 && needs_calibration(&o, src)) {
+        store_calib cal;
+        if (source_calib(src, 0, &cal, NULL) == -ENOENT) {
+            ierr_set(&err, -ENOENT, "--mode %s needs a calibrated store%s (run inflash-calibrate on it)",
+                     mode_name(o.mode), o.mode == CLI_ORACLE ? " for a gated model" : "");
+            rc = RC_USAGE;
+        }
+    }
     if (rc == 0 && !o.prompt_ids)
         rc = load_tokenizer(src, &tk, &err);
     if (rc == 0)
@@ -680,5 +1065,5 @@ int main(int argc, char **argv)
     }
     tok_free(tk);
     source_close(src);
-    return rc ? EXIT_RUNTIME : 0;
+    return rc == RC_USAGE ? EXIT_USAGE : rc ? EXIT_RUNTIME : 0;
 }

@@ -100,7 +100,13 @@ void model_ffn_bundles(const float *w, int64_t nb, int64_t d, int gated, hp_act 
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
                        float *pre, float *gpre, int64_t ldp, float *actbuf, float *y)
 {
-    int64_t bl = (gated ? 3 : 2) * d;
+    model_ffn_rows(w, (gated ? 3 : 2) * d, nb, d, gated, act, b_up, b_gate, x, n, pre, gpre, ldp, actbuf, y);
+}
+
+void model_ffn_rows(const float *w, int64_t bl, int64_t nb, int64_t d, int gated, hp_act act,
+                    const float *b_up, const float *b_gate, const float *x, int64_t n,
+                    float *pre, float *gpre, int64_t ldp, float *actbuf, float *y)
+{
     const float *up = w, *gate = w + d, *down = w + (gated ? 2 : 1) * d;
     if (nb <= 0 || n <= 0)
         return;

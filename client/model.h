@@ -156,5 +156,10 @@ void model_softmax(float *x, int64_t n);
 void model_ffn_bundles(const float *w, int64_t nb, int64_t d, int gated, hp_act act,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
                        float *pre, float *gpre, int64_t ldp, float *actbuf, float *y);
+/* The same over bundles ldw >= bundle_len floats apart (e.g. the rows of a
+ * neuron matrix, client/nmat.h); model_ffn_bundles is ldw = bundle_len. */
+void model_ffn_rows(const float *w, int64_t ldw, int64_t nb, int64_t d, int gated, hp_act act,
+                    const float *b_up, const float *b_gate, const float *x, int64_t n,
+                    float *pre, float *gpre, int64_t ldp, float *actbuf, float *y);
 
 #endif

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "store.h"
 
 struct source {
@@ -22,6 +24,8 @@ struct source {
     char     *root;           /* mount point or store dir; owned */
     /* mount: */
     int      *ffn_fd;         /* [n_layers] fds of layers/NN/ffn; owned; NULL for a store */
+    store_calib *calib;       /* [n_layers] from config.json; owned; NULL if uncalibrated */
+    char     *criterion;      /* "inflash_calib_criterion"; owned; NULL if absent */
     /* store: */
     store    *st;             /* owned; NULL for a mount */
 };
@@ -104,6 +108,27 @@ static source *source_alloc(const char *root)
     return s;
 }
 
+/* The calibration in the mount's config.json, if any. */
+static int mount_calib(source *s, const char *cfg, size_t len, const char *what, ierr *err)
+{
+    store_calib *c = calloc((size_t)s->hp.n_layers, sizeof *c);
+    if (!c)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", what);
+    int present = 0;
+    int rc = store_parse_mount_calib(cfg, len, what, &s->hp, c, &present, err);
+    if (rc || !present) {
+        free(c);
+        return rc;
+    }
+    s->calib = c;
+    json_t *root = json_loadb(cfg, len, 0, NULL);
+    json_t *crit = root ? json_object_get(root, "inflash_calib_criterion") : NULL;
+    if (crit && json_is_string(crit) && !(s->criterion = strdup(json_string_value(crit))))
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory", what);
+    json_decref(root);
+    return rc;
+}
+
 int source_open_mount(const char *mountpoint, source **out, ierr *err)
 {
     *out = NULL;
@@ -142,6 +167,9 @@ int source_open_mount(const char *mountpoint, source **out, ierr *err)
                       (long long)s->bundle_bytes, (long long)hp_bundle_bytes(&s->hp, s->dtype));
         goto fail;
     }
+    rc = mount_calib(s, cfg, cfg_len, cfg_path, err);
+    if (rc)
+        goto fail;
     s->ffn_fd = malloc((size_t)s->hp.n_layers * sizeof *s->ffn_fd);
     if (!s->ffn_fd) {
         rc = ierr_set(err, -ENOMEM, "%s: out of memory", mountpoint);
@@ -215,6 +243,8 @@ void source_close(source *s)
         free(s->ffn_fd);
     }
     store_close(s->st);
+    free(s->calib);
+    free(s->criterion);
     free(s->root);
     free(s);
 }
@@ -251,6 +281,25 @@ int source_tokfile(source *s, const char *name, char **data, size_t *len, ierr *
         rc = read_whole(p, data, len, err);
     free(p);
     return rc;
+}
+
+int source_calib(const source *s, int64_t layer, store_calib *out, ierr *err)
+{
+    if (layer < 0 || layer >= s->hp.n_layers)
+        return ierr_set(err, -EINVAL, "%s: no layer %lld", s->root, (long long)layer);
+    const store_calib *c = s->st ? store_calib_at(s->st, layer) : s->calib ? &s->calib[layer] : NULL;
+    if (!c)
+        return ierr_set(err, -ENOENT, "%s: the model is not calibrated (run inflash-calibrate on the store)",
+                        s->root);
+    *out = *c;
+    return 0;
+}
+
+const char *source_calib_criterion(const source *s)
+{
+    if (s->st)
+        return store_calib_at(s->st, 0) ? store_meta(s->st, "calib_criterion") : NULL;
+    return s->calib ? s->criterion : NULL;
 }
 
 /* "tensors/<name>" under the mount; NULL on a name that could escape it. */
@@ -304,11 +353,14 @@ int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ie
         goto out;
     }
     struct stat sb;
-    size_t esize = fmt_dtype_size(s->dtype);
+    /* a mount's files are raw: every dense tensor is in the store dtype,
+     * except the predictors, which are always f32 (format.h) */
+    fmt_dtype dt = strncmp(name, "inflash.pred.", 13) == 0 ? FMT_F32 : s->dtype;
+    size_t esize = fmt_dtype_size(dt);
     uint64_t want = (uint64_t)numel * esize;
     if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != want) {
         rc = ierr_set(err, -EINVAL, "%s: %lld bytes, the model needs %lld %s elements (%llu bytes)", p,
-                      (long long)sb.st_size, (long long)numel, fmt_dtype_name(s->dtype), (unsigned long long)want);
+                      (long long)sb.st_size, (long long)numel, fmt_dtype_name(dt), (unsigned long long)want);
         goto out;
     }
     raw = malloc((size_t)want);
@@ -318,7 +370,7 @@ int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ie
     }
     rc = pread_full(fd, raw, (size_t)want, 0, p, err);
     if (rc == 0)
-        fmt_to_f32(s->dtype, raw, dst, (size_t)numel);
+        fmt_to_f32(dt, raw, dst, (size_t)numel);
 out:
     if (fd >= 0)
         close(fd);

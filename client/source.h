@@ -11,6 +11,7 @@
 #include "format.h"
 #include "hparams.h"
 #include "ierr.h"
+#include "store.h"
 
 typedef struct source source;
 
@@ -33,6 +34,15 @@ int source_tokfile(source *s, const char *name, char **data, size_t *len, ierr *
 int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ierr *err);
 /* Does the tensor exist? (for optional tensors: biases, lm_head) */
 int source_has_tensor(source *s, const char *name);
+
+/* The calibration of `layer` (store_calib, layout/store.h): from the
+ * store's calib table, or from the mount's config.json
+ * "inflash_calibration" (there only rank, threshold and act_threshold; the
+ * figures are NAN). -ENOENT if the model is not calibrated. */
+int source_calib(const source *s, int64_t layer, store_calib *out, ierr *err);
+/* What "active" meant for that calibration (STORE_CRIT_*, the meta
+ * calib_criterion / config key "inflash_calib_criterion"), or NULL. */
+const char *source_calib_criterion(const source *s);
 
 /* Raw bytes [off, off+len) of the neuron file of `layer` (neuron-id order:
  * neuron j at j*bundle_bytes). Thread-safe: concurrent calls allowed. */

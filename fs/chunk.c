@@ -2,7 +2,9 @@
  * the hash table, the LRU list, every chunk's state and refs, the read-ahead
  * queue and the counters; reads run outside it. A chunk being read is in the
  * hash table in state LOADING, so a second request for it waits on `loaded`
- * instead of reading it again. */
+ * instead of reading it again. Cached chunks live in the slots of one arena
+ * of budget bytes, mapped (and, with o.prefault, populated) at creation, so
+ * the steady state allocates nothing and takes no page faults. */
 #include "chunk.h"
 
 #include <errno.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 typedef enum { CH_LOADING = 0, CH_READY, CH_ERROR } ch_state;
 
@@ -19,7 +22,8 @@ struct chunk {
      * loading thread writes while the chunk is LOADING and everyone reads
      * once it is READY and pinned */
     uint64_t       idx;
-    unsigned char *buf;            /* chunk_bytes, CHUNK_ALIGN-aligned; owned */
+    unsigned char *buf;            /* chunk_bytes, CHUNK_ALIGN-aligned: an arena slot, or owned (transient) */
+    int64_t        slot;           /* arena slot, -1 for a transient chunk (malloc'd, with its buf) */
     size_t         valid;          /* valid bytes once READY */
     ch_state       state;
     unsigned       refs;           /* pins (the loader holds one while LOADING) */
@@ -41,10 +45,14 @@ struct chunk_cache {
     chunk_opts     o;              /* o.name, o.regions owned (copied) */
     uint64_t      *first;          /* [n_regions + 1] first chunk id of each region, then the total */
     uint64_t       n_chunks;
-    uint64_t       max_cached;     /* budget / chunk_bytes */
+    uint64_t       max_cached;     /* budget / chunk_bytes = arena slots */
+    unsigned char *arena;          /* [max_cached * chunk_bytes], mmap'd */
+    size_t         arena_bytes;
+    chunk         *ents;           /* [max_cached] the chunk of each slot */
     int            hash_bits;
     pthread_t     *threads;        /* [o.workers] */
     unsigned       n_threads;      /* started */
+    int            inited;         /* mutex and conds initialised */
 
     pthread_mutex_t mu;
     pthread_cond_t  loaded;        /* broadcast when a chunk leaves LOADING */
@@ -53,6 +61,8 @@ struct chunk_cache {
     chunk        **buckets;        /* [1 << hash_bits] */
     chunk          lru;            /* sentinel: lru.lnext least recent */
     uint64_t       n_cached;
+    int64_t       *free_slots;     /* [max_cached] stack of unused slots */
+    uint64_t       n_free;
     ra_item        raq[RA_QUEUE_CAP];
     size_t         ra_head, ra_len;
     int            stopping;
@@ -115,10 +125,16 @@ static void lru_append(chunk_cache *c, chunk *k)
     c->lru.lprev = k;
 }
 
-static void chunk_destroy(chunk *k)
+/* An unpinned chunk that is not cached goes away: a transient one is freed,
+ * a slot goes back on the free stack. */
+static void chunk_destroy(chunk_cache *c, chunk *k)
 {
-    free(k->buf);
-    free(k);
+    if (k->slot < 0) {
+        free(k->buf);
+        free(k);
+    } else {
+        c->free_slots[c->n_free++] = k->slot;
+    }
 }
 
 /* ---- chunk ids -> device offsets ----------------------------------------- */
@@ -160,48 +176,47 @@ static void unpin_locked(chunk_cache *c, chunk *k)
     if (--k->refs > 0)
         return;
     if (!k->cached)
-        chunk_destroy(k);
+        chunk_destroy(c, k);
     else if (k->state == CH_READY)
         lru_append(c, k);
 }
 
-/* A new LOADING chunk for idx with one pin. It goes into the cache if the
- * budget allows, evicting the least recently used unpinned chunk if needed;
- * otherwise, for a foreground request (may_transient), it is a private
- * buffer; for read-ahead, NULL. NULL with *nomem set on allocation failure. */
+/* A new LOADING chunk for idx with one pin: in a free arena slot, else in
+ * the slot of the least recently used unpinned chunk (evicted); if every
+ * slot is pinned, a private buffer for a foreground request
+ * (may_transient), NULL for read-ahead. NULL with *nomem set on allocation
+ * failure. */
 static chunk *claim_locked(chunk_cache *c, uint64_t idx, int may_transient, int *nomem)
 {
-    chunk *k = NULL;
-    int cache_it = 1;
-    if (c->n_cached >= c->max_cached) {
-        chunk *old = c->lru.lnext;
-        if (old != &c->lru) {
-            lru_remove(old);
-            hash_remove(c, old);
-            c->st.evictions++;
-            k = old;                         /* reuse struct and buffer */
-        } else if (may_transient) {
-            cache_it = 0;
-            c->st.transient++;
-        } else {
-            return NULL;
-        }
-    }
-    if (!k) {
+    chunk *k;
+    if (c->n_free > 0) {
+        k = &c->ents[c->free_slots[--c->n_free]];
+    } else if (c->lru.lnext != &c->lru) {
+        k = c->lru.lnext;
+        lru_remove(k);
+        hash_remove(c, k);
+        c->st.evictions++;
+    } else if (may_transient) {
         k = calloc(1, sizeof *k);
         if (!k || posix_memalign((void **)&k->buf, CHUNK_ALIGN, c->o.chunk_bytes) != 0) {
             free(k);
             *nomem = 1;
             return NULL;
         }
+        k->slot = -1;
+        c->st.transient++;
+    } else {
+        return NULL;
     }
     unsigned char *buf = k->buf;
+    int64_t slot = k->slot;
     memset(k, 0, sizeof *k);
     k->buf = buf;
+    k->slot = slot;
     k->idx = idx;
     k->state = CH_LOADING;
     k->refs = 1;
-    if (cache_it)
+    if (slot >= 0)
         hash_insert(c, k);
     return k;
 }
@@ -389,16 +404,34 @@ int chunk_cache_new(const chunk_opts *o, chunk_cache **out, ierr *err)
     while (c->hash_bits < 30 && (1ull << c->hash_bits) < 2 * c->max_cached)
         c->hash_bits++;
     c->buckets = calloc((size_t)1 << c->hash_bits, sizeof *c->buckets);
+    c->ents = calloc(c->max_cached, sizeof *c->ents);
+    c->free_slots = malloc(c->max_cached * sizeof *c->free_slots);
+    c->arena_bytes = (size_t)(c->max_cached * cb);
+    c->arena = mmap(NULL, c->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (c->arena == MAP_FAILED)
+        c->arena = NULL;
+    if (!c->buckets || !c->ents || !c->free_slots || !c->arena) {
+        chunk_cache_free(c);
+        return ierr_set(err, -ENOMEM, "%s: cannot allocate a cache of %llu bytes", name,
+                        (unsigned long long)o->budget_bytes);
+    }
+    madvise(c->arena, c->arena_bytes, MADV_HUGEPAGE);      /* fewer TLB misses; advisory */
+    if (o->prefault && madvise(c->arena, c->arena_bytes, MADV_POPULATE_WRITE) != 0)
+        for (size_t b = 0; b < c->arena_bytes; b += 4096)  /* kernels before 5.14 */
+            c->arena[b] = 0;
+    for (uint64_t i = 0; i < c->max_cached; i++) {
+        c->ents[i].buf = c->arena + i * cb;
+        c->ents[i].slot = (int64_t)i;
+        c->free_slots[i] = (int64_t)(c->max_cached - 1 - i);   /* slot 0 first */
+    }
+    c->n_free = c->max_cached;
     c->lru.lnext = c->lru.lprev = &c->lru;
     c->st.budget_bytes = c->max_cached * cb;
     c->st.chunk_bytes = cb;
-    if (!c->buckets) {
-        chunk_cache_free(c);
-        return ierr_set(err, -ENOMEM, "%s: out of memory", name);
-    }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->loaded, NULL);
     pthread_cond_init(&c->work, NULL);
+    c->inited = 1;
     if (o->readahead > 0 && o->workers > 0) {
         c->threads = calloc(o->workers, sizeof *c->threads);
         if (!c->threads) {
@@ -422,25 +455,23 @@ void chunk_cache_free(chunk_cache *c)
 {
     if (!c)
         return;
-    if (c->buckets) {     /* mutex and conds initialised */
+    if (c->inited) {
+        /* stop the workers; cached chunks live in the arena, nothing else is
+         * allocated once no pins remain */
         pthread_mutex_lock(&c->mu);
         c->stopping = 1;
         pthread_cond_broadcast(&c->work);
         pthread_mutex_unlock(&c->mu);
         for (unsigned i = 0; i < c->n_threads; i++)
             pthread_join(c->threads[i], NULL);
-        for (size_t b = 0; b < ((size_t)1 << c->hash_bits); b++) {
-            chunk *k = c->buckets[b];
-            while (k) {
-                chunk *next = k->hnext;
-                chunk_destroy(k);
-                k = next;
-            }
-        }
         pthread_cond_destroy(&c->work);
         pthread_cond_destroy(&c->loaded);
         pthread_mutex_destroy(&c->mu);
     }
+    if (c->arena)
+        munmap(c->arena, c->arena_bytes);
+    free(c->ents);
+    free(c->free_slots);
     free(c->threads);
     free(c->buckets);
     free(c->first);

@@ -3,9 +3,10 @@
  * the chunks it needs: loaded ones are shared, missing ones are read
  * (neighbouring missing chunks of one request in one readv), and a chunk
  * another thread is already reading is waited for, never read twice. Cached
- * chunks never exceed the byte budget: unpinned chunks are evicted least
- * recently used first; when every cached chunk is pinned, a request reads
- * into a private ("transient") buffer instead. After a request, the next
+ * chunks live in one arena of budget bytes, mapped at creation, and never
+ * exceed it: unpinned chunks are evicted least recently used first; when
+ * every slot is pinned, a request reads into a private ("transient") buffer
+ * instead. After a request, the next
  * `readahead` chunks after each run it touched are queued for a small pool
  * of worker threads. I/O goes through a caller-supplied readv function so
  * the cache is testable without files. Thread-safe.
@@ -54,6 +55,7 @@ typedef struct {
     void          *ctx;
     chunk_log_fn   log;           /* NULL: stderr */
     void          *log_ctx;
+    int            prefault;      /* populate the whole budget now (no page faults later) */
 } chunk_opts;
 
 typedef struct {

@@ -342,7 +342,7 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
         .dev_bytes = store_ffn_bytes(m->st), .regions = regions, .n_regions = (size_t)m->n_layers,
         .readahead = o->readahead,
         .workers = o->readahead ? o->ra_workers : 0, .name = IFL_FFN_NAME,
-        .readv = ffn_readv, .ctx = m, .log = log_stderr,
+        .readv = ffn_readv, .ctx = m, .log = log_stderr, .prefault = 1,
     };
     rc = chunk_cache_new(&co, &m->cache, err);
     free(regions);
@@ -523,19 +523,14 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
         goto out;
     }
     r->n_pins = n_idx;
-    int copy = n_pieces > IFS_MAX_IOV;
-    if (copy) {
-        r->buf = malloc(bytes);
-        r->iov = &r->one;
-    } else {
-        r->iov = malloc(n_pieces * sizeof *r->iov);
-        r->iov_owned = 1;
-    }
-    if (!r->iov || (copy && !r->buf)) {
+    /* the pieces, in file order, pointing into the pinned chunks (neighbours
+     * in memory merged) */
+    r->iov = malloc(n_pieces * sizeof *r->iov);
+    if (!r->iov) {
         rc = ierr_set(err, -ENOMEM, "out of memory");
         goto out;
     }
-    unsigned char *dst = r->buf;
+    r->iov_owned = 1;
     size_t pi = 0;
     for (size_t e = 0; e < n_ext; e++) {
         uint64_t pos = ext[e].off, end = ext[e].off + ext[e].len;
@@ -551,22 +546,33 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
                 fprintf(stderr, "inflashfs: %s\n", err ? err->msg : "short chunk");
                 goto out;
             }
-            if (copy) {
-                memcpy(dst, chunk_data(k) + in, (size_t)take);
-                dst += take;
-            } else {
-                r->iov[pi++] = (struct iovec){ .iov_base = (void *)(chunk_data(k) + in), .iov_len = (size_t)take };
-            }
+            unsigned char *p = (unsigned char *)chunk_data(k) + in;
+            if (pi > 0 && (unsigned char *)r->iov[pi - 1].iov_base + r->iov[pi - 1].iov_len == p)
+                r->iov[pi - 1].iov_len += (size_t)take;
+            else
+                r->iov[pi++] = (struct iovec){ .iov_base = p, .iov_len = (size_t)take };
             pos += take;
         }
     }
-    if (copy) {
+    r->n = pi;
+    r->bytes = bytes;
+    if (pi > IFS_MAX_IOV) {
+        /* too scattered for one writev: the one copy, and the chunks go back now */
+        r->buf = malloc(bytes);
+        if (!r->buf) {
+            rc = ierr_set(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+        unsigned char *dst = r->buf;
+        for (size_t i = 0; i < pi; i++) {
+            memcpy(dst, r->iov[i].iov_base, r->iov[i].iov_len);
+            dst += r->iov[i].iov_len;
+        }
         chunk_unpin(m->cache, r->pins, r->n_pins);
         r->n_pins = 0;
+        free(r->iov);
+        r->iov_owned = 0;
         reply_one(r, r->buf, bytes);
-    } else {
-        r->n = pi;
-        r->bytes = bytes;
     }
 out:
     free(ext);

@@ -484,22 +484,15 @@ int main(int argc, char *argv[])
         goto out;
     }
 
-    ret = 1;
     store_abs = realpath(c.store_dir, NULL);
     if (!store_abs) {
         fprintf(stderr, PROG ": %s: %s\n", c.store_dir, strerror(errno));
+        ret = 1;
         goto out;
     }
-    if (ifs_open(store_abs, &io, &m, &err) < 0) {
-        if (strncmp(err.msg, store_abs, strlen(store_abs)) == 0 || strncmp(err.msg, c.store_dir, strlen(c.store_dir)) == 0)
-            fprintf(stderr, PROG ": %s\n", err.msg);
-        else
-            fprintf(stderr, PROG ": %s: %s\n", c.store_dir, err.msg);
-        goto out;
-    }
-    fsd d = { .m = m, .uid = getuid(), .gid = getgid() };
-    clock_gettime(CLOCK_REALTIME, &d.t_mount);
-
+    /* the session first: it rejects unknown options (a usage error) before
+     * the store is opened */
+    fsd d = { .uid = getuid(), .gid = getgid() };
     if (add_mount_opts(&args, store_abs) < 0) {
         fprintf(stderr, PROG ": out of memory\n");
         goto out;
@@ -507,6 +500,17 @@ int main(int argc, char *argv[])
     se = fuse_session_new(&args, &inflashfs_ops, sizeof inflashfs_ops, &d);
     if (!se)
         goto out;
+
+    ret = 1;
+    if (ifs_open(store_abs, &io, &m, &err) < 0) {
+        if (strncmp(err.msg, store_abs, strlen(store_abs)) == 0 || strncmp(err.msg, c.store_dir, strlen(c.store_dir)) == 0)
+            fprintf(stderr, PROG ": %s\n", err.msg);
+        else
+            fprintf(stderr, PROG ": %s: %s\n", c.store_dir, err.msg);
+        goto out;
+    }
+    d.m = m;
+    clock_gettime(CLOCK_REALTIME, &d.t_mount);
     if (fuse_set_signal_handlers(se) != 0)
         goto out;
     if (fuse_session_mount(se, fo.mountpoint) != 0) {
@@ -534,7 +538,7 @@ int main(int argc, char *argv[])
     }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
-    ret = rc == 0 ? 0 : 1;
+    ret = rc < 0 ? 1 : 0;      /* > 0: ended by a signal, after a clean unmount */
 out:
     if (se)
         fuse_session_destroy(se);

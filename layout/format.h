@@ -95,10 +95,13 @@
  *          s = B·(A·x) + c   (x: the FFN input after the FFN norm)
  *        and predicts it active iff s[j] > threshold. "Active" means
  *        pre-activation > 0 for ReLU models; for gated ones, meta
- *        calib_criterion says which magnitude must exceed act_threshold:
- *        "product" |silu(gate·x)·(up·x)| (the default: the neuron's real
- *        contribution), "silu" |silu(gate·x)|, or "gate" |gate·x|
- *        ("relu" for ReLU models, where act_threshold is 0).
+ *        calib_criterion names the magnitude that must exceed
+ *        act_threshold (act_threshold is 0 for ReLU):
+ *          "relu:up>0"                              ReLU models
+ *          "gated:|silu(gate)*up|>act_threshold"    default for gated: the
+ *                                                   neuron's contribution
+ *          "gated:|silu(gate)|>act_threshold"
+ *          "gated:silu(gate)>act_threshold"
  *        sparsity/recall/precision/pred_fraction are the calibration
  *        figures (fractions in [0,1]). The predictor's tensors are in
  *        dense.bin, always f32, named

@@ -31,6 +31,7 @@ command -v python3 >/dev/null || { echo "e2e_fs: python3 needed" >&2; exit 1; }
 [ -e /dev/fuse ] || { echo "e2e_fs: /dev/fuse missing" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/inflash-e2e-fs.XXXXXX)
+shm=""
 mounts=()
 cleanup() {
     local rc=$? m
@@ -39,7 +40,7 @@ cleanup() {
             timeout 10 fusermount3 -u "$m" 2>/dev/null || timeout 10 fusermount3 -uz "$m" 2>/dev/null || true
         fi
     done
-    rm -rf "$tmp"
+    rm -rf "$tmp" ${shm:+"$shm"}
     exit $rc
 }
 trap cleanup EXIT
@@ -270,9 +271,13 @@ for model in opt-relu-shakespeare stories260K; do
     for dt in f16 f32; do
         store="$tmp/$model-$dt"
         mnt="$tmp/mnt-$model-$dt"
-        step "$model $dt: pack, mount"
+        # f16 with the defaults; f32 with a tiny cache (eviction, transient
+        # chunks for 1 MiB requests) and read-ahead
+        opts=""
+        [ "$dt" = f32 ] && opts="chunk=4k,cache=64k,readahead=2"
+        step "$model $dt: pack, mount ${opts:+-o $opts}"
         T "$INFLASH_BIN/inflash-pack" "$src" "$store" --dtype "$dt" >/dev/null || fail "inflash-pack $model $dt"
-        do_mount "$store" "$mnt"
+        do_mount "$store" "$mnt" "$opts"
 
         step "$model $dt: sizes, config.json, tokenizer, tensors, neurons (dd)"
         check static "$src" "$mnt" "$dt" || fail "static checks of $model $dt"
@@ -319,6 +324,29 @@ expect_fail "already a mount point" "$MS" "$store" "$mnt"
 [ "$(pgrep -fc "inflashfs .*$mnt( |\$)")" = 1 ] || fail "not exactly one daemon for $mnt"
 check neuron "$src" "$mnt" f16 2 17 || fail "neuron read with chunk=4k"
 do_unmount "$mnt"
+
+step "buffered reads (-o buffered) and a store on tmpfs give the same bytes"
+do_mount "$store" "$mnt" "buffered,chunk=64k"
+check neuron "$src" "$mnt" f16 3 999 || fail "neuron read with -o buffered"
+grep -q '^o_direct 0' <(T cat "$mnt/stats") || fail "stats: o_direct should be 0 with -o buffered"
+do_unmount "$mnt"
+if [ -d /dev/shm ] && [ "$(stat -f -c %T /dev/shm)" = tmpfs ]; then
+    shm=$(mktemp -d /dev/shm/inflash-e2e-fs.XXXXXX)
+    cp -r "$store" "$shm/store"
+    do_mount "$shm/store" "$mnt"
+    check neuron "$src" "$mnt" f16 4 5 || fail "neuron read from a tmpfs store"
+    # tmpfs refuses O_DIRECT before Linux 6.6: then one log line and buffered reads
+    if grep -q "O_DIRECT not supported" "$tmp/.inflashfs-mnt-err.log"; then
+        grep -q '^o_direct 0' <(T cat "$mnt/stats") || fail "stats: o_direct should be 0 after the fallback"
+    else
+        grep -q '^o_direct 1' <(T cat "$mnt/stats") || fail "stats: o_direct 0 without a fallback log line"
+    fi
+    do_unmount "$mnt"
+    rm -rf "$shm"
+    shm=""
+else
+    echo "(no tmpfs at /dev/shm: O_DIRECT fallback not tested)"
+fi
 
 step "a store that does not match its index refuses to mount"
 cp -r "$store" "$tmp/bad"

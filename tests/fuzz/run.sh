@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run.sh: runs every libFuzzer target of tests/fuzz for a bounded time each
-# (default 60 s), starting from the seed corpora in tests/fuzz/corpus/, and
+# (default 60 s), starting from the seed corpora in tests/fuzz/corpus/ (and
+# the dictionary tests/fuzz/<target>.dict where there is one), and
 # prints per target the executions, the time and whether it crashed. New
 # corpus entries and crash inputs go to a scratch directory, never into the
 # repository; the directory is removed unless something crashed (or -k).
@@ -18,6 +19,7 @@ usage: tests/fuzz/run.sh [options] [TARGET...]
   -b, --build DIR   build directory for that (default: <source>/build-fuzz)
   -j, --jobs N      targets run at once (default 1)
   -k, --keep DIR    put the new corpus entries and logs in DIR and keep them
+  -r, --resume DIR  also start from the corpora a previous --keep DIR run left
       --rss MB      -rss_limit_mb (default 2048)
       --timeout S   -timeout: longest run of one input (default 25)
   -h, --help        this text
@@ -26,6 +28,7 @@ Extra libFuzzer flags can be passed in \$INFLASH_FUZZ_ARGS.
 EOF
 }
 
+main() {
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 secs=${INFLASH_FUZZ_TIME:-60}
@@ -33,6 +36,7 @@ bin=${INFLASH_FUZZ_BIN:-}
 build="$top/build-fuzz"
 jobs=1
 keep=""
+resume=""
 rss=2048
 unit_timeout=25
 targets=()
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
         -b|--build) build=${2:-}; shift 2 || true ;;
         -j|--jobs) jobs=${2:-}; shift 2 || true ;;
         -k|--keep) keep=${2:-}; shift 2 || true ;;
+        -r|--resume) resume=${2:-}; shift 2 || true ;;
         --rss) rss=${2:-}; shift 2 || true ;;
         --timeout) unit_timeout=${2:-}; shift 2 || true ;;
         -h|--help) usage; exit 0 ;;
@@ -97,22 +102,33 @@ else
     work=$(mktemp -d "${TMPDIR:-/tmp}/inflash-fuzz.XXXXXX")
 fi
 ulimit -c 0
+# the targets' scratch files (fuzz_store rewrites a store per input): in
+# memory when /dev/shm is there, and removed after each target
+scratch_base="$work"
+[ -d /dev/shm ] && [ -w /dev/shm ] && scratch_base=/dev/shm
 
 # Run one target; writes $work/$t/result: "ok|crash <summary line>".
 run_one() {
-    local t=$1 dir="$work/$1" seeds="$here/corpus/$1" start end rc execs new art status
-    mkdir -p "$dir/corpus" "$dir/tmp"
-    [ -d "$seeds" ] || seeds=""
+    local t=$1 dir="$work/$1" start end rc execs new art status scratch
+    local -a dirs=() dict=()
+    mkdir -p "$dir/corpus"
+    scratch=$(mktemp -d "$scratch_base/inflash-$t.XXXXXX")
+    # new entries go to the first directory, the seeds are only read
+    dirs=("$dir/corpus")
+    [ -d "$here/corpus/$t" ] && dirs+=("$here/corpus/$t")
+    [ -n "$resume" ] && [ -d "$resume/$t/corpus" ] && dirs+=("$resume/$t/corpus")
+    [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
     start=$(date +%s)
     # shellcheck disable=SC2086
-    TMPDIR="$dir/tmp" \
+    TMPDIR="$scratch" \
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         timeout -k 10 $((secs + unit_timeout + 120)) "$bin/$t" \
         -max_total_time="$secs" -rss_limit_mb="$rss" -timeout="$unit_timeout" -print_final_stats=1 \
-        -artifact_prefix="$dir/" ${INFLASH_FUZZ_ARGS:-} "$dir/corpus" $seeds >"$dir/log" 2>&1
+        -artifact_prefix="$dir/" "${dict[@]}" ${INFLASH_FUZZ_ARGS:-} "${dirs[@]}" >"$dir/log" 2>&1
     rc=$?
     end=$(date +%s)
+    rm -rf "$scratch"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -n 1)
     new=$(sed -n 's/^stat::new_units_added: *//p' "$dir/log" | tail -n 1)
     art=$(find "$dir" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' \
@@ -157,3 +173,9 @@ else
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
+}
+
+# bash reads a script as it runs: the whole body is one function, parsed
+# before anything starts, so editing this file during a run is harmless
+main "$@"
+exit
