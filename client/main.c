@@ -449,6 +449,8 @@ static int write_stats(const char *path, const cli_opts *o, const model *m, cons
                 grows += ls.grows;
         }
         const sparse_budget *b = sparse_get_budget(sp);
+        sparse_opts defaults;
+        sparse_opts_init(&defaults, SPARSE_PREDICT);
         int truth = sparse_knows_truth(sp);
         double after = after_n > 0 ? after_bytes / after_n : 0.0;
         fprintf(f,
@@ -459,8 +461,8 @@ static int write_stats(const char *path, const cli_opts *o, const model *m, cons
                 "  \"ffn_fraction_read_per_token_after_warmup\": %.6f,\n"
                 "  \"read_requests_per_token\": %.3f,\n"
                 "  \"neurons_total\": %lld,\n",
-                (long long)o->window, o->readers, CLI_WARMUP, after, after / (double)ffn_total, (double)s.reads / k,
-                (long long)(c->n_layers * c->d_ffn));
+                (long long)o->window, o->readers >= 0 ? o->readers : defaults.readers, CLI_WARMUP, after,
+                after / (double)ffn_total, (double)s.reads / k, (long long)(c->n_layers * c->d_ffn));
         json_ratio(f, "neurons_active_per_token", (double)s.active, k, truth, ",");
         fprintf(f,
                 "  \"neurons_predicted_per_token\": %.3f,\n"
