@@ -30,7 +30,7 @@ store="$work/store-${D_MODEL}x${D_FFN}x${LAYERS}-f16"
 mnt="$work/mnt"
 mkdir -p "$work"
 
-if [ ! -f "$src/model.safetensors" ]; then
+if [ ! -f "$store/ffn.bin" ] && [ ! -f "$src/model.safetensors" ]; then
     echo "writing a synthetic OPT checkpoint to $src"
     mkdir -p "$src"
     cp "$here/../shared/models/opt-relu-shakespeare/vocab.json" "$here/../shared/models/opt-relu-shakespeare/merges.txt" "$src/" 2>/dev/null ||

@@ -31,7 +31,8 @@ struct ifs {
     int           ffn_fd;        /* ffn.bin, O_DIRECT unless direct == 0 */
     int           direct;
     chunk_cache  *cache;
-    fsstat       *fst;
+    fsstat       *fst;           /* read requests, by kind */
+    fsstat       *fst_store;     /* ffn.bin reads (chunk loads): their latency */
     uint64_t      t_mount_ns;
     /* updated atomically */
     atomic_uint_fast64_t dense_reads, dense_bytes;
@@ -105,13 +106,16 @@ int ifs_opts_check(const ifs_opts *o, ierr *err)
 
 static ssize_t ffn_readv(void *ctx, uint64_t off, const struct iovec *iov, int iovcnt)
 {
-    const ifs *m = ctx;
+    ifs *m = ctx;
     ssize_t r;
+    uint64_t t0 = fsstat_now_ns();
     do
         r = preadv(m->ffn_fd, iov, iovcnt, (off_t)off);
     while (r < 0 && errno == EINTR);
+    int e = errno;
+    fsstat_read(m->fst_store, FSSTAT_OTHER, r > 0 ? (uint64_t)r : 0, fsstat_now_ns() - t0, r < 0);
     if (r < 0)
-        return -errno;
+        return -e;
     if (!m->direct)   /* keep the DRAM budget honest without O_DIRECT too */
         posix_fadvise(m->ffn_fd, (off_t)off, r, POSIX_FADV_DONTNEED);
     return r;
@@ -190,9 +194,10 @@ static int render_neurons(const ifs *m, int64_t layer, char **out, size_t *len)
 
 int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
 {
-    fsstat_kind_view all, ffn, ten;
+    fsstat_kind_view all, ffn, ten, dev;
     chunk_stats cs;
     fsstat_view(m->fst, FSSTAT_NKINDS, &all);
+    fsstat_view(m->fst_store, FSSTAT_NKINDS, &dev);
     fsstat_view(m->fst, FSSTAT_FFN, &ffn);
     fsstat_view(m->fst, FSSTAT_TENSOR, &ten);
     chunk_get_stats(m->cache, &cs);
@@ -229,11 +234,16 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
         U("readahead_used", cs.ra_used),
         U("readahead_dropped", cs.ra_dropped),
         U("o_direct", m->direct),
+        R("latency_mean_us", all.mean_us),
         R("latency_p50_us", all.p50_us),
         R("latency_p99_us", all.p99_us),
         R("latency_max_us", all.max_us),
+        R("ffn_latency_mean_us", ffn.mean_us),
         R("ffn_latency_p50_us", ffn.p50_us),
         R("ffn_latency_p99_us", ffn.p99_us),
+        R("store_read_mean_us", dev.mean_us),
+        R("store_read_p50_us", dev.p50_us),
+        R("store_read_p99_us", dev.p99_us),
         R("cpu_user_s", (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6),
         R("cpu_sys_s", (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6),
     };
@@ -308,7 +318,8 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
     m->n_layers = store_hparams(m->st)->n_layers;
     m->xl = calloc((size_t)m->n_layers, sizeof *m->xl);
     m->fst = fsstat_new();
-    if (!m->xl || !m->fst) {
+    m->fst_store = fsstat_new();
+    if (!m->xl || !m->fst || !m->fst_store) {
         rc = ierr_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
@@ -369,6 +380,7 @@ void ifs_close(ifs *m)
     free(m->config);
     free(m->xl);
     fsstat_free(m->fst);
+    fsstat_free(m->fst_store);
     store_close(m->st);
     free(m);
 }

@@ -15,10 +15,25 @@
 #include "store.h"
 #include "tree.h"
 
-/* Default chunk size, from the bandwidth-vs-chunk curve measured on the
- * development machine (see fs/fs.cmake's benchmark and ifs.c for figures). */
+/* Default chunk size, from the bandwidth-vs-chunk curve measured with
+ * bench/read_curve.sh (inflash-bench-read; synthetic OPT, d_model 4096,
+ * f16: 16 KiB bundles, 2 GiB ffn.bin; 2-vCPU VM, virtio-blk; 16000 random
+ * bundles; MB/s through the mount and its share of direct O_DIRECT reads):
+ *   chunk      4k    8k   16k   32k   64k  128k  256k  512k    1m
+ *   1 reader  249   271   270   254   223   179   129    89    41
+ *              88%   90%   90%   84%   77%   63%   46%   31%   16%
+ *   16 readers 908   753   839   754   609   390   219    95    57
+ *              99%   84%   95%   87%   69%   47%   26%   21%    7%
+ * Flat (within the machine's noise) up to the bundle size, then falling as
+ * each miss reads more than it serves (store bytes read double per step
+ * past 16k). 16k is the knee: the largest chunk without read amplification
+ * for OPT-6.7B-class f16 bundles, with a quarter of 4k's cache entries per
+ * bundle. Smaller bundles share chunks, which the cache then serves. */
 #define IFS_DEFAULT_CHUNK      (16u << 10)
 #define IFS_DEFAULT_CACHE      (256u << 20)
+/* Read-ahead off: neuron reads are scattered (the predicted active set), so
+ * the next chunks are rarely wanted and reading them only takes bandwidth;
+ * -o readahead=N helps sequential scans and hot-first reordered layers. */
 #define IFS_DEFAULT_READAHEAD  0u
 #define IFS_DEFAULT_RA_WORKERS 2u
 /* Replies with more pieces than this are copied into one buffer

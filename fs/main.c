@@ -356,14 +356,13 @@ typedef struct {
 
 enum { KEY_HELP, KEY_VERSION };
 
-#define OPT(t, p) { t, offsetof(cmdline, p), 1 }
 static const struct fuse_opt cmdline_spec[] = {
     { "chunk=%s", offsetof(cmdline, chunk), 0 },
     { "cache=%s", offsetof(cmdline, cache), 0 },
     { "readahead=%u", offsetof(cmdline, readahead), 0 },
     { "threads=%u", offsetof(cmdline, threads), 0 },
     { "ra_workers=%u", offsetof(cmdline, ra_workers), 0 },
-    OPT("buffered", buffered),
+    { "buffered", offsetof(cmdline, buffered), 1 },
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_END

@@ -10,7 +10,7 @@
 #include <time.h>
 
 typedef struct {
-    atomic_uint_fast64_t requests, bytes, errors, max_request, max_ns;
+    atomic_uint_fast64_t requests, bytes, errors, max_request, max_ns, sum_ns;
     atomic_uint_fast64_t hist[FSSTAT_BUCKETS];   /* latency in ns */
 } kind_stats;
 
@@ -71,6 +71,7 @@ void fsstat_read(fsstat *s, fsstat_kind k, uint64_t bytes, uint64_t ns, int fail
         atomic_fetch_add_explicit(&ks->errors, 1, memory_order_relaxed);
     atomic_max(&ks->max_request, bytes);
     atomic_max(&ks->max_ns, ns);
+    atomic_fetch_add_explicit(&ks->sum_ns, ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&ks->hist[fsstat_bucket(ns)], 1, memory_order_relaxed);
 }
 
@@ -94,7 +95,7 @@ static double quantile(const uint64_t *hist, uint64_t total, double q)
 void fsstat_view(const fsstat *s, fsstat_kind k, fsstat_kind_view *out)
 {
     uint64_t hist[FSSTAT_BUCKETS] = { 0 };
-    uint64_t total = 0, max_ns = 0;
+    uint64_t total = 0, max_ns = 0, sum_ns = 0;
     memset(out, 0, sizeof *out);
     for (unsigned i = 0; i < FSSTAT_NKINDS; i++) {
         if (k != FSSTAT_NKINDS && i != (unsigned)k)
@@ -107,6 +108,7 @@ void fsstat_view(const fsstat *s, fsstat_kind k, fsstat_kind_view *out)
         uint64_t mr = atomic_load_explicit(&ks->max_request, memory_order_relaxed);
         if (mr > out->max_request)
             out->max_request = mr;
+        sum_ns += atomic_load_explicit(&ks->sum_ns, memory_order_relaxed);
         uint64_t mn = atomic_load_explicit(&ks->max_ns, memory_order_relaxed);
         if (mn > max_ns)
             max_ns = mn;
@@ -119,6 +121,7 @@ void fsstat_view(const fsstat *s, fsstat_kind k, fsstat_kind_view *out)
     out->p50_us = quantile(hist, total, 0.50) / 1e3;
     out->p99_us = quantile(hist, total, 0.99) / 1e3;
     out->max_us = (double)max_ns / 1e3;
+    out->mean_us = out->requests ? (double)sum_ns / (double)out->requests / 1e3 : 0;
 }
 
 int fsstat_format(const fsstat_kv *kv, size_t n, int json, char **out, size_t *len)

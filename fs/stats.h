@@ -29,7 +29,7 @@ typedef struct {
     uint64_t bytes;
     uint64_t errors;
     uint64_t max_request;         /* largest reply in bytes */
-    double   p50_us, p99_us, max_us;
+    double   mean_us, p50_us, p99_us, max_us;
 } fsstat_kind_view;
 
 /* A consistent-enough snapshot of one kind (or all kinds if k == FSSTAT_NKINDS). */

@@ -54,6 +54,7 @@ static void test_percentiles(void **state)
     assert_true(v.p50_us > 90 && v.p50_us < 110);
     assert_true(v.p99_us > 9000 && v.p99_us < 11000);
     assert_true(v.max_us > 9999 && v.max_us < 10001);
+    assert_true(v.mean_us > (98 * 100 + 2 * 10000) / 100.0 - 0.01 && v.mean_us < (98 * 100 + 2 * 10000) / 100.0 + 0.01);
     fsstat_view(s, FSSTAT_FFN, &v);
     assert_int_equal(v.requests, 99);
     assert_int_equal(v.errors, 0);

@@ -427,10 +427,10 @@ int main(int argc, char **argv)
     printf("store %s: ffn.bin %.2f GiB, %" PRId64 " layers x %" PRId64 " neurons, bundle %" PRId64
            " bytes; %" PRId64 " random bundles per run\n",
            c.store_dir, (double)store_ffn_bytes(st) / (1 << 30), hp->n_layers, hp->d_ffn, B, c.n);
-    printf("%-6s %3s | %8s %9s %7s | %8s %9s %7s | %6s | %6s %8s\n", "chunk", "thr", "direct", "direct",
-           "direct", "mount", "mount", "mount", "mount/", "cache", "store");
-    printf("%-6s %3s | %8s %9s %7s | %8s %9s %7s | %6s | %6s %8s\n", "", "", "MB/s", "us/bundle", "cpu us",
-           "MB/s", "us/bundle", "cpu us", "direct", "hit %", "MB read");
+    printf("%-6s %3s | %8s %9s %7s | %8s %9s %7s | %6s | %7s %7s | %6s %8s\n", "chunk", "thr", "direct", "direct",
+           "direct", "mount", "mount", "mount", "mount/", "daemon", "store", "cache", "store");
+    printf("%-6s %3s | %8s %9s %7s | %8s %9s %7s | %6s | %7s %7s | %6s %8s\n", "", "", "MB/s", "us/bundle", "cpu us",
+           "MB/s", "us/bundle", "cpu us", "direct", "us/req", "us/read", "hit %", "MB read");
     fflush(stdout);
 
     size_t n_cfg = c.n_chunks ? c.n_chunks : 1;
@@ -501,9 +501,13 @@ int main(int argc, char **argv)
                 snprintf(label, sizeof label, "%" PRIu64 "k", c.chunks[ci] >> 10);
             else
                 snprintf(label, sizeof label, "%.0fk", mount_stat(c.mnt, "chunk_bytes") / 1024);
-            printf("%-6s %3u | %8.1f %9.1f %7.1f | %8.1f %9.1f %7.1f | %5.0f%% | %5.1f%% %8.1f\n", label,
-                   c.threads[ti], res[0][0], res[0][1], res[0][2], res[1][0], res[1][1], res[1][2],
-                   100 * res[1][0] / res[0][0], hits + miss > 0 ? 100 * hits / (hits + miss) : 0.0, rb / 1e6);
+            /* inside the daemon: mean time per read request and per store read
+             * (since the mount: exact for a remounted configuration) */
+            printf("%-6s %3u | %8.1f %9.1f %7.1f | %8.1f %9.1f %7.1f | %5.0f%% | %7.1f %7.1f | %5.1f%% %8.1f\n",
+                   label, c.threads[ti], res[0][0], res[0][1], res[0][2], res[1][0], res[1][1], res[1][2],
+                   100 * res[1][0] / res[0][0], mount_stat(c.mnt, "ffn_latency_mean_us"),
+                   mount_stat(c.mnt, "store_read_mean_us"), hits + miss > 0 ? 100 * hits / (hits + miss) : 0.0,
+                   rb / 1e6);
             fflush(stdout);
         }
     }

@@ -1,0 +1,393 @@
+/* test_fs_ifs.c: the daemon's read path without FUSE (fs/ifs.c) on a tiny
+ * store this test writes (OPT, d_model 8, 2 layers of 2048 neurons, f32),
+ * with layer 1's slots reversed as a calibration reorder would: the tree
+ * and its sizes, neuron-file reads of arbitrary ranges against
+ * store_read_bundle (both the piece list and the copy path for very
+ * scattered reads), tensors, neurons.tsv, stats, EOF, EIO after the store
+ * shrinks (the daemon keeps serving), O_DIRECT and buffered, options. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ifs.h"
+#include "store.h"
+
+#define D 8
+#define L 2
+#define F 2048
+#define V 10
+#define B ((int64_t)2 * D * 4)
+
+static char g_dir[] = "/tmp/test_fs_ifs.XXXXXX";
+static char g_store[300];
+
+static const char hf_config[] =
+    "{\"model_type\": \"opt\", \"hidden_size\": 8, \"ffn_dim\": 2048, \"num_hidden_layers\": 2, "
+    "\"num_attention_heads\": 2, \"vocab_size\": 10, \"max_position_embeddings\": 32, "
+    "\"activation_function\": \"relu\", \"bos_token_id\": 1, \"eos_token_id\": 2}";
+static const char vocab[] = "{\"a\": 0}";
+
+static void bundle_of(int layer, int j, unsigned char *out)
+{
+    float v[2 * D];
+    for (int k = 0; k < 2 * D; k++)
+        v[k] = (float)(layer * 10000 + j) + (float)k / 64;
+    fmt_from_f32(FMT_F32, v, out, 2 * D);
+}
+
+static void write_store(const char *dir)
+{
+    storew *w;
+    ierr err = { "" };
+    hp_config hp = {
+        .family = HP_OPT, .d_model = D, .n_layers = L, .n_heads = 2, .n_kv_heads = 2, .d_ffn = F,
+        .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = HP_RELU,
+        .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
+    };
+    if (storew_new(dir, 0, &w, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(storew_set_hparams(w, &hp, FMT_F32, &err), 0);
+    assert_int_equal(storew_set_meta(w, "hf_config", hf_config, &err), 0);
+    assert_int_equal(storew_set_meta(w, "tokenizer", "gpt2-bpe", &err), 0);
+    assert_int_equal(storew_set_meta(w, "source_dtype", "F32", &err), 0);
+    for (int i = 0; i < V; i++) {
+        char piece[2] = { (char)('a' + i), 0 };
+        assert_int_equal(storew_add_token(w, i, piece, 1, 0, 0, &err), 0);
+    }
+    assert_int_equal(storew_add_tokfile(w, "vocab.json", vocab, sizeof vocab - 1, &err), 0);
+    assert_int_equal(storew_add_tokfile(w, "merges.txt", "#version: 0.2\n", 14, &err), 0);
+    float emb[V * D];
+    for (int i = 0; i < V * D; i++)
+        emb[i] = (float)i / 8;
+    int64_t s_emb[2] = { V, D };
+    assert_int_equal(storew_add_tensor(w, "model.decoder.embed_tokens.weight", FMT_F32, 2, s_emb, emb,
+                                       sizeof emb, &err), 0);
+    unsigned char b[B];
+    for (int l = 0; l < L; l++) {
+        assert_int_equal(storew_begin_layer(w, l, F, &err), 0);
+        for (int j = 0; j < F; j++) {
+            bundle_of(l, j, b);
+            assert_int_equal(storew_add_bundle(w, b, &err), 0);
+        }
+    }
+    if (storew_commit(w, &err))
+        fail_msg("%s", err.msg);
+    storew_free(w);
+}
+
+static void sql(const char *dir, const char *stmt)
+{
+    char path[400];
+    sqlite3 *db;
+    snprintf(path, sizeof path, "%s/index.sqlite", dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, stmt, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("sql: %s", msg);
+    sqlite3_close(db);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!mkdtemp(g_dir))
+        return -1;
+    snprintf(g_store, sizeof g_store, "%s/store", g_dir);
+    write_store(g_store);
+    /* reverse layer 1's slots; frequencies for layer 1 */
+    char stmt[512];
+    snprintf(stmt, sizeof stmt,
+             "UPDATE neurons SET slot = %d - slot, offset = (SELECT offset FROM layers WHERE layer = 1)"
+             " + (%d - slot) * %lld WHERE layer = 1;"
+             "UPDATE neurons SET freq = id / 2048.0 WHERE layer = 1;", F - 1, F - 1, (long long)B);
+    sql(g_store, stmt);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static ifs *open_ifs(const char *dir, uint64_t chunk, uint64_t cache, int buffered)
+{
+    ifs_opts o;
+    ifs_opts_default(&o);
+    o.chunk_bytes = chunk;
+    o.cache_bytes = cache;
+    o.buffered = buffered;
+    ifs *m = NULL;
+    ierr err = { "" };
+    if (ifs_open(dir, &o, &m, &err))
+        fail_msg("ifs_open: %s", err.msg);
+    return m;
+}
+
+/* Read [off, off+len) of a path through ifs into a flat buffer; returns rc. */
+static int read_path(ifs *m, const char *path, uint64_t off, uint64_t len, unsigned char *out, uint64_t *got,
+                     ierr *err)
+{
+    const tree_node *n;
+    assert_int_equal(tree_resolve(ifs_tree(m), path, &n), 0);
+    ifs_file *f;
+    assert_int_equal(ifs_file_open(m, n, &f, err), 0);
+    ifs_reply r;
+    int rc = ifs_read(m, f, off, len, &r, err);
+    *got = 0;
+    if (rc == 0) {
+        for (size_t i = 0; i < r.n; i++) {
+            memcpy(out + *got, r.iov[i].iov_base, r.iov[i].iov_len);
+            *got += r.iov[i].iov_len;
+        }
+        assert_int_equal(*got, r.bytes);
+        assert_true(r.n <= IFS_MAX_IOV);
+        ifs_reply_free(m, &r);
+    }
+    ifs_file_close(f);   /* after the reply: the file outlives it either way */
+    return rc;
+}
+
+/* The neuron file of a layer as the store reads it, neuron by neuron. */
+static unsigned char *expected_layer(ifs *m, int layer)
+{
+    unsigned char *want = malloc((size_t)(F * B));
+    ierr err;
+    for (int j = 0; j < F; j++)
+        assert_int_equal(store_read_bundle(ifs_store(m), layer, j, want + j * B, &err), 0);
+    return want;
+}
+
+static void check_ranges(ifs *m)
+{
+    unsigned char *buf = malloc((size_t)(F * B) + 64);
+    uint64_t x = 99, got;
+    ierr err;
+    for (int l = 0; l < L; l++) {
+        unsigned char *want = expected_layer(m, l);
+        char path[32];
+        snprintf(path, sizeof path, "layers/%02d/ffn", l);
+        /* the whole file: layer 1 is 2048 scattered pieces (copy path) */
+        assert_int_equal(read_path(m, path, 0, (uint64_t)(F * B), buf, &got, &err), 0);
+        assert_int_equal(got, F * B);
+        assert_memory_equal(buf, want, (size_t)(F * B));
+        for (int it = 0; it < 300; it++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            uint64_t off = (x >> 20) % (uint64_t)(F * B + 100), len = 1 + (x >> 40) % 20000;
+            int rc = read_path(m, path, off, len, buf, &got, &err);
+            assert_int_equal(rc, 0);
+            uint64_t w = off >= (uint64_t)(F * B) ? 0 : (len < F * B - off ? len : F * B - off);
+            assert_int_equal(got, w);
+            if (w)
+                assert_memory_equal(buf, want + off, (size_t)w);
+        }
+        free(want);
+    }
+    free(buf);
+}
+
+static void test_tree_and_sizes(void **state)
+{
+    (void)state;
+    ifs *m = open_ifs(g_store, 4096, 64 * 1024, 0);
+    const tree *t = ifs_tree(m);
+    const tree_node *n;
+    static const char *files[] = { "config.json", "vocab.json", "merges.txt", "stats", "stats.json",
+                                   "tensors/model.decoder.embed_tokens.weight", "layers/00/ffn",
+                                   "layers/01/ffn", "layers/00/neurons.tsv", "layers/01/neurons.tsv" };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (tree_resolve(t, files[i], &n))
+            fail_msg("%s missing", files[i]);
+    assert_int_equal(tree_resolve(t, "layers/02", &n), -ENOENT);
+    assert_int_equal(tree_resolve(t, "tensors/model.decoder.layers.0.fc1.weight", &n), -ENOENT);
+    uint64_t size;
+    assert_int_equal(tree_resolve(t, "layers/01/ffn", &n), 0);
+    assert_int_equal(ifs_size(m, n, &size), 0);
+    assert_int_equal(size, F * B);
+    assert_int_equal(tree_resolve(t, "tensors/model.decoder.embed_tokens.weight", &n), 0);
+    assert_int_equal(n->size, V * D * 4);
+    assert_int_equal(tree_resolve(t, "vocab.json", &n), 0);
+    assert_int_equal(n->size, sizeof vocab - 1);
+
+    /* config.json: the source keys plus the store's */
+    unsigned char buf[8192];
+    uint64_t got;
+    ierr err;
+    assert_int_equal(read_path(m, "config.json", 0, sizeof buf - 1, buf, &got, &err), 0);
+    buf[got] = 0;
+    assert_non_null(strstr((char *)buf, "\"ffn_dim\": 2048"));
+    assert_non_null(strstr((char *)buf, "\"inflash_bundle_bytes\": 64"));
+    assert_int_equal(tree_resolve(t, "config.json", &n), 0);
+    assert_int_equal(n->size, got);
+
+    /* neurons.tsv: id, slot, freq; its size is exact */
+    assert_int_equal(read_path(m, "layers/01/neurons.tsv", 0, sizeof buf - 1, buf, &got, &err), 0);
+    buf[got] = 0;
+    assert_memory_equal(buf, "0\t2047\t0\n1\t2046\t0.000488281\n", 27);
+    assert_int_equal(read_path(m, "layers/00/neurons.tsv", 0, 8, buf, &got, &err), 0);
+    assert_memory_equal(buf, "0\t0\t-\n1\t", 8);
+    assert_int_equal(tree_resolve(t, "layers/00/neurons.tsv", &n), 0);
+    assert_int_equal(read_path(m, "layers/00/neurons.tsv", n->size - 10, 100, buf, &got, &err), 0);
+    assert_int_equal(got, 10);
+    assert_memory_equal(buf, "47\t2047\t-\n", 10);
+    ifs_close(m);
+}
+
+static void test_ffn_reads(void **state)
+{
+    (void)state;
+    /* O_DIRECT, small chunks and a cache that must evict */
+    ifs *m = open_ifs(g_store, 4096, 16 * 4096, 0);
+    assert_int_equal(ifs_direct(m), 1);
+    check_ranges(m);
+    ifs_close(m);
+    /* buffered, big chunks */
+    m = open_ifs(g_store, 64 * 1024, 1 << 20, 1);
+    assert_int_equal(ifs_direct(m), 0);
+    check_ranges(m);
+    ifs_close(m);
+}
+
+static void test_tensor_and_eof(void **state)
+{
+    (void)state;
+    ifs *m = open_ifs(g_store, 8192, 1 << 20, 0);
+    float emb[V * D];
+    uint64_t got;
+    ierr err;
+    assert_int_equal(read_path(m, "tensors/model.decoder.embed_tokens.weight", 0, 1 << 20,
+                               (unsigned char *)emb, &got, &err), 0);
+    assert_int_equal(got, sizeof emb);
+    for (int i = 0; i < V * D; i++)
+        assert_true(emb[i] == (float)i / 8);
+    assert_int_equal(read_path(m, "tensors/model.decoder.embed_tokens.weight", 8, 4, (unsigned char *)emb,
+                               &got, &err), 0);
+    assert_true(emb[0] == 2.0f / 8);
+    unsigned char buf[64];
+    assert_int_equal(read_path(m, "layers/00/ffn", (uint64_t)(F * B), 64, buf, &got, &err), 0);
+    assert_int_equal(got, 0);
+    assert_int_equal(read_path(m, "layers/00/ffn", 1ull << 40, 64, buf, &got, &err), 0);
+    assert_int_equal(got, 0);
+    assert_int_equal(read_path(m, "vocab.json", 100, 64, buf, &got, &err), 0);
+    assert_int_equal(got, 0);
+
+    assert_int_equal(read_path(m, "layers/00/ffn", 0, 64, buf, &got, &err), 0);
+    assert_int_equal(got, 64);
+    /* stats: a snapshot per open, text and JSON */
+    char *text;
+    size_t len;
+    assert_int_equal(ifs_render_stats(m, 0, &text, &len), 0);
+    assert_non_null(strstr(text, "\nstore_reads "));
+    assert_non_null(strstr(text, "\ncache_misses "));
+    assert_non_null(strstr(text, "\nlatency_p99_us "));
+    assert_non_null(strstr(text, "\nstore_read_mean_us "));
+    assert_null(strstr(text, "\nffn_store_reads 0\n"));
+    assert_non_null(strstr(text, "\no_direct 1\n"));
+    free(text);
+    assert_int_equal(ifs_render_stats(m, 1, &text, &len), 0);
+    assert_int_equal(text[0], '{');
+    assert_non_null(strstr(text, "\"chunk_bytes\": 8192"));
+    free(text);
+    const tree_node *n;
+    assert_int_equal(tree_resolve(ifs_tree(m), "stats", &n), 0);
+    uint64_t size;
+    assert_int_equal(ifs_size(m, n, &size), 0);
+    assert_true(size > 100);
+    ifs_close(m);
+}
+
+/* ffn.bin shrinks under the daemon: reads of what is gone fail with EIO and
+ * an error naming ffn.bin; what is left is still served. */
+static void test_eio(void **state)
+{
+    (void)state;
+    char copy[400], cmd[900];
+    snprintf(copy, sizeof copy, "%s/short", g_dir);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", g_store, copy);
+    assert_int_equal(system(cmd), 0);
+    ifs *m = open_ifs(copy, 4096, 1 << 20, 0);
+    char ffn[500];
+    snprintf(ffn, sizeof ffn, "%s/ffn.bin", copy);
+    assert_int_equal(truncate(ffn, 4096 + F * B), 0);     /* layer 1 gone */
+    unsigned char buf[4096];
+    uint64_t got;
+    ierr err = { "" };
+    assert_int_equal(read_path(m, "layers/01/ffn", 0, 64, buf, &got, &err), -EIO);
+    assert_non_null(strstr(err.msg, "ffn.bin"));
+    assert_int_equal(read_path(m, "layers/00/ffn", 5 * B, B, buf, &got, &err), 0);
+    unsigned char want[B];
+    bundle_of(0, 5, want);
+    assert_memory_equal(buf, want, B);
+    char *text;
+    size_t len;
+    assert_int_equal(ifs_render_stats(m, 0, &text, &len), 0);
+    assert_null(strstr(text, "\nstore_read_errors 0\n"));
+    free(text);
+    ifs_close(m);
+}
+
+static void test_options(void **state)
+{
+    (void)state;
+    uint64_t v;
+    assert_int_equal(ifs_parse_size("65536", &v), 0);
+    assert_int_equal(v, 65536);
+    assert_int_equal(ifs_parse_size("64k", &v), 0);
+    assert_int_equal(v, 65536);
+    assert_int_equal(ifs_parse_size("4M", &v), 0);
+    assert_int_equal(v, 4 << 20);
+    assert_int_equal(ifs_parse_size("1g", &v), 0);
+    assert_int_equal(v, 1ull << 30);
+    assert_int_equal(ifs_parse_size("256mb", &v), 0);
+    assert_int_equal(v, 256ull << 20);
+    assert_int_equal(ifs_parse_size("", &v), -EINVAL);
+    assert_int_equal(ifs_parse_size("k", &v), -EINVAL);
+    assert_int_equal(ifs_parse_size("12q", &v), -EINVAL);
+    assert_int_equal(ifs_parse_size("-4k", &v), -EINVAL);
+    assert_int_equal(ifs_parse_size("99999999999999999999", &v), -EINVAL);
+    assert_int_equal(ifs_parse_size("17179869184g", &v), -EINVAL);
+    ifs_opts o;
+    ierr err;
+    ifs_opts_default(&o);
+    assert_int_equal(ifs_opts_check(&o, &err), 0);
+    o.chunk_bytes = 3000;
+    assert_int_equal(ifs_opts_check(&o, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "chunk="));
+    o.chunk_bytes = 8u << 20;
+    assert_int_equal(ifs_opts_check(&o, &err), -EINVAL);
+    o.chunk_bytes = 1u << 20;
+    o.cache_bytes = 2u << 20;
+    assert_int_equal(ifs_opts_check(&o, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "cache="));
+    ifs_opts_default(&o);
+    o.readahead = 100000;
+    assert_int_equal(ifs_opts_check(&o, &err), -EINVAL);
+    /* a directory that is no store */
+    ifs *m;
+    ifs_opts_default(&o);
+    assert_true(ifs_open(g_dir, &o, &m, &err) < 0);
+    assert_non_null(strstr(err.msg, g_dir));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tree_and_sizes),
+        cmocka_unit_test(test_ffn_reads),
+        cmocka_unit_test(test_tensor_and_eof),
+        cmocka_unit_test(test_eio),
+        cmocka_unit_test(test_options),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
