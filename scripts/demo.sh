@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh: the main job on the embedded demo model. Installs dependencies,
-# builds, packs models/opt-relu-shakespeare into a store, mounts it with
-# inflashfs, generates text through the mount, and unmounts.
+# builds, packs models/opt-relu-shakespeare into a store, calibrates its
+# activation predictors on the model's training text, mounts it with
+# inflashfs, generates text through the mount (dense, then sparse from the
+# predictor with a sliding window), and unmounts.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -13,14 +15,30 @@ store=build/demo-store
 mnt=build/demo-mnt
 echo "== pack models/opt-relu-shakespeare -> $store"
 "$bin/inflash-pack" models/opt-relu-shakespeare "$store" --dtype f16 --force
+echo "== calibrate predictors on the training text (hot neurons first)"
+"$bin/inflash-calibrate" "$store" --text models/opt-relu-shakespeare/train.txt --tokens 20000 --reorder
 echo "== mount $store on $mnt"
 export INFLASH_BIN="$top/$bin"
 ./mount.sh "$store" "$mnt"
 trap './mount.sh -u "$mnt" >/dev/null 2>&1 || true' EXIT
 ls -l "$mnt" "$mnt/layers/00"
-echo "== generate through the mount"
-"$bin/inflash" "$mnt" -p "ROMEO:" -n 96 -t 0.8 --top-p 0.95 --seed 42
+echo "== generate through the mount: dense (the whole FFN read per token)"
+"$bin/inflash" "$mnt" -p "ROMEO:" -n 64 -t 0 --stats build/demo-dense.json
 echo
+echo "== generate through the mount: predict mode, window 4, 16 MiB DRAM budget"
+"$bin/inflash" "$mnt" -p "ROMEO:" -n 64 -t 0 --mode predict --window 4 --dram-budget 16 \
+    --stats build/demo-predict.json
+echo
+python3 - build/demo-dense.json build/demo-predict.json <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    s = json.load(open(path))
+    s = s.get("summary", s)
+    print("%-8s %6.2f ms/token, FFN bytes read per token %9.0f (%.2f%% of the FFN)" % (
+        s["mode"], s["ms_per_token"], s["ffn_bytes_read_per_token"],
+        100.0 * s["ffn_bytes_read_per_token"] / s["ffn_bytes_total"]))
+PY
+cat "$mnt/stats"
 echo "== unmount"
 ./mount.sh -u "$mnt"
 trap - EXIT
