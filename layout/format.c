@@ -141,6 +141,7 @@ float fmt_bf16_to_f32(uint16_t h)
  * at run time; AArch64 always), else the exact scalar conversion. All paths
  * give identical results (f16 -> f32 is exact). */
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 __attribute__((target("avx,f16c")))
 static size_t f16_to_f32_f16c(const unsigned char *p, float *dst, size_t n)
@@ -154,10 +155,14 @@ static size_t f16_to_f32_f16c(const unsigned char *p, float *dst, size_t n)
 }
 static size_t f16_to_f32_hw(const unsigned char *p, float *dst, size_t n)
 {
-    static int have = -1;           /* racy but idempotent: every thread
-                                       computes the same value */
-    if (have < 0)
-        have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    static int have_cache = -1;     /* -1 unknown; every thread computes the
+                                       same value, stored atomically */
+    int have = __atomic_load_n(&have_cache, __ATOMIC_RELAXED);
+    if (have < 0) {                 /* clang 14 knows no "f16c" feature name: ask CPUID */
+        unsigned a, b, c, d;
+        have = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+        __atomic_store_n(&have_cache, have, __ATOMIC_RELAXED);
+    }
     return have ? f16_to_f32_f16c(p, dst, n) : 0;
 }
 #elif defined(__aarch64__) && defined(__GNUC__)

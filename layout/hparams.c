@@ -240,7 +240,7 @@ static int parse_llama(const cfg *c, hp_config *hp)
     if ((rc = hp_validate(hp, c->what, c->err)) ||
         (rc = get_int(c, "head_dim", 0, hp->d_model / hp->n_heads, &head_dim)))
         return rc;
-    if (head_dim * hp->n_heads != hp->d_model)
+    if (head_dim < 1 || head_dim > hp->d_model || head_dim * hp->n_heads != hp->d_model)
         return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"head_dim\": %lld * %lld heads != hidden_size %lld",
                         c->what, (long long)head_dim, (long long)hp->n_heads, (long long)hp->d_model);
     return 0;

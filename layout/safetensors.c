@@ -100,7 +100,7 @@ static int parse_entry(json_t *e, st_tensor *t, uint64_t data_start, uint64_t da
     if (!json_is_array(shape) || json_array_size(shape) > ST_MAX_DIMS)
         return ierr_set(err, -EINVAL, "%s: tensor \"%s\": shape must be an array of at most %d dims", what, name,
                         ST_MAX_DIMS);
-    uint64_t numel = 1;
+    int64_t numel = 1;            /* every partial product fits, as st_numel needs */
     int overflow = 0;
     t->ndim = (int)json_array_size(shape);
     for (int i = 0; i < t->ndim; i++) {
@@ -109,10 +109,10 @@ static int parse_entry(json_t *e, st_tensor *t, uint64_t data_start, uint64_t da
             return ierr_set(err, -EINVAL, "%s: tensor \"%s\": shape dims must be non-negative integers", what,
                             name);
         t->shape[i] = json_integer_value(d);
-        overflow |= __builtin_mul_overflow(numel, (uint64_t)t->shape[i], &numel);
+        overflow |= __builtin_mul_overflow(numel, t->shape[i], &numel);
     }
     uint64_t want;
-    overflow |= __builtin_mul_overflow(numel, (uint64_t)fmt_dtype_size(t->dtype), &want);
+    overflow |= __builtin_mul_overflow((uint64_t)numel, (uint64_t)fmt_dtype_size(t->dtype), &want);
     if (!json_is_array(offs) || json_array_size(offs) != 2 || !json_is_integer(json_array_get(offs, 0)) ||
         !json_is_integer(json_array_get(offs, 1)))
         return ierr_set(err, -EINVAL, "%s: tensor \"%s\": data_offsets must be [begin, end]", what, name);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # test.sh: the whole test suite. Installs dependencies, builds with
 # AddressSanitizer + UndefinedBehaviorSanitizer and -Werror into build-test/,
-# runs every cmocka program and end-to-end script through ctest, and ends
-# with one line "N passed, N failed".
+# runs every cmocka program and end-to-end script through ctest, then every
+# fuzz target for INFLASH_FUZZ_TIME seconds (default 60; 0 skips them) in a
+# clang build in build-fuzz/ (tests/fuzz/run.sh), and ends with one line
+# "N passed, N failed".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -29,5 +31,22 @@ if [ -z "$summary" ]; then
 fi
 failed=$(echo "$summary" | sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/')
 total=$(echo "$summary" | sed -E 's/.* failed out of ([0-9]+).*/\1/')
+# The fuzz targets: each one counts as one test.
+if [ "${INFLASH_FUZZ_TIME:-60}" != 0 ]; then
+    flog=$(mktemp)
+    bash tests/fuzz/run.sh -b "${INFLASH_FUZZ_BUILD:-build-fuzz}" -t "${INFLASH_FUZZ_TIME:-60}" -j "$(nproc)" 2>&1 |
+        tee "$flog"
+    frc=${PIPESTATUS[0]}
+    fsum=$(tail -n 1 "$flog")
+    rm -f "$flog"
+    if [[ "$fsum" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        total=$((total + BASH_REMATCH[1] + BASH_REMATCH[2]))
+        failed=$((failed + BASH_REMATCH[2]))
+    else
+        total=$((total + 1))
+        failed=$((failed + 1))
+    fi
+    [ "$frc" -eq 0 ] || rc=1
+fi
 echo "$((total - failed)) passed, $failed failed"
 [ "$rc" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -9,8 +9,10 @@
 #include "fz_util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static tok *g_tok[2];             /* 0: GPT-2 (OPT), 1: tokenizer.json (Llama) */
 
@@ -20,6 +22,13 @@ static tok *load(const char *a, const char *b)
     size_t la, lb = 0;
     tok *t = NULL;
     ierr err;
+    const char *paths[2] = { pa, pb };
+    for (int i = 0; i < 2 && paths[i]; i++)
+        if (access(paths[i], R_OK) != 0) {
+            fprintf(stderr, "fuzz_prompt: %s: %s (set INFLASH_SHARED to the shared/ folder)\n", paths[i],
+                    strerror(errno));
+            abort();
+        }
     da = fz_read_file(pa, &la);
     if (pb)
         db = fz_read_file(pb, &lb);

@@ -1,10 +1,13 @@
 /* fuzz_safetensors.c: libFuzzer target for the safetensors reader
- * (layout/safetensors.h). Every input is parsed as a header (the JSON after
- * the 8-byte length) by st_parse_header, twice into one set as two shards.
- * An input that starts with a plausible 8-byte header length is also a
- * whole .safetensors file, opened with st_open_file and every tensor read;
- * one that mentions "weight_map" is also a model.safetensors.index.json,
- * opened with st_open_dir beside two fixed valid shards. */
+ * (layout/safetensors.h). Every input is
+ *   1. a header (the JSON after the 8-byte length), parsed by
+ *      st_parse_header twice into one set, as two shards;
+ *   2. a whole .safetensors file (written to a memfd), opened with
+ *      st_open_file, every tensor read;
+ *   3. when it mentions "weight_map", a model.safetensors.index.json, opened
+ *      with st_open_dir beside fixed shards: a.safetensors, b.safetensors and
+ *      empty.safetensors (valid), short.safetensors (3 bytes) and
+ *      dir.safetensors (a directory). */
 #include "fz_util.h"
 #include "safetensors.h"
 
@@ -12,13 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int   g_memfd = -1;        /* the whole-file input */
 static char  g_memfd_path[64];
-static char *g_dir;               /* index.json + shards a/b.safetensors */
+static char *g_dir;               /* the index and the fixed shards */
 static char *g_index_path;
-static char *g_empty_path;           /* a valid file with no tensors */
+static char *g_empty_path;        /* a valid file with no tensors */
 
 /* Write a small valid .safetensors file: header JSON padded, then data. */
 static void write_shard(const char *dir, const char *name, const char *header, size_t data_bytes)
@@ -57,6 +61,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                 "\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
                 "\"e\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[16,16]}}", 16);
     write_shard(g_dir, "empty.safetensors", "{}", 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/short.safetensors", g_dir);
+    fz_write_file(path, "\x10\0\0", 3);
+    snprintf(path, sizeof path, "%s/dir.safetensors", g_dir);
+    if (mkdir(path, 0755) != 0)
+        abort();
     if (asprintf(&g_empty_path, "%s/empty.safetensors", g_dir) < 0)
         abort();
     if (asprintf(&g_index_path, "%s/model.safetensors.index.json", g_dir) < 0)
@@ -131,20 +141,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     st_close(set);
 
-    /* 2. a whole file */
-    if (size >= 8) {
-        uint64_t hl = 0;
-        for (int i = 0; i < 8; i++)
-            hl |= (uint64_t)data[i] << (8 * i);
-        if (hl <= size - 8) {
-            if (ftruncate(g_memfd, 0) || pwrite(g_memfd, data, size, 0) != (ssize_t)size)
-                abort();
-            if (st_open_file(g_memfd_path, &set, &err) == 0) {
-                check_set(set);
-                read_all(set);
-                st_close(set);
-            }
-        }
+    /* 2. a whole file (most inputs fail on their first 8 bytes: cheap) */
+    if (ftruncate(g_memfd, 0) || pwrite(g_memfd, data, size, 0) != (ssize_t)size)
+        abort();
+    if (st_open_file(g_memfd_path, &set, &err) == 0) {
+        check_set(set);
+        read_all(set);
+        st_close(set);
     }
 
     /* 3. a sharded set's index */

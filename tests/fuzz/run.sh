@@ -119,14 +119,17 @@ run_one() {
     [ -n "$resume" ] && [ -d "$resume/$t/corpus" ] && dirs+=("$resume/$t/corpus")
     [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
     start=$(date +%s)
-    # shellcheck disable=SC2086
-    TMPDIR="$scratch" \
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
-    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-        timeout -k 10 $((secs + unit_timeout + 120)) "$bin/$t" \
-        -max_total_time="$secs" -rss_limit_mb="$rss" -timeout="$unit_timeout" -print_final_stats=1 \
-        -artifact_prefix="$dir/" "${dict[@]}" ${INFLASH_FUZZ_ARGS:-} "${dirs[@]}" >"$dir/log" 2>&1
-    rc=$?
+    # in a subshell whose stderr is the log: bash's "Aborted" notice goes there
+    (
+        TMPDIR="$scratch" \
+        ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+            timeout -k 10 $((secs + unit_timeout + 120)) "$bin/$t" \
+            -max_total_time="$secs" -rss_limit_mb="$rss" -timeout="$unit_timeout" -print_final_stats=1 \
+            -artifact_prefix="$dir/" "${dict[@]}" ${INFLASH_FUZZ_ARGS:-} "${dirs[@]}" >"$dir/log" 2>&1
+        echo $? >"$dir/rc"
+    ) 2>>"$dir/log"
+    rc=$(cat "$dir/rc" 2>/dev/null || echo 1)
     end=$(date +%s)
     rm -rf "$scratch"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -n 1)
