@@ -7,7 +7,7 @@ add_library(inflash_client STATIC
   ${CMAKE_CURRENT_LIST_DIR}/sample.c
 )
 target_include_directories(inflash_client PUBLIC ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(inflash_client PUBLIC inflash_layout PkgConfig::OPENBLAS PkgConfig::JANSSON Threads::Threads m)
+target_link_libraries(inflash_client PUBLIC inflash_layout inflash_tok PkgConfig::OPENBLAS PkgConfig::JANSSON Threads::Threads m)
 
 # The sparse FFN engine (issue 6): reader pool and the engine over the
 # neuron matrices, windows and read plans of inflash_sparse and the

@@ -165,32 +165,6 @@ static int read_file(const char *path, char **data, size_t *len, ierr *err)
     return 0;
 }
 
-/* The model's tokenizer as the source serves it: tokenizer.json if there is
- * one, else GPT-2 vocab.json + merges.txt. */
-static int load_tokenizer(source *src, tok **out, ierr *err)
-{
-    char *a = NULL, *b = NULL;
-    size_t al = 0, bl = 0;
-    int rc = source_tokfile(src, "tokenizer.json", &a, &al, err);
-    if (rc == 0) {
-        rc = tok_new_hf(a, al, out, err);
-        free(a);
-        return rc;
-    }
-    if (rc != -ENOENT)
-        return rc;
-    rc = source_tokfile(src, "vocab.json", &a, &al, err);
-    if (rc == 0)
-        rc = source_tokfile(src, "merges.txt", &b, &bl, err);
-    if (rc == 0)
-        rc = tok_new_gpt2(a, al, b, bl, out, err);
-    else if (rc == -ENOENT)
-        ierr_wrap(err, rc, "no tokenizer (tokenizer.json or vocab.json + merges.txt)");
-    free(a);
-    free(b);
-    return rc;
-}
-
 /* Write decoded bytes to stdout at once (text is streamed). */
 static void emit(const char *buf, size_t n)
 {
@@ -1058,7 +1032,7 @@ int main(int argc, char **argv)
         }
     }
     if (rc == 0 && !o.prompt_ids)
-        rc = load_tokenizer(src, &tk, &err);
+        rc = source_tok(src, &tk, &err);
     if (rc == 0)
         rc = o.ppl_file ? perplexity(&o, src, tk, &err) : generate(&o, src, tk, &err);
     if (rc) {

@@ -2,6 +2,7 @@
  * read with pread on its virtual files, or a store directory read through
  * layout/store.h. Both hand out the same bytes in neuron-id order. */
 #include "source.h"
+#include "tok.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -421,4 +422,30 @@ int source_read_ffn(source *s, int64_t layer, uint64_t off, void *dst, size_t le
     char what[64 + 4096];
     snprintf(what, sizeof what, "%s/layers/%02lld/ffn", s->root, (long long)layer);
     return pread_full(s->ffn_fd[layer], dst, len, off, what, err);
+}
+
+/* The model's tokenizer as the source serves it: tokenizer.json if there is
+ * one, else GPT-2 vocab.json + merges.txt. */
+int source_tok(source *src, tok **out, ierr *err)
+{
+    char *a = NULL, *b = NULL;
+    size_t al = 0, bl = 0;
+    int rc = source_tokfile(src, "tokenizer.json", &a, &al, err);
+    if (rc == 0) {
+        rc = tok_new_hf(a, al, out, err);
+        free(a);
+        return rc;
+    }
+    if (rc != -ENOENT)
+        return rc;
+    rc = source_tokfile(src, "vocab.json", &a, &al, err);
+    if (rc == 0)
+        rc = source_tokfile(src, "merges.txt", &b, &bl, err);
+    if (rc == 0)
+        rc = tok_new_gpt2(a, al, b, bl, out, err);
+    else if (rc == -ENOENT)
+        ierr_wrap(err, rc, "no tokenizer (tokenizer.json or vocab.json + merges.txt)");
+    free(a);
+    free(b);
+    return rc;
 }

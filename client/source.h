@@ -48,4 +48,9 @@ const char *source_calib_criterion(const source *s);
  * neuron j at j*bundle_bytes). Thread-safe: concurrent calls allowed. */
 int source_read_ffn(source *s, int64_t layer, uint64_t off, void *dst, size_t len, ierr *err);
 
+/* The model's tokenizer (tok.h) built from the source's tokenizer files:
+ * tokenizer.json if present, else vocab.json + merges.txt. */
+typedef struct tok tok;
+int source_tok(source *s, tok **out, ierr *err);
+
 #endif

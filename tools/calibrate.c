@@ -142,31 +142,6 @@ static double now_s(void)
 
 /* ---- the token stream ------------------------------------------------------- */
 
-/* The model's tokenizer as the source serves it (as the client does). */
-static int load_tokenizer(source *src, tok **out, ierr *err)
-{
-    char *a = NULL, *b = NULL;
-    size_t al = 0, bl = 0;
-    int rc = source_tokfile(src, "tokenizer.json", &a, &al, err);
-    if (rc == 0) {
-        rc = tok_new_hf(a, al, out, err);
-        free(a);
-        return rc;
-    }
-    if (rc != -ENOENT)
-        return rc;
-    rc = source_tokfile(src, "vocab.json", &a, &al, err);
-    if (rc == 0)
-        rc = source_tokfile(src, "merges.txt", &b, &bl, err);
-    if (rc == 0)
-        rc = tok_new_gpt2(a, al, b, bl, out, err);
-    else if (rc == -ENOENT)
-        ierr_wrap(err, rc, "no tokenizer (tokenizer.json or vocab.json + merges.txt)");
-    free(a);
-    free(b);
-    return rc;
-}
-
 /* A text as chunks of at most `clen` token ids, `want` tokens (0 = all)
  * taken as whole chunks spread evenly over the text. */
 typedef struct {
@@ -663,7 +638,7 @@ static int run_open(run *R, ierr *err)
     for (int64_t l = 0; l < R->L; l++)
         if (!(R->freq[l] = malloc((size_t)hp->d_ffn * sizeof **R->freq)))
             return ierr_set(err, -ENOMEM, "out of memory");
-    if ((rc = load_tokenizer(R->src, &R->tk, err)) ||
+    if ((rc = source_tok(R->src, &R->tk, err)) ||
         (rc = chunks_load(o->text, R->tk, hp->max_pos - 1, o->tokens, &R->cal, err)) ||
         (o->eval && (rc = chunks_load(o->eval, R->tk, hp->max_pos - 1, o->eval_tokens, &R->ev, err))) ||
         (rc = check_memory(o, hp, R->cal.tokens, hp->gated, "--text", err)) ||
