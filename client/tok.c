@@ -40,6 +40,9 @@
 #define TOK_PIECE_MAX 65536u         /* longest token string accepted, bytes */
 #define TOK_IDS_MAX   (INT32_MAX / 4) /* largest vocabulary accepted */
 #define TOK_RULES_MAX 8              /* text rules (normalizer steps etc.) */
+#define TOK_GROWTH_MAX 16u           /* text rules lengthen a text at most this many
+                                        times (+ 4 KiB): a few KB of tokenizer.json
+                                        must not turn a prompt into gigabytes */
 
 /* GPT-2's pre-tokenizer (also HF ByteLevel's with use_regex). */
 static const char GPT2_PATTERN[] =
@@ -939,6 +942,28 @@ static int id_space(json_t *vocab, json_t *added, int64_t *n, ierr *err)
         if (json_integer_value(id) >= *n)
             *n = json_integer_value(id) + 1;
     }
+    /* Each id needs an entry of its own, so a space larger than the entries
+     * has a hole. Name the first one now: the tables must not be sized by an
+     * id a small file can set as high as TOK_IDS_MAX. */
+    size_t entries = json_object_size(vocab) + json_array_size(added);
+    if ((uint64_t)*n > entries) {
+        unsigned char *seen = calloc(entries + 1, 1);
+        size_t hole = 0;
+        if (!seen)
+            return ierr_set(err, -ENOMEM, "tokenizer: out of memory");
+        json_object_foreach(vocab, key, v) {
+            if (json_is_integer(v) && json_integer_value(v) >= 0 && (uint64_t)json_integer_value(v) <= entries)
+                seen[json_integer_value(v)] = 1;
+        }
+        json_array_foreach(added, i, e) {
+            if ((uint64_t)json_integer_value(json_object_get(e, "id")) <= entries)
+                seen[json_integer_value(json_object_get(e, "id"))] = 1;
+        }
+        while (seen[hole])
+            hole++;
+        free(seen);
+        return ierr_set(err, -EINVAL, TJ ": id %zu is neither in model.vocab nor in added_tokens", hole);
+    }
     return 0;
 }
 
@@ -1358,6 +1383,7 @@ static int apply_rules(const tok *t, const char *in, size_t n, char **out, size_
 {
     char *cur = malloc(n ? n : 1);
     size_t len = n;
+    size_t most = n > (SIZE_MAX - 4096) / TOK_GROWTH_MAX ? SIZE_MAX : n * TOK_GROWTH_MAX + 4096;
 
     if (!cur)
         return ierr_set(err, -ENOMEM, "text: out of memory");
@@ -1381,6 +1407,11 @@ static int apply_rules(const tok *t, const char *in, size_t n, char **out, size_
                 continue;
             if (__builtin_add_overflow(len, al, &nl))
                 goto nomem;
+        }
+        if (nl > most) {
+            free(cur);
+            return ierr_set(err, -E2BIG, "text: the tokenizer's normalizer makes %zu bytes of %zu, over %u times "
+                            "as many", nl, n, TOK_GROWTH_MAX);
         }
         nx = malloc(nl ? nl : 1);
         if (!nx)
