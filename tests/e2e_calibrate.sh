@@ -12,42 +12,17 @@
 # Env: INFLASH_SHARED (shared/), INFLASH_BIN (build/bin), INFLASH_SRC (source root).
 set -u
 
-: "${INFLASH_SHARED:?INFLASH_SHARED must name the shared/ folder}"
-: "${INFLASH_BIN:?INFLASH_BIN must name the build bin/ folder}"
-: "${INFLASH_SRC:?INFLASH_SRC must name the source root}"
-export INFLASH_BIN
-
-MODELS=$INFLASH_SHARED/models
-DATA=$INFLASH_SHARED/data
+source "$(dirname "$0")/lib.sh"
+e2e_env
 CAL=$INFLASH_BIN/inflash-calibrate
 CHECK=$INFLASH_BIN/../tests/calib_bundles
-MOUNT_SH=$INFLASH_SRC/mount.sh
 
-T=$(mktemp -d /tmp/inflash-e2e-calib.XXXXXX) || exit 1
-MOUNTS=()
+e2e_tmp calib
+# a calibration run in the background (the kill -9 test) dies with the script
 BG=
-cleanup() {
-    [ -n "$BG" ] && kill -9 "$BG" 2>/dev/null
-    for m in "${MOUNTS[@]}"; do
-        timeout 60 bash "$MOUNT_SH" -u "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" >/dev/null 2>&1
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-fails=0
-ok()  { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+trap '[ -n "$BG" ] && kill -9 "$BG" 2>/dev/null; e2e_cleanup' EXIT
 
 # ---- setup --------------------------------------------------------------------
-pack() {   # pack NAME SRC DTYPE
-    if timeout 600 "$INFLASH_BIN/inflash-pack" "$2" "$T/$1" --dtype "$3" >"$T/pack-$1.log" 2>&1; then
-        ok "pack $1"
-    else
-        bad "pack $1: $(tail -n 1 "$T/pack-$1.log")"
-        exit 1
-    fi
-}
 pack opt "$MODELS/opt-relu-shakespeare" f32
 pack stories "$MODELS/stories260K" f32
 head -c 1003857 "$DATA/tinyshakespeare.txt" >"$T/train.txt"
@@ -210,5 +185,4 @@ for sp in 0.5 0.7; do
     fi
 done
 
-echo "$fails failure(s)"
-[ "$fails" -eq 0 ]
+e2e_finish e2e_calibrate

@@ -9,49 +9,13 @@
 # Env: INFLASH_SHARED (shared/), INFLASH_BIN (build/bin), INFLASH_SRC (source root).
 set -u
 
-: "${INFLASH_SHARED:?INFLASH_SHARED must name the shared/ folder}"
-: "${INFLASH_BIN:?INFLASH_BIN must name the build bin/ folder}"
-: "${INFLASH_SRC:?INFLASH_SRC must name the source root}"
-export INFLASH_BIN
-
-MODELS=$INFLASH_SHARED/models
-DATA=$INFLASH_SHARED/data
+source "$(dirname "$0")/lib.sh"
+e2e_env
 INFLASH=$INFLASH_BIN/inflash
-MOUNT_SH=$INFLASH_SRC/mount.sh
 
-T=$(mktemp -d /tmp/inflash-e2e-client.XXXXXX) || exit 1
-MOUNTS=()
-cleanup() {
-    for m in "${MOUNTS[@]}"; do
-        timeout 60 bash "$MOUNT_SH" -u "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" >/dev/null 2>&1
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-fails=0
-ok()  { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+e2e_tmp client
 
 # ---- pack and mount ---------------------------------------------------------
-pack() {   # pack NAME SRC DTYPE
-    if timeout 600 "$INFLASH_BIN/inflash-pack" "$2" "$T/$1" --dtype "$3" >"$T/pack-$1.log" 2>&1; then
-        ok "pack $1"
-    else
-        bad "pack $1: $(tail -n 1 "$T/pack-$1.log")"
-        exit 1
-    fi
-}
-mnt() {    # mnt NAME
-    mkdir -p "$T/mnt"
-    if timeout 60 bash "$MOUNT_SH" "$T/$1" "$T/mnt/$1" >"$T/mount-$1.log" 2>&1; then
-        MOUNTS+=("$T/mnt/$1")
-        ok "mount $1"
-    else
-        bad "mount $1: $(tail -n 1 "$T/mount-$1.log")"
-        exit 1
-    fi
-}
 pack opt-f32 "$MODELS/opt-relu-shakespeare" f32
 pack opt-f16 "$MODELS/opt-relu-shakespeare" f16
 pack stories-f32 "$MODELS/stories260K" f32
@@ -251,8 +215,4 @@ else
     fi
 fi
 
-if [ $fails -ne 0 ]; then
-    echo "e2e_client: $fails failure(s)"
-    exit 1
-fi
-echo "e2e_client: all passed"
+e2e_finish e2e_client

@@ -22,43 +22,17 @@
 # Env: INFLASH_SHARED (shared/), INFLASH_BIN (build/bin), INFLASH_SRC (source root).
 set -u
 
-: "${INFLASH_SHARED:?INFLASH_SHARED must name the shared/ folder}"
-: "${INFLASH_BIN:?INFLASH_BIN must name the build bin/ folder}"
-: "${INFLASH_SRC:?INFLASH_SRC must name the source root}"
-export INFLASH_BIN
-
-MODELS=$INFLASH_SHARED/models
-DATA=$INFLASH_SHARED/data
+source "$(dirname "$0")/lib.sh"
+e2e_env
 INFLASH=$INFLASH_BIN/inflash
 CAL=$INFLASH_BIN/inflash-calibrate
-MOUNT_SH=$INFLASH_SRC/mount.sh
 OPT_REF=$MODELS/opt-relu-shakespeare/reference.json
 
-T=$(mktemp -d /tmp/inflash-e2e-sparse.XXXXXX) || exit 1
-MOUNTS=()
-cleanup() {
-    for m in "${MOUNTS[@]}"; do
-        timeout 60 bash "$MOUNT_SH" -u "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" >/dev/null 2>&1
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-fails=0
+e2e_tmp sparse
 section() { echo "# $* (at ${SECONDS}s)"; }
-ok()  { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 
 # ---- setup ----------------------------------------------------------------------
 section "setup"
-pack() {   # pack NAME SRC DTYPE
-    if timeout 600 "$INFLASH_BIN/inflash-pack" "$2" "$T/$1" --dtype "$3" >"$T/pack-$1.log" 2>&1; then
-        ok "pack $1"
-    else
-        bad "pack $1: $(tail -n 1 "$T/pack-$1.log")"
-        exit 1
-    fi
-}
 calibrate() {   # calibrate NAME ARGS...
     local name=$1
     shift
@@ -66,16 +40,6 @@ calibrate() {   # calibrate NAME ARGS...
         ok "calibrate $name ($*)"
     else
         bad "calibrate $name: $(tail -n 1 "$T/cal-$name.err")"
-        exit 1
-    fi
-}
-mnt() {    # mnt NAME
-    mkdir -p "$T/mnt"
-    if timeout 60 bash "$MOUNT_SH" "$T/$1" "$T/mnt/$1" >"$T/mount-$1.log" 2>&1; then
-        MOUNTS+=("$T/mnt/$1")
-        ok "mount $1"
-    else
-        bad "mount $1: $(tail -n 1 "$T/mount-$1.log")"
         exit 1
     fi
 }
@@ -319,8 +283,4 @@ expect_usage "--window 0" "\-\-window" "$M/opt-f16" -p hi --mode predict --windo
 expect_usage "--window with dense" "go with --mode" "$M/opt-f16" -p hi --window 2
 expect_usage "--compare-dense without --perplexity" "compare-dense" "$M/opt-f16" -p hi --mode predict --compare-dense
 
-if [ $fails -ne 0 ]; then
-    echo "e2e_sparse: $fails failure(s)"
-    exit 1
-fi
-echo "e2e_sparse: all passed (${SECONDS}s)"
+e2e_finish e2e_sparse "(${SECONDS}s)"

@@ -26,6 +26,7 @@
 #include "io.h"
 #include "store.h"
 #include "storeu.h"
+#include "testutil.h"
 
 #define D 8
 #define L 2
@@ -510,20 +511,6 @@ static void test_calib_damage(void **state)
     }
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(g_root) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,5 +522,6 @@ int main(void)
         cmocka_unit_test(test_config_json),
         cmocka_unit_test(test_calib_damage),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    tu_dir_use(g_root);
+    return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

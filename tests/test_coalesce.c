@@ -12,18 +12,7 @@
 #include <cmocka.h>
 
 #include "coalesce.h"
-
-static uint64_t rng_state;
-
-static uint64_t rng(void)   /* splitmix64 */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int64_t rng_below(int64_t n) { return (int64_t)(rng() % (uint64_t)n); }
+#include "testutil.h"
 
 static void expect_req(const coal_plan *p, int64_t i, int32_t first, int32_t count, uint64_t B)
 {
@@ -271,19 +260,19 @@ static void test_random(void **state)
     int32_t ids[600];
     unsigned char want[500];
     unsigned char *staging = NULL;
-    rng_state = 12345;
+    tu_rng_seed(12345);
     for (int round = 0; round < 3000; round++) {
         coal_params cp;
-        int64_t n_neurons = 1 + rng_below(500);
-        uint64_t B = 1 + (uint64_t)rng_below(40);
+        int64_t n_neurons = 1 + tu_rng_below(500);
+        uint64_t B = 1 + (uint64_t)tu_rng_below(40);
         coal_params_init(&cp, n_neurons, B);
-        cp.max_gap = rng_below(4) ? rng_below(6) : 0;
-        cp.max_bytes = B * (uint64_t)(1 + rng_below(20)) + (uint64_t)rng_below((int64_t)B);
-        int64_t n = rng_below(600);
+        cp.max_gap = tu_rng_below(4) ? tu_rng_below(6) : 0;
+        cp.max_bytes = B * (uint64_t)(1 + tu_rng_below(20)) + (uint64_t)tu_rng_below((int64_t)B);
+        int64_t n = tu_rng_below(600);
         memset(want, 0, sizeof want);
-        int64_t span = 1 + rng_below(n_neurons), base = rng_below(n_neurons - span + 1);
+        int64_t span = 1 + tu_rng_below(n_neurons), base = tu_rng_below(n_neurons - span + 1);
         for (int64_t i = 0; i < n; i++) {
-            ids[i] = (int32_t)(base + rng_below(span));
+            ids[i] = (int32_t)(base + tu_rng_below(span));
             want[ids[i]] = 1;
         }
         assert_int_equal(coal_build(&p, &cp, ids, n, &e), 0);

@@ -20,6 +20,7 @@
 
 #include "ifs.h"
 #include "store.h"
+#include "testutil.h"
 
 #define D 8
 #define L 2
@@ -116,9 +117,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tu_rmtree(g_dir);
 }
 
 static ifs *open_ifs(const char *dir, uint64_t chunk, uint64_t cache, int buffered)

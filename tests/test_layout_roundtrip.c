@@ -19,6 +19,7 @@
 #include "io.h"
 #include "safetensors.h"
 #include "store.h"
+#include "testutil.h"
 
 static char g_dir[] = "/tmp/test_layout_roundtrip.XXXXXX";
 
@@ -433,20 +434,6 @@ static void test_default_dtype(void **state)
     }
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -457,5 +444,6 @@ int main(void)
         cmocka_unit_test(test_default_dtype),
         cmocka_unit_test(test_bf16_sharded),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    tu_dir_use(g_dir);
+    return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

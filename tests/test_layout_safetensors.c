@@ -18,6 +18,7 @@
 #include "format.h"
 #include "io.h"
 #include "safetensors.h"
+#include "testutil.h"
 
 static char g_dir[] = "/tmp/test_layout_st.XXXXXX";
 
@@ -298,20 +299,6 @@ static void test_mutations(void **state)
     free(buf);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -326,5 +313,6 @@ int main(void)
         cmocka_unit_test(test_sharded_dir),
         cmocka_unit_test(test_mutations),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    tu_dir_use(g_dir);
+    return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

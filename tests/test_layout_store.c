@@ -23,6 +23,7 @@
 
 #include "io.h"
 #include "store.h"
+#include "testutil.h"
 
 #define D 8
 #define L 2
@@ -588,20 +589,6 @@ static void test_writer_misuse(void **state)
     assert_int_equal(count_prefixed("misuse"), 0);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -612,5 +599,6 @@ int main(void)
         cmocka_unit_test(test_force_and_abort),
         cmocka_unit_test(test_writer_misuse),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    tu_dir_use(g_dir);
+    return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

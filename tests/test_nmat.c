@@ -12,18 +12,7 @@
 #include <cmocka.h>
 
 #include "nmat.h"
-
-static uint64_t rng_state;
-
-static uint64_t rng(void)   /* splitmix64 */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int64_t rng_below(int64_t n) { return (int64_t)(rng() % (uint64_t)n); }
+#include "testutil.h"
 
 /* The content of element j of neuron id's bundle (exact in f32). */
 static float stamp(int32_t id, int64_t j) { return (float)id * 1024.0f + (float)j + 0.25f; }
@@ -72,7 +61,7 @@ static void random_ops(int64_t n, int64_t cap, int64_t d, int gated, int64_t ops
 {
     nmat *m;
     ierr e;
-    rng_state = seed;
+    tu_rng_seed(seed);
     assert_int_equal(nmat_new(n, cap, d, gated, &m, &e), 0);
     int64_t row_len = nmat_row_len(d, gated);
     assert_int_equal(nmat_stride(m), row_len);
@@ -87,13 +76,13 @@ static void random_ops(int64_t n, int64_t cap, int64_t d, int gated, int64_t ops
         /* Phases of 2000 ops that mostly insert (the matrix fills up) or
          * mostly delete (it drains). */
         int64_t p_insert = (op / 2000) % 2 ? 15 : 85;
-        int64_t kind = rng_below(1000) == 0 ? -1 : rng_below(100);
+        int64_t kind = tu_rng_below(1000) == 0 ? -1 : tu_rng_below(100);
         int32_t id;
         /* Half the time pick a resident id, so deletes and duplicates happen. */
-        if (nmat_used(m) > 0 && rng_below(2))
-            id = nmat_row_ids(m)[rng_below(nmat_used(m))];
+        if (nmat_used(m) > 0 && tu_rng_below(2))
+            id = nmat_row_ids(m)[tu_rng_below(nmat_used(m))];
         else
-            id = (int32_t)rng_below(n);
+            id = (int32_t)tu_rng_below(n);
         if (kind < 0) {                  /* rarely: clear */
             nmat_clear(m);
             memset(ref.in, 0, (size_t)n);

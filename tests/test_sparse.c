@@ -33,6 +33,7 @@
 #include "sparse.h"
 #include "store.h"
 #include "storeu.h"
+#include "testutil.h"
 
 #define D     16
 #define NL    2
@@ -581,20 +582,6 @@ static void test_uncalibrated(void **state)
     source_close(src);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(g_root) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -602,5 +589,6 @@ int main(void)
         cmocka_unit_test(test_gated),        cmocka_unit_test(test_budget),      cmocka_unit_test(test_forward),
         cmocka_unit_test(test_uncalibrated),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    tu_dir_use(g_root);
+    return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

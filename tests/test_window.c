@@ -13,18 +13,7 @@
 #include <cmocka.h>
 
 #include "window.h"
-
-static uint64_t rng_state;
-
-static uint64_t rng(void)   /* splitmix64 */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int64_t rng_below(int64_t n) { return (int64_t)(rng() % (uint64_t)n); }
+#include "testutil.h"
 
 #define N      150
 #define MAXK   9
@@ -87,15 +76,15 @@ static void check_delta(const window *w, const window_delta *d, const ref_t *r,
  * region, some cold ids, some duplicates. */
 static int64_t random_set(int32_t *ids, int64_t step)
 {
-    int64_t n = rng_below(41), m = 0;
+    int64_t n = tu_rng_below(41), m = 0;
     int64_t hot = (step / 7) % N;
     for (int64_t i = 0; i < n; i++) {
-        if (rng_below(4))
-            ids[m++] = (int32_t)((hot + rng_below(30)) % N);
+        if (tu_rng_below(4))
+            ids[m++] = (int32_t)((hot + tu_rng_below(30)) % N);
         else
-            ids[m++] = (int32_t)rng_below(N);
-        if (rng_below(10) == 0) {            /* a duplicate */
-            int32_t dup = ids[rng_below(m)];
+            ids[m++] = (int32_t)tu_rng_below(N);
+        if (tu_rng_below(10) == 0) {         /* a duplicate */
+            int32_t dup = ids[tu_rng_below(m)];
             ids[m++] = dup;
         }
     }
@@ -111,14 +100,14 @@ static void run_random(int64_t k0, int64_t steps, uint64_t seed, int vary_k)
     unsigned char before[N];
     int32_t ids[100];
     int64_t k = k0, n_shrink = 0, n_grow = 0, n_dropped = 0;
-    rng_state = seed;
+    tu_rng_seed(seed);
     memset(&r, 0, sizeof r);
     assert_int_equal(window_new(N, k, &w, &e), 0);
     assert_int_equal(window_delta_init(&d, N, &e), 0);
     for (int64_t step = 0; step < steps; step++) {
         ref_union(&r, before);
         window_delta_clear(&d);
-        if (rng_below(500) == 0) {           /* rarely: a new sequence */
+        if (tu_rng_below(500) == 0) {        /* rarely: a new sequence */
             assert_int_equal(window_reset(w, &d, &e), 0);
             r.held = 0;
             assert_int_equal(window_held(w), 0);
@@ -133,8 +122,8 @@ static void run_random(int64_t k0, int64_t steps, uint64_t seed, int vary_k)
             s[ids[i]] = 1;
         r.pushes++;
         r.held = r.held + 1 > k ? k : r.held + 1;
-        if (vary_k && rng_below(10) == 0) {  /* change k after the push, same delta */
-            int64_t nk = 1 + rng_below(MAXK);
+        if (vary_k && tu_rng_below(10) == 0) { /* change k after the push, same delta */
+            int64_t nk = 1 + tu_rng_below(MAXK);
             n_shrink += nk < k;
             n_grow += nk > k;
             assert_int_equal(window_set_k(w, nk, &d, &e), 0);

@@ -1,0 +1,72 @@
+# tests/lib.sh: the scaffolding shared by the end-to-end test scripts, sourced
+# with `source "$(dirname "$0")/lib.sh"`: the environment checks, a temporary
+# directory $T removed on exit after every mount listed in MOUNTS is
+# unmounted, the ok/bad failure counter, pack/mnt helpers and the summary.
+
+# e2e_env: require INFLASH_SHARED, INFLASH_BIN and INFLASH_SRC (set by ctest);
+# export INFLASH_BIN and set MODELS, DATA and MOUNT_SH from them.
+e2e_env() {
+    : "${INFLASH_SHARED:?INFLASH_SHARED must name the shared/ folder}"
+    : "${INFLASH_BIN:?INFLASH_BIN must name the build bin/ folder}"
+    : "${INFLASH_SRC:?INFLASH_SRC must name the source root}"
+    export INFLASH_BIN
+    MODELS=$INFLASH_SHARED/models
+    DATA=$INFLASH_SHARED/data
+    MOUNT_SH=$INFLASH_SRC/mount.sh
+}
+
+# e2e_tmp NAME: T becomes a new /tmp/inflash-e2e-NAME.XXXXXX directory and
+# e2e_cleanup runs on exit. Mount points appended to MOUNTS are unmounted by it.
+e2e_tmp() {
+    T=$(mktemp -d "/tmp/inflash-e2e-$1.XXXXXX") || exit 1
+    MOUNTS=()
+    trap e2e_cleanup EXIT
+}
+
+# e2e_cleanup: unmount everything in MOUNTS (mount.sh, else a lazy
+# fusermount3 -u -z), then remove $T.
+e2e_cleanup() {
+    local m
+    for m in "${MOUNTS[@]}"; do
+        timeout 60 bash "$MOUNT_SH" -u "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" >/dev/null 2>&1
+    done
+    rm -rf "$T"
+}
+
+# ok MESSAGE / bad MESSAGE: one result line; bad counts a failure.
+fails=0
+ok()  { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+
+# pack NAME SRC DTYPE: inflash-pack SRC into $T/NAME; the script stops if it fails.
+pack() {
+    if timeout 600 "$INFLASH_BIN/inflash-pack" "$2" "$T/$1" --dtype "$3" >"$T/pack-$1.log" 2>&1; then
+        ok "pack $1"
+    else
+        bad "pack $1: $(tail -n 1 "$T/pack-$1.log")"
+        exit 1
+    fi
+}
+
+# mnt NAME: mount the store $T/NAME at $T/mnt/NAME with mount.sh; the script
+# stops if it fails.
+mnt() {
+    mkdir -p "$T/mnt"
+    if timeout 60 bash "$MOUNT_SH" "$T/$1" "$T/mnt/$1" >"$T/mount-$1.log" 2>&1; then
+        MOUNTS+=("$T/mnt/$1")
+        ok "mount $1"
+    else
+        bad "mount $1: $(tail -n 1 "$T/mount-$1.log")"
+        exit 1
+    fi
+}
+
+# e2e_finish NAME [NOTE]: the summary line; exit 1 after any failure, else 0.
+e2e_finish() {
+    if [ "$fails" -ne 0 ]; then
+        echo "$1: $fails failure(s)"
+        exit 1
+    fi
+    echo "$1: all passed${2:+ $2}"
+    exit 0
+}
