@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# e2e_bench.sh: smoke test of the benchmark tools (issue 7), no timings
+# asserted. inflash-mkmodel writes the tiny OPT shape in one file and in
+# 1 MiB shards (with the index): both pack into byte-identical stores; the
+# tiny Llama shape packs and generates; inflash-actstats measures the tiny
+# store; then bench/run.sh --quick runs every configuration (naive, mmap,
+# inflash, direct, device, quality) on the tiny store and its results.json,
+# results.md and data files are checked for completeness. Needs root (page
+# cache drop, cgroup memory cap), /dev/fuse and python3.
+set -euo pipefail
+
+if [ -z "${E2E_BENCH_BOUNDED:-}" ]; then
+    E2E_BENCH_BOUNDED=1 exec timeout -k 10 1100 bash "$0" "$@"
+fi
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+INFLASH_SRC=${INFLASH_SRC:-$(dirname "$here")}
+INFLASH_SHARED=${INFLASH_SHARED:-$INFLASH_SRC/../shared}
+INFLASH_BIN=${INFLASH_BIN:-$INFLASH_SRC/build/bin}
+export INFLASH_BIN INFLASH_SHARED
+B=$INFLASH_BIN
+
+fail() { echo "e2e_bench: FAIL: $*" >&2; exit 1; }
+for b in inflash-mkmodel inflash-pack inflash-actstats inflash-devcurve inflash; do
+    [ -x "$B/$b" ] || fail "$B/$b not built"
+done
+[ "$(id -u)" = 0 ] || fail "needs root (drop_caches, cgroup)"
+[ -e /dev/fuse ] || fail "/dev/fuse missing"
+command -v python3 >/dev/null || fail "python3 needed"
+
+tmp=$(mktemp -d /tmp/inflash-e2e-bench.XXXXXX)
+cleanup() {
+    local m
+    for m in "$tmp/work/mnt"; do
+        if grep -qF " $m fuse" /proc/mounts; then timeout 10 fusermount3 -u "$m" 2>/dev/null || true; fi
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "== mkmodel: one file and shards give the same store"
+timeout 120 "$B/inflash-mkmodel" --shape tiny --out "$tmp/one" 2>/dev/null
+timeout 120 "$B/inflash-mkmodel" --shape tiny --out "$tmp/shards" --shard-mb 1 2>/dev/null
+[ -f "$tmp/one/model.safetensors" ] || fail "no model.safetensors"
+[ -f "$tmp/shards/model.safetensors.index.json" ] || fail "no shard index"
+[ -f "$tmp/shards/model-00002-of-00002.safetensors" ] || fail "expected 2 shards"
+python3 - "$tmp/one/config.json" <<'PY' || fail "config.json"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c["model_type"] == "opt" and c["hidden_size"] == 128 and c["vocab_size"] == 1024, c
+assert c["synthetic"]["generator"] == "inflash-mkmodel"
+PY
+timeout 120 "$B/inflash-pack" "$tmp/one" "$tmp/s1" >/dev/null 2>&1 || fail "pack (one file)"
+timeout 120 "$B/inflash-pack" "$tmp/shards" "$tmp/s2" >/dev/null 2>&1 || fail "pack (shards)"
+cmp -s "$tmp/s1/ffn.bin" "$tmp/s2/ffn.bin" || fail "ffn.bin differs between one file and shards"
+cmp -s "$tmp/s1/dense.bin" "$tmp/s2/dense.bin" || fail "dense.bin differs between one file and shards"
+if timeout 30 "$B/inflash-mkmodel" --shape tiny --out "$tmp/one" 2>/dev/null; then fail "overwrote without --force"; fi
+rc=0; "$B/inflash-mkmodel" --shape nope --out "$tmp/x" 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || fail "bad --shape: exit $rc, want 2"
+
+echo "== mkmodel: tiny llama packs and generates"
+timeout 120 "$B/inflash-mkmodel" --shape tiny-llama --out "$tmp/ll" 2>/dev/null
+timeout 120 "$B/inflash-pack" "$tmp/ll" "$tmp/lls" >/dev/null 2>&1 || fail "pack (llama)"
+timeout 120 "$B/inflash" --store "$tmp/lls" -p "Once" -n 8 -t 1 --seed 1 --ids > "$tmp/ll.out" 2>/dev/null ||
+    fail "generate (llama)"
+grep -q '^ids:' "$tmp/ll.out" || fail "no ids from the llama run"
+
+echo "== actstats on the tiny store"
+timeout 300 "$B/inflash-actstats" --store "$tmp/s1" --text "$INFLASH_SHARED/data/tinyshakespeare.txt" \
+    --offset 1003857 --prompt 32 --gen 16 --json "$tmp/act.json" > "$tmp/act.txt" 2>/dev/null || fail "actstats"
+python3 - "$tmp/act.json" <<'PY' || fail "actstats JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["layers"]) == 2 and len(d["ids"]) == 48, d.keys()
+m = d["mean"]
+assert 0.5 < m["sparsity"] < 1 and len(m["new_fraction_all"]) == 8
+assert all(0 <= x <= 1 for x in m["new_fraction_all"])
+PY
+
+echo "== bench/run.sh --quick"
+timeout 900 bash "$INFLASH_SRC/bench/run.sh" --quick --work "$tmp/work" --out "$tmp/results" \
+    > "$tmp/bench.txt" 2> "$tmp/bench.err" || { tail -20 "$tmp/bench.err" >&2; fail "bench/run.sh --quick"; }
+grep -q 'not run' "$tmp/bench.txt" && fail "a configuration did not run"
+python3 - "$tmp/results" <<'PY' || fail "results"
+import json, os, sys
+r = sys.argv[1]
+d = json.load(open(os.path.join(r, "results.json")))
+for c in ("naive", "mmap", "inflash", "direct"):
+    f = d["configs"][c]
+    assert f["tokens"] > 0 and f["ms_median"] is not None and f["ms_median"] > 0, (c, f)
+    assert f["bytes_per_token"] is not None, c
+assert d["configs"]["inflash"]["mode"] == "predict" and d["configs"]["naive"]["mode"] == "dense"
+assert d["configs"]["naive"]["source"] == "mount" and d["configs"]["mmap"]["source"] == "store"
+assert d["device"]["points"] and d["targets"], d.keys()
+assert d["quality"]["perplexity"] and d["quality"]["dense_perplexity"]
+assert d["model"]["synthetic"] is True
+md = open(os.path.join(r, "results.md")).read()
+assert "synthetic" in md.lower() and "| naive |" in md
+for f in ("latency.dat", "bandwidth.dat"):
+    assert os.path.getsize(os.path.join(r, f)) > 0, f
+PY
+if command -v gnuplot >/dev/null; then
+    [ -s "$tmp/results/latency.png" ] && [ -s "$tmp/results/bandwidth.png" ] || fail "no plots"
+fi
+grep -qF " $tmp/work/mnt fuse" /proc/mounts && fail "mount left behind"
+echo "e2e_bench: OK"
