@@ -304,30 +304,6 @@ static int layer_figures(const as_acc *a, int64_t l, int64_t gen0, int64_t kmax,
 
 /* ---- input ------------------------------------------------------------------- */
 
-/* The model's tokenizer as the source serves it: tokenizer.json, else GPT-2
- * vocab.json + merges.txt (as client/main.c loads it). */
-static int load_tokenizer(source *src, tok **out, ierr *err)
-{
-    char *a = NULL, *b = NULL;
-    size_t al = 0, bl = 0;
-    int rc = source_tokfile(src, "tokenizer.json", &a, &al, err);
-    if (rc == 0) {
-        rc = tok_new_hf(a, al, out, err);
-        free(a);
-        return rc;
-    }
-    if (rc != -ENOENT)
-        return rc;
-    rc = source_tokfile(src, "vocab.json", &a, &al, err);
-    if (rc == 0)
-        rc = source_tokfile(src, "merges.txt", &b, &bl, err);
-    if (rc == 0)
-        rc = tok_new_gpt2(a, al, b, bl, out, err);
-    free(a);
-    free(b);
-    return rc;
-}
-
 /* Text tokens from --text at --offset (at most max_tokens; 0 = all). */
 static int text_tokens(source *src, const as_opts *o, int64_t max_tokens, int32_t **ids, int64_t *n, ierr *err)
 {
@@ -348,7 +324,7 @@ static int text_tokens(source *src, const as_opts *o, int64_t max_tokens, int32_
         take--;   /* do not cut a UTF-8 sequence */
     tok *tk = NULL;
     size_t cnt = 0;
-    rc = load_tokenizer(src, &tk, err);
+    rc = source_tok(src, &tk, err);
     if (rc == 0)
         rc = tok_encode(tk, text + o->offset, take, ids, &cnt, err);
     tok_free(tk);
