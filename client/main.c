@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "cli.h"
 #include "model.h"
 #include "sample.h"
 #include "source.h"
@@ -106,28 +107,6 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_f64(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
 }
 
 static int read_file(const char *path, char **data, size_t *len, ierr *err)
@@ -873,25 +852,25 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         case 'p': o->prompt = optarg; break;
         case 'f': o->prompt_file = optarg; break;
         case 'n':
-            if (parse_i64(optarg, 0, INT32_MAX, &o->n_gen)) {
+            if (cli_parse_i64(optarg, 0, INT32_MAX, &o->n_gen)) {
                 fprintf(stderr, "inflash: -n: expected a token count >= 0, got '%s'\n", optarg);
                 return -1;
             }
             break;
         case 't':
-            if (parse_f64(optarg, 0.0, 100.0, &o->temperature)) {
+            if (cli_parse_f64(optarg, 0.0, 100.0, &o->temperature)) {
                 fprintf(stderr, "inflash: -t: expected a temperature in [0, 100], got '%s'\n", optarg);
                 return -1;
             }
             break;
         case O_TOPP:
-            if (parse_f64(optarg, 0.0, 1.0, &o->top_p) || o->top_p <= 0.0) {
+            if (cli_parse_f64(optarg, 0.0, 1.0, &o->top_p) || o->top_p <= 0.0) {
                 fprintf(stderr, "inflash: --top-p: expected a value in (0, 1], got '%s'\n", optarg);
                 return -1;
             }
             break;
         case O_SEED:
-            if (parse_i64(optarg, 0, INT64_MAX, &v)) {
+            if (cli_parse_i64(optarg, 0, INT64_MAX, &v)) {
                 fprintf(stderr, "inflash: --seed: expected a non-negative integer, got '%s'\n", optarg);
                 return -1;
             }
@@ -912,7 +891,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             break;
         case O_STATS: o->stats_file = optarg; break;
         case O_THREADS:
-            if (parse_i64(optarg, 1, 1024, &v)) {
+            if (cli_parse_i64(optarg, 1, 1024, &v)) {
                 fprintf(stderr, "inflash: --threads: expected 1..1024, got '%s'\n", optarg);
                 return -1;
             }
@@ -925,14 +904,14 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         case O_PIDS: o->prompt_ids = optarg; break;
         case O_PERLINE: o->ppl_per_line = 1; break;
         case O_WINDOW:
-            if (parse_i64(optarg, 1, 1024, &o->window)) {
+            if (cli_parse_i64(optarg, 1, 1024, &o->window)) {
                 fprintf(stderr, "inflash: --window: expected 1..1024 tokens, got '%s'\n", optarg);
                 return -1;
             }
             o->sparse_opt = 1;
             break;
         case O_BUDGET:
-            if (parse_f64(optarg, 0.0, 1e9, &o->budget_mib) || o->budget_mib <= 0.0) {
+            if (cli_parse_f64(optarg, 0.0, 1e9, &o->budget_mib) || o->budget_mib <= 0.0) {
                 fprintf(stderr, "inflash: --dram-budget: expected a size in MiB > 0, got '%s'\n", optarg);
                 return -1;
             }
@@ -941,7 +920,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         case O_RECALL: o->check_recall = 1; o->sparse_opt = 1; break;
         case O_CMPDENSE: o->compare_dense = 1; o->sparse_opt = 1; break;
         case O_READERS:
-            if (parse_i64(optarg, 0, 64, &v)) {
+            if (cli_parse_i64(optarg, 0, 64, &v)) {
                 fprintf(stderr, "inflash: --readers: expected 0..64, got '%s'\n", optarg);
                 return -1;
             }

@@ -8,6 +8,7 @@
  * frequencies (so the part due to token-to-token correlation shows). It also
  * prints the quantiles of the per-neuron frequency distribution, which is
  * how inflash-mkmodel's synthetic frequencies were derived from the demo. */
+#include "cli.h"
 #include "hparams.h"
 #include "io.h"
 #include "model.h"
@@ -16,6 +17,7 @@
 #include "tok.h"
 
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -701,28 +703,6 @@ static int write_json(const char *path, const as_opts *o, const model *m, const 
 
 /* ---- main -------------------------------------------------------------------- */
 
-static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *e;
-    errno = 0;
-    long long v = strtoll(s, &e, 10);
-    if (errno || e == s || *e || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_dbl(const char *s, double *out)
-{
-    char *e;
-    errno = 0;
-    double v = strtod(s, &e);
-    if (errno || e == s || *e || !isfinite(v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, as_opts *o)
 {
     enum { O_STORE = 256, O_TEXT, O_IDS, O_JSON, O_OFFSET, O_PROMPT, O_GEN, O_GENERATE, O_TOPP, O_SEED, O_KMAX,
@@ -751,29 +731,29 @@ static int parse_args(int argc, char **argv, as_opts *o)
     while ((c = getopt_long(argc, argv, "ht:", lo, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
-        case 'h': usage(stdout); exit(0);
+        case 'h': usage(stdout); return 1;
         case O_STORE: o->store_dir = optarg; break;
         case O_TEXT: o->text = optarg; break;
         case O_IDS: o->ids_file = optarg; break;
         case O_JSON: o->json = optarg; break;
         case O_OFFSET:
-            if (parse_i64(optarg, 0, INT64_MAX, &v)) bad = "--offset";
+            if (cli_parse_i64(optarg, 0, INT64_MAX, &v)) bad = "--offset";
             else o->offset = (uint64_t)v;
             break;
-        case O_PROMPT: if (parse_i64(optarg, 1, 1 << 20, &o->prompt)) bad = "--prompt"; break;
-        case O_GEN: if (parse_i64(optarg, 0, 1 << 20, &o->gen)) bad = "--gen"; break;
+        case O_PROMPT: if (cli_parse_i64(optarg, 1, 1 << 20, &o->prompt)) bad = "--prompt"; break;
+        case O_GEN: if (cli_parse_i64(optarg, 0, 1 << 20, &o->gen)) bad = "--gen"; break;
         case O_GENERATE: o->generate = 1; break;
-        case 't': if (parse_dbl(optarg, &o->temperature) || o->temperature < 0) bad = "-t"; break;
-        case O_TOPP: if (parse_dbl(optarg, &o->top_p)) bad = "--top-p"; break;
+        case 't': if (cli_parse_f64(optarg, -DBL_MAX, DBL_MAX, &o->temperature) || o->temperature < 0) bad = "-t"; break;
+        case O_TOPP: if (cli_parse_f64(optarg, -DBL_MAX, DBL_MAX, &o->top_p)) bad = "--top-p"; break;
         case O_SEED:
-            if (parse_i64(optarg, 1, INT64_MAX, &v)) bad = "--seed";
+            if (cli_parse_i64(optarg, 1, INT64_MAX, &v)) bad = "--seed";
             else o->seed = (uint64_t)v;
             break;
-        case O_KMAX: if (parse_i64(optarg, 1, KMAX_LIMIT, &o->kmax)) bad = "--kmax"; break;
-        case O_FREQ: if (parse_i64(optarg, 0, INT64_MAX, &o->freq_tokens)) bad = "--freq"; break;
-        case O_CHUNK: if (parse_i64(optarg, 2, 1 << 20, &o->chunk)) bad = "--chunk"; break;
+        case O_KMAX: if (cli_parse_i64(optarg, 1, KMAX_LIMIT, &o->kmax)) bad = "--kmax"; break;
+        case O_FREQ: if (cli_parse_i64(optarg, 0, INT64_MAX, &o->freq_tokens)) bad = "--freq"; break;
+        case O_CHUNK: if (cli_parse_i64(optarg, 2, 1 << 20, &o->chunk)) bad = "--chunk"; break;
         case O_QUANT: o->quantiles = 1; break;
-        case O_ACT: if (parse_dbl(optarg, &o->act_thr) || o->act_thr <= 0) bad = "--act-threshold"; break;
+        case O_ACT: if (cli_parse_f64(optarg, -DBL_MAX, DBL_MAX, &o->act_thr) || o->act_thr <= 0) bad = "--act-threshold"; break;
         default:
             fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
             return -1;
@@ -808,8 +788,9 @@ static int parse_args(int argc, char **argv, as_opts *o)
 int main(int argc, char **argv)
 {
     as_opts o;
-    if (parse_args(argc, argv, &o))
-        return EXIT_USAGE;
+    int pa = parse_args(argc, argv, &o);
+    if (pa)
+        return pa > 0 ? 0 : EXIT_USAGE;   /* 1: --help printed */
     ierr err = {{0}};
     source *src = NULL;
     int rc = o.store_dir ? source_open_store(o.store_dir, &src, &err) : source_open_mount(o.mount, &src, &err);

@@ -5,6 +5,7 @@
  * the neurons of ffn.bin in hot-first order, and writes it all into the
  * store atomically (layout/storeu.h). With --eval it measures the
  * predictors on held-out text. */
+#include "cli.h"
 #include "hparams.h"
 #include "io.h"
 #include "model.h"
@@ -839,28 +840,6 @@ static int calibrate(const cal_opts *o, ierr *err)
 
 /* ---- command line ------------------------------------------------------------------ */
 
-static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_f64(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* 0 ok, -1 usage error (message printed), 1 --help printed */
 static int parse_args(int argc, char **argv, cal_opts *o)
 {
@@ -893,19 +872,19 @@ static int parse_args(int argc, char **argv, cal_opts *o)
         case O_EVAL: o->eval = optarg; break;
         case O_REORDER: o->reorder = 1; break;
         case O_TOKENS:
-            if (parse_i64(optarg, 1, (int64_t)1 << 40, &o->tokens)) bad = "--tokens: expected a count >= 1";
+            if (cli_parse_i64(optarg, 1, (int64_t)1 << 40, &o->tokens)) bad = "--tokens: expected a count >= 1";
             break;
         case O_EVAL_TOKENS:
-            if (parse_i64(optarg, 0, (int64_t)1 << 40, &o->eval_tokens)) bad = "--eval-tokens: expected a count";
+            if (cli_parse_i64(optarg, 0, (int64_t)1 << 40, &o->eval_tokens)) bad = "--eval-tokens: expected a count";
             break;
         case O_RANK:
-            if (parse_i64(optarg, 1, 1 << 20, &o->rank)) bad = "--rank: expected 1..1048576";
+            if (cli_parse_i64(optarg, 1, 1 << 20, &o->rank)) bad = "--rank: expected 1..1048576";
             break;
         case O_RECALL:
-            if (parse_f64(optarg, 0.0, 1.0, &o->recall) || o->recall <= 0.0) bad = "--recall: expected (0, 1]";
+            if (cli_parse_f64(optarg, 0.0, 1.0, &o->recall) || o->recall <= 0.0) bad = "--recall: expected (0, 1]";
             break;
         case O_SPARSITY:
-            if (parse_f64(optarg, 0.0, 1.0, &o->target_sparsity) || o->target_sparsity >= 1.0)
+            if (cli_parse_f64(optarg, 0.0, 1.0, &o->target_sparsity) || o->target_sparsity >= 1.0)
                 bad = "--target-sparsity: expected [0, 1)";
             break;
         case O_CRIT:
@@ -922,25 +901,25 @@ static int parse_args(int argc, char **argv, cal_opts *o)
             else bad = "--init: expected pca or svd";
             break;
         case O_MARGIN:
-            if (parse_f64(optarg, 0.0, 1.0, &o->recall_margin)) bad = "--recall-margin: expected [0, 1]";
+            if (cli_parse_f64(optarg, 0.0, 1.0, &o->recall_margin)) bad = "--recall-margin: expected [0, 1]";
             break;
         case O_RATIO:
-            if (parse_f64(optarg, 1.0, 1e9, &o->max_ratio)) bad = "--max-ratio: expected >= 1";
+            if (cli_parse_f64(optarg, 1.0, 1e9, &o->max_ratio)) bad = "--max-ratio: expected >= 1";
             break;
         case O_EPOCHS:
-            if (parse_i64(optarg, 1, 10000, &v)) bad = "--epochs: expected 1..10000";
+            if (cli_parse_i64(optarg, 1, 10000, &v)) bad = "--epochs: expected 1..10000";
             else o->epochs = (int)v;
             break;
         case O_THREADS:
-            if (parse_i64(optarg, 1, 1024, &v)) bad = "--threads: expected 1..1024";
+            if (cli_parse_i64(optarg, 1, 1024, &v)) bad = "--threads: expected 1..1024";
             else o->threads = (int)v;
             break;
         case O_SEED:
-            if (parse_i64(optarg, 0, INT64_MAX, &v)) bad = "--seed: expected a number >= 0";
+            if (cli_parse_i64(optarg, 0, INT64_MAX, &v)) bad = "--seed: expected a number >= 0";
             else o->seed = (uint64_t)v;
             break;
         case O_MEM:
-            if (parse_f64(optarg, 1.0, 1e12, &f)) bad = "--mem-budget: expected MiB >= 1";
+            if (cli_parse_f64(optarg, 1.0, 1e12, &f)) bad = "--mem-budget: expected MiB >= 1";
             else o->mem_budget = f * 1048576.0;
             break;
         case 'h':

@@ -35,6 +35,7 @@
  * dimension (a "massive activation", as real Llama models have) that the
  * gate rows read as their bias, aimed so that P(gate.x > 1) = p_j; the
  * unigram logits ride on the same dimension. */
+#include "cli.h"
 #include "format.h"
 #include "hparams.h"
 #include "io.h"
@@ -1050,17 +1051,6 @@ static void usage(FILE *f)
             0.3, 0.05, 16.0, 0.3, 0.5, 1.0, 32.0, 0.02);
 }
 
-static int parse_dbl(const char *s, double lo, double hi, double *out)
-{
-    char *e;
-    errno = 0;
-    double v = strtod(s, &e);
-    if (errno || e == s || *e || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, mk_opts *o)
 {
     enum { O_SHAPE = 256, O_OUT, O_DTYPE, O_SPARS, O_SEED, O_LAYERS, O_TOKDIR, O_TEXT, O_FORCE, O_TAIL, O_SLOW,
@@ -1096,7 +1086,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
-        case 'h': usage(stdout); exit(0);
+        case 'h': usage(stdout); return 1;
         case O_SHAPE:
             for (size_t i = 0; i < N_SHAPES; i++)
                 if (strcmp(optarg, shapes[i].name) == 0)
@@ -1109,28 +1099,28 @@ static int parse_args(int argc, char **argv, mk_opts *o)
             if (fmt_dtype_parse(optarg, &o->dtype) != 0 || o->dtype == FMT_BF16)
                 bad = "--dtype";
             break;
-        case O_SPARS: if (parse_dbl(optarg, 0.0, 0.9999, &o->sparsity)) bad = "--sparsity"; break;
+        case O_SPARS: if (cli_parse_f64(optarg, 0.0, 0.9999, &o->sparsity)) bad = "--sparsity"; break;
         case O_SEED:
-            if (parse_dbl(optarg, 0, 9.0e15, &v) || v != floor(v)) bad = "--seed";
+            if (cli_parse_f64(optarg, 0, 9.0e15, &v) || v != floor(v)) bad = "--seed";
             else o->seed = (uint64_t)v;
             break;
         case O_LAYERS:
-            if (parse_dbl(optarg, 1, 1024, &v) || v != floor(v)) bad = "--layers";
+            if (cli_parse_f64(optarg, 1, 1024, &v) || v != floor(v)) bad = "--layers";
             else o->layers = (int64_t)v;
             break;
         case O_TOKDIR: o->tokdir = optarg; break;
         case O_TEXT: o->text = optarg; break;
         case O_FORCE: o->force = 1; break;
-        case O_TAIL: if (parse_dbl(optarg, 0.0, 4.0, &o->tail)) bad = "--tail"; break;
-        case O_SLOW: if (parse_dbl(optarg, 0.0, 100.0, &o->slow)) bad = "--slow"; break;
-        case O_SLOWLEN: if (parse_dbl(optarg, 0.01, 1e6, &o->slow_len)) bad = "--slow-len"; break;
-        case O_ATTN: if (parse_dbl(optarg, 0.0, 100.0, &o->attn_out)) bad = "--attn-out"; break;
-        case O_FFN: if (parse_dbl(optarg, 0.0, 100.0, &o->ffn_out)) bad = "--ffn-out"; break;
-        case O_QK: if (parse_dbl(optarg, 0.0, 100.0, &o->qk)) bad = "--qk"; break;
-        case O_TAU: if (parse_dbl(optarg, 0.5, 1e9, &o->spec_tau)) bad = "--spectrum-tau"; break;
-        case O_FLOOR: if (parse_dbl(optarg, 0.0, 1.0, &o->spec_floor)) bad = "--spectrum-floor"; break;
+        case O_TAIL: if (cli_parse_f64(optarg, 0.0, 4.0, &o->tail)) bad = "--tail"; break;
+        case O_SLOW: if (cli_parse_f64(optarg, 0.0, 100.0, &o->slow)) bad = "--slow"; break;
+        case O_SLOWLEN: if (cli_parse_f64(optarg, 0.01, 1e6, &o->slow_len)) bad = "--slow-len"; break;
+        case O_ATTN: if (cli_parse_f64(optarg, 0.0, 100.0, &o->attn_out)) bad = "--attn-out"; break;
+        case O_FFN: if (cli_parse_f64(optarg, 0.0, 100.0, &o->ffn_out)) bad = "--ffn-out"; break;
+        case O_QK: if (cli_parse_f64(optarg, 0.0, 100.0, &o->qk)) bad = "--qk"; break;
+        case O_TAU: if (cli_parse_f64(optarg, 0.5, 1e9, &o->spec_tau)) bad = "--spectrum-tau"; break;
+        case O_FLOOR: if (cli_parse_f64(optarg, 0.0, 1.0, &o->spec_floor)) bad = "--spectrum-floor"; break;
         case O_SHARD:
-            if (parse_dbl(optarg, 1, 1 << 20, &v) || v != floor(v)) bad = "--shard-mb";
+            if (cli_parse_f64(optarg, 1, 1 << 20, &v) || v != floor(v)) bad = "--shard-mb";
             else o->shard_bytes = (uint64_t)v << 20;
             break;
         default:
@@ -1343,8 +1333,9 @@ out:
 int main(int argc, char **argv)
 {
     mk_opts o;
-    if (parse_args(argc, argv, &o))
-        return EXIT_USAGE;
+    int pa = parse_args(argc, argv, &o);
+    if (pa)
+        return pa > 0 ? 0 : EXIT_USAGE;   /* 1: --help printed */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
