@@ -128,7 +128,6 @@ def main():
     ap.add_argument("--client-mib", type=int, required=True)
     ap.add_argument("--daemon-mib", type=int, required=True)
     ap.add_argument("--model-bytes", type=int, required=True)
-    ap.add_argument("--f32-bytes", type=int, required=True)
     ap.add_argument("--prompt", type=int, required=True)
     ap.add_argument("--gen", type=int, required=True)
     ap.add_argument("--dense-gen", type=int, required=True)
@@ -193,7 +192,7 @@ def main():
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
         "model": {
             "shape": a.shape, "layers_override": a.layers, "store": a.store, "synthetic": True,
-            "store_bytes": a.model_bytes, "client_f32_bytes": a.f32_bytes, "ffn_bytes": ffn_total,
+            "store_bytes": a.model_bytes, "ffn_bytes": ffn_total,
         },
         "settings": {
             "prompt_positions": a.prompt, "generated_tokens": a.gen, "dense_generated_tokens": a.dense_gen,
@@ -269,11 +268,11 @@ def main():
           "activation statistics are measured below, not assumed. Machine: %d CPUs, kernel %s; %s." % (
               label, os.cpu_count(), platform.release(), res["date"]),
           "",
-          "DRAM budget: %.0f MiB = %.2f x the model's bytes as the client holds them (f32, %.0f MiB; the f16 "
-          "store is %.0f MiB). inflash: client --dram-budget %d MiB + daemon cache %d MiB (%s). Every client "
+          "DRAM budget: %.0f MiB = %.2f x the model's bytes (the f16 store, %.0f MiB; the client keeps its "
+          "weights in f16 too). inflash: client --dram-budget %d MiB + daemon cache %d MiB (%s). Every client "
           "ran under a %s cgroup memory cap of the whole budget (page cache included); the page cache was "
           "dropped before each configuration. naive and mmap generated %d tokens, inflash %d; sampling %s." % (
-              mib(a.budget), a.budget / a.f32_bytes, mib(a.f32_bytes), mib(a.model_bytes), a.client_mib,
+              mib(a.budget), a.budget / a.model_bytes, mib(a.model_bytes), a.client_mib,
               a.daemon_mib, a.mount_opts, a.cgroup or "-", a.dense_gen, a.gen, res["settings"]["sampling"]),
           "", table_md(), ""]
     md += ["| target | measured | limit | |", "|---|---|---|---|"]

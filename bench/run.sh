@@ -2,9 +2,10 @@
 # bench/run.sh: the inflash benchmark (issue 7). On one store, side by side,
 # with the page cache dropped before each configuration:
 #   naive    dense mode through the mount: the whole FFN read every token
-#   mmap     dense mode reading the store files directly (--store) under a
-#            cgroup memory cap: the page cache is the only cache, as for a
-#            memory-mapped model larger than the cap
+#   mmap     dense mode over the memory-mapped store (--store --mmap: every
+#            weight used in place from the mapping) under a cgroup memory
+#            cap: the page cache is the only cache, as llama.cpp runs a
+#            model larger than RAM
 #   inflash  predict mode, sliding window, bundles through the mount
 #   direct   the same reading the store without FUSE
 #   device   the disk's bandwidth against read size and queue depth, and from
@@ -41,8 +42,8 @@ run:
   --gen N            generated tokens (default 64)
   --dense-gen N      generated tokens in naive and mmap (default: --gen)
   --window K         inflash window (default 4)
-  --budget-frac F    DRAM budget as a fraction of the model's bytes as the
-                     client holds them (f32) (default 0.5)
+  --budget-frac F    DRAM budget as a fraction of the model's bytes (the
+                     store's dense.bin + ffn.bin) (default 0.5)
   --budget-mib MIB   the DRAM budget in MiB instead of --budget-frac
   --daemon-cache MIB the daemon's share of the budget (default 5% of it)
   --mount-opts O     more inflashfs options (default chunk=16k: one bundle)
@@ -132,6 +133,7 @@ cg=""
 cleanup() {
     if grep -qF " $mnt fuse" /proc/mounts 2>/dev/null; then "$here/mount.sh" -u "$mnt" >/dev/null 2>&1 || true; fi
     if [ -n "$cg" ] && [ -d "$cg" ]; then rmdir "$cg" 2>/dev/null || true; fi
+    if [ -n "${delayacct:-}" ]; then sysctl -qw kernel.task_delayacct="$delayacct" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -210,28 +212,18 @@ if (has inflash || has direct) && ! calibrated "$store"; then
         { tail -3 "$work/calibrate.err" >&2; die "calibration failed"; }
 fi
 
-# sizes: the model's bytes in the store and as the client holds them (f32)
-read -r dense_bytes ffn_bytes dtype_size < <(python3 - "$store" <<'PY'
-import json, os, sqlite3, sys
-s = sys.argv[1]
-db = sqlite3.connect("file:%s/index.sqlite?mode=ro" % s, uri=True)
-meta = dict(db.execute("select key, value from meta").fetchall())
-size = 2 if meta.get("dtype", "f32") == "f16" else 4
-print(os.path.getsize(os.path.join(s, "dense.bin")), os.path.getsize(os.path.join(s, "ffn.bin")), size)
-PY
-)
-model_bytes=$((dense_bytes + ffn_bytes))
-f32_bytes=$((model_bytes * 4 / dtype_size))
+# the model's bytes: the store's files (the client keeps weights in the store's dtype)
+model_bytes=$(( $(stat -c %s "$store/dense.bin") + $(stat -c %s "$store/ffn.bin") ))
 if [ -n "$budget_mib" ]; then
     budget=$((budget_mib << 20))
 else
-    budget=$(python3 -c "print(int($f32_bytes * $budget_frac))")
+    budget=$(python3 -c "print(int($model_bytes * $budget_frac))")
     budget_mib=$((budget >> 20))
 fi
 daemon_mib=${daemon_mib:-$((budget_mib / 20 > 4 ? budget_mib / 20 : 4))}
 [ "$budget_mib" -gt "$daemon_mib" ] || die "budget $budget_mib MiB does not exceed the daemon cache ($daemon_mib MiB)"
 client_mib=$((budget_mib - daemon_mib))
-log "store $store: $((model_bytes >> 20)) MiB (f32 in the client: $((f32_bytes >> 20)) MiB); budget $budget_mib MiB = client $client_mib + daemon cache $daemon_mib"
+log "store $store: $((model_bytes >> 20)) MiB; budget $budget_mib MiB = client $client_mib + daemon cache $daemon_mib"
 
 # the prompt: the first PROMPT positions of the held-out text (BOS + text);
 # this one teacher-forced pass also measures the activation statistics
@@ -243,6 +235,9 @@ ids=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(' '.joi
 sample=(-t 1 --top-p 1 --seed 1)
 
 cg_create "$budget"
+# delay accounting: the mmap client's page-fault I/O wait (its I/O ms/token)
+delayacct=$(sysctl -n kernel.task_delayacct 2>/dev/null || echo "")
+[ -n "$delayacct" ] && sysctl -qw kernel.task_delayacct=1
 daemon_pid() { "$here/mount.sh" --status | awk -F'\t' -v m="$mnt" '$1 == m { sub("pid ", "", $3); print $3 }'; }
 mount_it() {
     mkdir -p "$mnt"
@@ -299,9 +294,9 @@ if has naive; then
     umount_it naive
 fi
 if has mmap; then
-    log "mmap: dense from the store files under a ${budget_mib} MiB cgroup cap (page cache only), $dense_gen tokens"
+    log "mmap: dense over the mapped store under a ${budget_mib} MiB cgroup cap (page cache only), $dense_gen tokens"
     drop_caches
-    client_dense mmap --store "$store" -n "$dense_gen" || failed+=(mmap)
+    client_dense mmap --store "$store" --mmap -n "$dense_gen" || failed+=(mmap)
 fi
 if has inflash; then
     log "inflash: predict, window $window, through the mount, client budget $client_mib MiB"
@@ -346,7 +341,7 @@ fi
 log "report"
 python3 "$here/bench/report.py" --run "$run" --out "$out" --store "$store" --shape "$shape" \
     ${layers:+--layers "$layers"} --window "$window" --budget "$budget" --client-mib "$client_mib" \
-    --daemon-mib "$daemon_mib" --model-bytes "$model_bytes" --f32-bytes "$f32_bytes" --prompt "$prompt" \
+    --daemon-mib "$daemon_mib" --model-bytes "$model_bytes" --prompt "$prompt" \
     --gen "$gen" --dense-gen "$dense_gen" --mount-opts "cache=${daemon_mib}m${mount_opts:+,$mount_opts}" \
     --cgroup "$cg_kind" --readers "$readers" $([ "$quick" = 1 ] && echo --quick)
 if command -v gnuplot >/dev/null; then

@@ -1,9 +1,11 @@
 # client/client.cmake: the inference client `inflash` (issue 4): weight
-# source (mount or store), model, sampling, command line. Its pieces other
-# than main.c form inflash_client, which the tests and later tools link.
+# source (mount, store or mapped store), model, weight-matrix kernels,
+# sampling, command line. Its pieces other than main.c form inflash_client,
+# which the tests and later tools link.
 add_library(inflash_client STATIC
   ${CMAKE_CURRENT_LIST_DIR}/source.c
   ${CMAKE_CURRENT_LIST_DIR}/model.c
+  ${CMAKE_CURRENT_LIST_DIR}/wmat.c
   ${CMAKE_CURRENT_LIST_DIR}/sample.c
 )
 target_include_directories(inflash_client PUBLIC ${CMAKE_CURRENT_LIST_DIR})

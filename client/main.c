@@ -30,6 +30,7 @@ typedef enum { CLI_DENSE = 0, CLI_ORACLE = 1, CLI_PREDICT = 2 } cli_mode;
 typedef struct {
     const char *mount;        /* positional MOUNTPOINT, or NULL */
     const char *store_dir;    /* --store */
+    int         mmap;         /* --mmap: the store memory-mapped, computed in place */
     const char *prompt;       /* -p */
     const char *prompt_file;  /* -f */
     const char *ppl_file;     /* --perplexity */
@@ -95,6 +96,9 @@ static void cli_usage(FILE *f)
             "      --threads N    OpenBLAS threads\n"
             "      --dense-resident  keep the whole FFN in memory (reference only)\n"
             "      --store DIR    read a store directory instead of a mount\n"
+            "      --mmap         with --store and --mode dense: memory-map the store and compute\n"
+            "                     from the mapping, the page cache being the only cache (the way\n"
+            "                     llama.cpp runs a model larger than RAM; for comparison)\n"
             "  -h, --help         this help\n"
             "\n"
             "Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
@@ -361,7 +365,7 @@ static int write_stats(const char *path, const cli_opts *o, const model *m, cons
             "  \"ffn_fraction_read_per_token\": %.6f,\n"
             "  \"model_resident_bytes\": %llu,\n"
             "  \"resident_bytes_peak\": %llu,\n",
-            mode_name(o->mode), o->store_dir ? "store" : "mount", fmt_dtype_name(source_dtype(m->src)),
+            mode_name(o->mode), o->mmap ? "mmap" : o->store_dir ? "store" : "mount", fmt_dtype_name(source_dtype(m->src)),
             o->dense_resident ? "true" : "false", (long long)st->prompt_tokens, (long long)st->tokens,
             (long long)st->decode_steps, (long long)st->n_recs, st->prefill_ms, ms, io, ms - io,
             (unsigned long long)ffn_total, bytes, bytes / (double)ffn_total, (unsigned long long)m->resident_bytes,
@@ -822,7 +826,7 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
 static int parse_args(int argc, char **argv, cli_opts *o)
 {
     enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE,
-           O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS };
+           O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP };
     static const struct option longs[] = {
         {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
         {"tokens", required_argument, 0, 'n'},  {"temperature", required_argument, 0, 't'},
@@ -835,7 +839,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"per-line", no_argument, 0, O_PERLINE}, {"help", no_argument, 0, 'h'},
         {"window", required_argument, 0, O_WINDOW}, {"dram-budget", required_argument, 0, O_BUDGET},
         {"check-recall", no_argument, 0, O_RECALL}, {"compare-dense", no_argument, 0, O_CMPDENSE},
-        {"readers", required_argument, 0, O_READERS},
+        {"readers", required_argument, 0, O_READERS}, {"mmap", no_argument, 0, O_MMAP},
         {0, 0, 0, 0},
     };
     o->n_gen = 128;
@@ -927,6 +931,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             o->readers = (int)v;
             o->sparse_opt = 1;
             break;
+        case O_MMAP: o->mmap = 1; break;
         case 'h': return 1;
         case ':':
             if (optopt > 0 && optopt < 256)
@@ -971,6 +976,10 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         fprintf(stderr, "inflash: --compare-dense goes with --perplexity\n");
         return -1;
     }
+    if (o->mmap && (!o->store_dir || o->mode != CLI_DENSE || o->dense_resident)) {
+        fprintf(stderr, "inflash: --mmap goes with --store and --mode dense (not --dense-resident)\n");
+        return -1;
+    }
     if (o->dense_resident && o->mode != CLI_DENSE) {
         fprintf(stderr, "inflash: --dense-resident goes with --mode dense\n");
         return -1;
@@ -1001,7 +1010,9 @@ int main(int argc, char **argv)
     ierr err = {{0}};
     source *src = NULL;
     tok *tk = NULL;
-    int rc = o.store_dir ? source_open_store(o.store_dir, &src, &err) : source_open_mount(o.mount, &src, &err);
+    int rc = o.mmap ? source_open_store_mapped(o.store_dir, &src, &err)
+             : o.store_dir ? source_open_store(o.store_dir, &src, &err)
+                           : source_open_mount(o.mount, &src, &err);
     if (rc == 0 && needs_calibration(&o, src)) {
         store_calib cal;
         if (source_calib(src, 0, &cal, NULL) == -ENOENT) {

@@ -2,6 +2,7 @@
  * loaded through the source, batched attention with a KV cache, the dense
  * bundle-layout FFN, and the small kernels they use. */
 #include "model.h"
+#include "wmat.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "model.c reads little-endian f32 store data in place"
@@ -96,31 +98,24 @@ static inline float act_apply(hp_act a, float v)
     return v / (1.0f + expf(-v));   /* silu */
 }
 
-void model_ffn_bundles(const float *w, int64_t nb, int64_t d, int gated, hp_act act,
+void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, hp_act act,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
-                       float *pre, float *gpre, int64_t ldp, float *actbuf, float *y)
+                       float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch)
 {
-    model_ffn_rows(w, (gated ? 3 : 2) * d, nb, d, gated, act, b_up, b_gate, x, n, pre, gpre, ldp, actbuf, y);
+    model_ffn_rows(dt, w, (gated ? 3 : 2) * d, nb, d, gated, act, b_up, b_gate, x, n, pre, gpre, ldp, actbuf, y,
+                   scratch);
 }
 
-void model_ffn_rows(const float *w, int64_t bl, int64_t nb, int64_t d, int gated, hp_act act,
+void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t d, int gated, hp_act act,
                     const float *b_up, const float *b_gate, const float *x, int64_t n,
-                    float *pre, float *gpre, int64_t ldp, float *actbuf, float *y)
+                    float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch)
 {
-    const float *up = w, *gate = w + d, *down = w + (gated ? 2 : 1) * d;
+    const void *up = w, *gate = wm_at(dt, w, bl, 0, d), *down = wm_at(dt, w, bl, 0, (gated ? 2 : 1) * d);
     if (nb <= 0 || n <= 0)
         return;
-    if (n == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)d, 1.0f, up, (int)bl, x, 1, 0.0f, pre, 1);
-        if (gated)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)d, 1.0f, gate, (int)bl, x, 1, 0.0f, gpre, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nb, (int)d, 1.0f, x, (int)d, up,
-                    (int)bl, 0.0f, pre, (int)ldp);
-        if (gated)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nb, (int)d, 1.0f, x, (int)d, gate,
-                        (int)bl, 0.0f, gpre, (int)ldp);
-    }
+    wm_gemm_xwt(dt, up, bl, nb, d, x, n, pre, ldp, 0.0f, scratch);
+    if (gated)
+        wm_gemm_xwt(dt, gate, bl, nb, d, x, n, gpre, ldp, 0.0f, scratch);
     for (int64_t i = 0; i < n; i++) {
         float *p = pre + i * ldp, *g = gated ? gpre + i * ldp : NULL, *a = actbuf + i * nb;
         for (int64_t j = 0; j < nb; j++) {
@@ -135,21 +130,14 @@ void model_ffn_rows(const float *w, int64_t bl, int64_t nb, int64_t d, int gated
             }
         }
     }
-    if (n == 1)
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)nb, (int)d, 1.0f, down, (int)bl, actbuf, 1, 1.0f, y, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)nb, 1.0f, actbuf, (int)nb,
-                    down, (int)bl, 1.0f, y, (int)d);
+    wm_gemm_aw(dt, down, bl, nb, d, actbuf, nb, n, y, scratch);
 }
 
-/* out[n][outd] = x[n][in] . w[outd][in]^T (+ b[outd]) */
-static void matmul(float *out, const float *x, const float *w, const float *b, int64_t n, int64_t in, int64_t outd)
+/* out[n][outd] = x[n][in] . w[outd][in]^T (+ b[outd]), w in the model's dtype */
+static void matmul(model *m, float *out, const float *x, const void *w, const float *b, int64_t n, int64_t in,
+                   int64_t outd)
 {
-    if (n == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)outd, (int)in, 1.0f, w, (int)in, x, 1, 0.0f, out, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)outd, (int)in, 1.0f, x, (int)in, w,
-                    (int)in, 0.0f, out, (int)outd);
+    wm_gemm_xwt(m->w.wdt, w, in, outd, in, x, n, out, outd, 0.0f, m->s.wscratch);
     if (b)
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = 0; j < outd; j++)
@@ -184,6 +172,41 @@ static int load_one(model *m, float **dst, const char *name, int64_t numel, ierr
     int rc = alloc_f32(m, dst, numel, name, err);
     if (rc == 0)
         rc = source_tensor_f32(m->src, name, *dst, numel, err);
+    return rc;
+}
+
+/* A (wdt) matrix: in place from a mapped source, else read into a new
+ * array of the model's dtype. */
+static int load_mat(model *m, const void **dst, const char *name, int64_t numel, ierr *err)
+{
+    *dst = NULL;
+    if (m->w.mapped) {
+        *dst = source_tensor_map(m->src, name, numel);
+        return *dst ? 0 : ierr_set(err, -EINVAL, "model: tensor %s is not in the mapped store as %lld %s elements",
+                                   name, (long long)numel, fmt_dtype_name(m->w.wdt));
+    }
+    size_t bytes = (size_t)numel * fmt_dtype_size(m->w.wdt);
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        return ierr_set(err, -ENOMEM, "out of memory for %s (%zu bytes)", name, bytes);
+    *dst = p;
+    m->resident_bytes += bytes;
+    return source_tensor(m->src, name, m->w.wdt, p, numel, err);
+}
+
+/* The (wdt) matrix `fmt` (with %lld = layer) of every layer: an array of
+ * n_layers pointers. */
+static int load_mats(model *m, const void ***dst, const char *fmt, int64_t numel, ierr *err)
+{
+    char name[256];
+    *dst = calloc((size_t)m->cfg.n_layers, sizeof **dst);
+    if (!*dst)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    int rc = 0;
+    for (int64_t l = 0; rc == 0 && l < m->cfg.n_layers; l++) {
+        snprintf(name, sizeof name, fmt, (long long)l);
+        rc = load_mat(m, &(*dst)[l], name, numel, err);
+    }
     return rc;
 }
 
@@ -248,7 +271,7 @@ static int load_weights(model *m, ierr *err)
     model_weights *w = &m->w;
     int64_t d = c->d_model;
     int breq = nm->biases_required;
-    int rc = load_one(m, &w->tok_emb, nm->tok_emb, c->vocab_size * d, err);
+    int rc = load_mat(m, &w->tok_emb, nm->tok_emb, c->vocab_size * d, err);
     if (rc == 0 && nm->pos_emb)
         rc = load_one(m, &w->pos_emb, nm->pos_emb, (c->max_pos + c->pos_offset) * d, err);
     if (rc == 0)
@@ -257,10 +280,10 @@ static int load_weights(model *m, ierr *err)
         rc = load_one(m, &w->final_norm_b, nm->final_norm_b, d, err);
     if (rc == 0) rc = load_layers(m, &w->attn_norm_w, nm->attn_norm_w, d, 1, err);
     if (rc == 0) rc = load_layers(m, &w->attn_norm_b, nm->attn_norm_b, d, 1, err);
-    if (rc == 0) rc = load_layers(m, &w->wq, nm->wq, m->q_dim * d, 1, err);
-    if (rc == 0) rc = load_layers(m, &w->wk, nm->wk, m->kv_dim * d, 1, err);
-    if (rc == 0) rc = load_layers(m, &w->wv, nm->wv, m->kv_dim * d, 1, err);
-    if (rc == 0) rc = load_layers(m, &w->wo, nm->wo, d * m->q_dim, 1, err);
+    if (rc == 0) rc = load_mats(m, &w->wq, nm->wq, m->q_dim * d, err);
+    if (rc == 0) rc = load_mats(m, &w->wk, nm->wk, m->kv_dim * d, err);
+    if (rc == 0) rc = load_mats(m, &w->wv, nm->wv, m->kv_dim * d, err);
+    if (rc == 0) rc = load_mats(m, &w->wo, nm->wo, d * m->q_dim, err);
     if (rc == 0) rc = load_layers(m, &w->bq, nm->bq, m->q_dim, breq, err);
     if (rc == 0) rc = load_layers(m, &w->bk, nm->bk, m->kv_dim, breq, err);
     if (rc == 0) rc = load_layers(m, &w->bv, nm->bv, m->kv_dim, breq, err);
@@ -279,7 +302,7 @@ static int load_weights(model *m, ierr *err)
         w->lm_head = w->tok_emb;
         return 0;
     }
-    return load_one(m, &w->lm_head, nm->lm_head, c->vocab_size * d, err);
+    return load_mat(m, &w->lm_head, nm->lm_head, c->vocab_size * d, err);
 }
 
 static int alloc_state(model *m, int64_t seq_len, int64_t max_batch, ierr *err)
@@ -307,10 +330,12 @@ static int alloc_state(model *m, int64_t seq_len, int64_t max_batch, ierr *err)
     if (rc == 0) rc = alloc_f32(m, &s->pre, B * c->d_ffn, "pre", err);
     if (rc == 0 && c->gated) rc = alloc_f32(m, &s->gpre, B * c->d_ffn, "gpre", err);
     if (rc == 0) rc = alloc_f32(m, &s->act, B * s->ffn_block, "act", err);
-    if (rc == 0) rc = alloc_f32(m, &s->ffn_w, s->ffn_block * m->bundle_len, "ffn block", err);
+    if (rc == 0) rc = alloc_f32(m, &s->bgather, 2 * s->ffn_block, "ffn block biases", err);
+    int64_t wcols = d > m->q_dim ? d : m->q_dim;
+    if (rc == 0) rc = alloc_f32(m, &s->wscratch, wm_scratch_floats(wcols), "matrix scratch", err);
     if (rc == 0) rc = alloc_f32(m, &s->key_cache, c->n_layers * seq_len * m->kv_dim, "key cache", err);
     if (rc == 0) rc = alloc_f32(m, &s->value_cache, c->n_layers * seq_len * m->kv_dim, "value cache", err);
-    if (rc == 0 && source_dtype(m->src) != FMT_F32) {
+    if (rc == 0 && !m->w.mapped) {
         size_t n = (size_t)s->ffn_block * (size_t)bb;
         s->ffn_raw = malloc(n);
         if (!s->ffn_raw)
@@ -342,6 +367,9 @@ int model_new(source *src, int64_t seq_len, int64_t max_batch, model **out, ierr
     m->kv_dim = c->n_kv_heads * m->head_dim;
     m->bundle_len = (c->gated ? 3 : 2) * c->d_model;
     m->ffn = model_ffn_dense;
+    m->w.wdt = source_dtype(src);
+    const int64_t *ids;
+    m->w.mapped = source_ffn_map(src, 0, &ids) != NULL;
     if (seq_len <= 0 || seq_len > c->max_pos)
         seq_len = c->max_pos;
     if (max_batch <= 0)
@@ -364,38 +392,43 @@ void model_free(model *m)
     if (!m)
         return;
     model_weights *w = &m->w;
-    if (w->lm_head != w->tok_emb)
-        free(w->lm_head);
-    float *wp[] = {w->tok_emb, w->pos_emb, w->attn_norm_w, w->attn_norm_b, w->wq, w->wk, w->wv, w->wo,
-                   w->bq, w->bk, w->bv, w->bo, w->ffn_norm_w, w->ffn_norm_b, w->ffn_b_up, w->ffn_b_gate,
-                   w->ffn_b_down, w->final_norm_w, w->final_norm_b, w->ffn_resident};
+    const void **mats[] = {w->wq, w->wk, w->wv, w->wo};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+        for (int64_t l = 0; mats[i] && !w->mapped && l < m->cfg.n_layers; l++)
+            free((void *)mats[i][l]);
+        free((void *)mats[i]);
+    }
+    if (!w->mapped) {
+        if (w->lm_head != w->tok_emb)
+            free((void *)w->lm_head);
+        free((void *)w->tok_emb);
+    }
+    float *wp[] = {w->pos_emb, w->attn_norm_w, w->attn_norm_b, w->bq, w->bk, w->bv, w->bo, w->ffn_norm_w,
+                   w->ffn_norm_b, w->ffn_b_up, w->ffn_b_gate, w->ffn_b_down, w->final_norm_w, w->final_norm_b};
     for (size_t i = 0; i < sizeof wp / sizeof wp[0]; i++)
         free(wp[i]);
+    free(w->ffn_resident);
     model_state *s = &m->s;
     float *sp[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att_out, s->att, s->pre, s->gpre, s->act,
-                   s->ffn_w, s->key_cache, s->value_cache, s->rope_cos, s->rope_sin};
+                   s->bgather, s->wscratch, s->key_cache, s->value_cache, s->rope_cos, s->rope_sin};
     for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++)
         free(sp[i]);
     free(s->ffn_raw);
     free(m);
 }
 
-/* Read neurons [j0, j0+nb) of a layer as f32 bundles into dst [nb][bundle_len]. */
-static int read_bundles_f32(model *m, int64_t layer, int64_t j0, int64_t nb, float *dst, ierr *err)
+/* Read neurons [j0, j0+nb) of a layer, as stored, into dst [nb][bundle_bytes]. */
+static int read_bundles(model *m, int64_t layer, int64_t j0, int64_t nb, void *dst, ierr *err)
 {
     int64_t bb = source_bundle_bytes(m->src);
-    fmt_dtype dt = source_dtype(m->src);
     size_t len = (size_t)nb * (size_t)bb;
-    void *buf = dt == FMT_F32 ? (void *)dst : m->s.ffn_raw;
     uint64_t t0 = now_ns();
-    int rc = source_read_ffn(m->src, layer, (uint64_t)j0 * (uint64_t)bb, buf, len, err);
+    int rc = source_read_ffn(m->src, layer, (uint64_t)j0 * (uint64_t)bb, dst, len, err);
     m->stats.io_ns += now_ns() - t0;
     if (rc)
         return rc;
     m->stats.ffn_bytes_read += len;
     m->stats.ffn_reads++;
-    if (dt != FMT_F32)
-        fmt_to_f32(dt, buf, dst, (size_t)(nb * m->bundle_len));
     return 0;
 }
 
@@ -404,12 +437,18 @@ int model_load_resident_ffn(model *m, ierr *err)
     const hp_config *c = &m->cfg;
     if (m->w.ffn_resident)
         return 0;
-    int64_t per_layer = c->d_ffn * m->bundle_len;
-    int rc = alloc_f32(m, &m->w.ffn_resident, c->n_layers * per_layer, "resident FFN", err);
+    uint64_t bb = (uint64_t)source_bundle_bytes(m->src), per_layer = (uint64_t)c->d_ffn * bb;
+    size_t total = (size_t)((uint64_t)c->n_layers * per_layer);
+    unsigned char *p = malloc(total ? total : 1);
+    if (!p)
+        return ierr_set(err, -ENOMEM, "out of memory for the resident FFN (%zu bytes)", total);
+    m->w.ffn_resident = p;
+    m->resident_bytes += total;
+    int rc = 0;
     for (int64_t l = 0; rc == 0 && l < c->n_layers; l++)
         for (int64_t j = 0; rc == 0 && j < c->d_ffn; j += m->s.ffn_block) {
             int64_t nb = c->d_ffn - j < m->s.ffn_block ? c->d_ffn - j : m->s.ffn_block;
-            rc = read_bundles_f32(m, l, j, nb, m->w.ffn_resident + l * per_layer + j * m->bundle_len, err);
+            rc = read_bundles(m, l, j, nb, p + (uint64_t)l * per_layer + (uint64_t)j * bb, err);
         }
     return rc;
 }
@@ -420,23 +459,41 @@ int model_ffn_dense(model *m, void *ctx, int64_t layer, int64_t pos, const float
     (void)ctx;
     const hp_config *c = &m->cfg;
     model_state *s = &m->s;
-    int64_t d = c->d_model, F = c->d_ffn;
+    int64_t d = c->d_model, F = c->d_ffn, bl = m->bundle_len;
     const float *bu = m->w.ffn_b_up ? m->w.ffn_b_up + layer * F : NULL;
     const float *bg = m->w.ffn_b_gate ? m->w.ffn_b_gate + layer * F : NULL;
+    /* a mapped source: computed in place, in slot order */
+    const int64_t *id_of = NULL;
+    const void *map = m->w.mapped ? source_ffn_map(m->src, layer, &id_of) : NULL;
+    if (m->w.mapped && (!map || m->ffn_hook))
+        return ierr_set(err, -EINVAL, "model: layer %lld: %s", (long long)layer,
+                        map ? "the calibration hook needs neuron-id order, not a mapped store"
+                            : "no mapped neuron file");
     memset(y, 0, (size_t)(n * d) * sizeof(float));
     for (int64_t j = 0; j < F; j += s->ffn_block) {
         int64_t nb = F - j < s->ffn_block ? F - j : s->ffn_block;
-        const float *wb;
-        if (m->w.ffn_resident) {
-            wb = m->w.ffn_resident + (layer * F + j) * m->bundle_len;
+        const void *wb;
+        const float *bub = bu ? bu + j : NULL, *bgb = bg ? bg + j : NULL;
+        if (map) {
+            wb = wm_at(m->w.wdt, map, bl, j, 0);
+            for (int64_t i = 0; i < nb; i++) {
+                if (bu)
+                    s->bgather[i] = bu[id_of[j + i]];
+                if (bg)
+                    s->bgather[s->ffn_block + i] = bg[id_of[j + i]];
+            }
+            bub = bu ? s->bgather : NULL;
+            bgb = bg ? s->bgather + s->ffn_block : NULL;
+        } else if (m->w.ffn_resident) {
+            wb = wm_at(m->w.wdt, m->w.ffn_resident, bl, layer * F + j, 0);
         } else {
-            int rc = read_bundles_f32(m, layer, j, nb, s->ffn_w, err);
+            int rc = read_bundles(m, layer, j, nb, s->ffn_raw, err);
             if (rc)
                 return rc;
-            wb = s->ffn_w;
+            wb = s->ffn_raw;
         }
-        model_ffn_bundles(wb, nb, d, c->gated, c->act, bu ? bu + j : NULL, bg ? bg + j : NULL, x, n, s->pre + j,
-                          s->gpre ? s->gpre + j : NULL, F, s->act, y);
+        model_ffn_bundles(m->w.wdt, wb, nb, d, c->gated, c->act, bub, bgb, x, n, s->pre + j,
+                          s->gpre ? s->gpre + j : NULL, F, s->act, y, s->wscratch);
     }
     if (m->w.ffn_b_down) {
         const float *b = m->w.ffn_b_down + layer * d;
@@ -450,6 +507,35 @@ int model_ffn_dense(model *m, void *ctx, int64_t layer, int64_t pos, const float
 }
 
 /* ---- forward -------------------------------------------------------------- */
+
+/* A mapped source reads by page faults: the process's block-I/O delay
+ * (/proc/self/stat field 42, delay accounting: sysctl kernel.task_delayacct=1,
+ * else 0) in ns and the bytes it had read from storage (/proc/self/io). */
+static void proc_io(uint64_t *blkio_ns, uint64_t *read_bytes)
+{
+    char buf[2048];
+    *blkio_ns = *read_bytes = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        char *p = strrchr(buf, ')');   /* the command name may hold spaces */
+        unsigned long long ticks = 0;
+        for (int field = 2; p && field < 42; field++)
+            p = strchr(p + 1, ' ');
+        if (p && sscanf(p + 1, "%llu", &ticks) == 1)
+            *blkio_ns = ticks * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
+    }
+    f = fopen("/proc/self/io", "r");
+    if (f) {
+        unsigned long long v;
+        while (fgets(buf, sizeof buf, f))
+            if (sscanf(buf, "read_bytes: %llu", &v) == 1)
+                *read_bytes = v;
+        fclose(f);
+    }
+}
 
 static void norm_rows(const model *m, float *out, const float *x, const float *w, const float *b, int64_t n)
 {
@@ -472,9 +558,9 @@ static void attention(model *m, int64_t l, int64_t n, int64_t pos)
     int64_t d = c->d_model, hd = m->head_dim, qd = m->q_dim, kvd = m->kv_dim;
     int64_t group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
-    matmul(s->q, s->xb, w->wq + l * qd * d, w->bq ? w->bq + l * qd : NULL, n, d, qd);
-    matmul(s->k, s->xb, w->wk + l * kvd * d, w->bk ? w->bk + l * kvd : NULL, n, d, kvd);
-    matmul(s->v, s->xb, w->wv + l * kvd * d, w->bv ? w->bv + l * kvd : NULL, n, d, kvd);
+    matmul(m, s->q, s->xb, w->wq[l], w->bq ? w->bq + l * qd : NULL, n, d, qd);
+    matmul(m, s->k, s->xb, w->wk[l], w->bk ? w->bk + l * kvd : NULL, n, d, kvd);
+    matmul(m, s->v, s->xb, w->wv[l], w->bv ? w->bv + l * kvd : NULL, n, d, kvd);
     float *kc = s->key_cache + l * s->seq_len * kvd, *vc = s->value_cache + l * s->seq_len * kvd;
     for (int64_t i = 0; i < n; i++) {
         float *q = s->q + i * qd, *k = s->k + i * kvd;
@@ -504,10 +590,25 @@ static void attention(model *m, int64_t l, int64_t n, int64_t pos)
                         0.0f, o, 1);
         }
     }
-    matmul(s->xb2, s->att_out, w->wo + l * d * qd, w->bo ? w->bo + l * d : NULL, n, qd, d);
+    matmul(m, s->xb2, s->att_out, w->wo[l], w->bo ? w->bo + l * d : NULL, n, qd, d);
 }
 
+static int forward(model *m, const int32_t *tokens, int64_t n, int64_t pos, ierr *err);
+
 int model_forward(model *m, const int32_t *tokens, int64_t n, int64_t pos, ierr *err)
+{
+    if (!m->w.mapped)
+        return forward(m, tokens, n, pos, err);
+    uint64_t io0, rb0, io1, rb1;
+    proc_io(&io0, &rb0);
+    int rc = forward(m, tokens, n, pos, err);
+    proc_io(&io1, &rb1);
+    m->stats.io_ns += io1 - io0;
+    m->stats.ffn_bytes_read += rb1 - rb0;
+    return rc;
+}
+
+static int forward(model *m, const int32_t *tokens, int64_t n, int64_t pos, ierr *err)
 {
     const hp_config *c = &m->cfg;
     const model_weights *w = &m->w;
@@ -523,7 +624,7 @@ int model_forward(model *m, const int32_t *tokens, int64_t n, int64_t pos, ierr 
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return ierr_set(err, -EINVAL, "model: token id %d out of range (vocabulary %lld)", (int)tokens[i],
                             (long long)c->vocab_size);
-        memcpy(s->x + i * d, w->tok_emb + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
+        wm_row(w->wdt, w->tok_emb, d, tokens[i], d, s->x + i * d);
         if (w->pos_emb) {
             const float *pe = w->pos_emb + (pos + i + c->pos_offset) * d;
             for (int64_t k = 0; k < d; k++)
@@ -549,5 +650,5 @@ int model_forward(model *m, const int32_t *tokens, int64_t n, int64_t pos, ierr 
 void model_logits(model *m, int64_t row0, int64_t n, float *logits)
 {
     int64_t d = m->cfg.d_model;
-    matmul(logits, m->s.xb + row0 * d, m->w.lm_head, NULL, n, d, m->cfg.vocab_size);
+    matmul(m, logits, m->s.xb + row0 * d, m->w.lm_head, NULL, n, d, m->cfg.vocab_size);
 }

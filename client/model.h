@@ -5,11 +5,13 @@
  * family (RMSNorm, rotate-half RoPE, GQA, SwiGLU), f32 with OpenBLAS.
  *
  * Attention, embeddings, norms and biases are read once through the source
- * and stay resident. The FFN is a separate, replaceable function
+ * and stay resident (the matrices in the store's dtype), or are used in
+ * place from a memory-mapped store. The FFN is a separate, replaceable function
  * (model_ffn_fn) that maps the layer's normalised FFN input to its output;
  * the default, model_ffn_dense, reads the layer's whole neuron file through
- * source_read_ffn for every forward call (the naive baseline) or uses the
- * f32 copy made by model_load_resident_ffn. Every size is 64-bit. */
+ * source_read_ffn for every forward call (the naive baseline), computes
+ * from the mapped neuron file of a mapped source, or uses the copy made by
+ * model_load_resident_ffn. Every size is 64-bit. */
 #ifndef INFLASH_MODEL_H
 #define INFLASH_MODEL_H
 
@@ -20,33 +22,39 @@
 #include "ierr.h"
 #include "source.h"
 
-/* Resident weights, f32. Per-layer tensors of all layers are one array.
- * q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim,
- * bundle_len = (gated ? 3 : 2) * d_model. Every pointer is owned by the
- * model (lm_head aliases tok_emb when the head is tied). */
+/* Resident weights. The big matrices (marked wdt) stay in the store's
+ * dtype (f16 halves the DRAM of an f32 copy; client/wmat.h computes with
+ * them); norms, biases and positions are f32. Per-layer matrices are
+ * arrays of n_layers pointers. q_dim = n_heads * head_dim, kv_dim =
+ * n_kv_heads * head_dim, bundle_len = (gated ? 3 : 2) * d_model. Every
+ * pointer is owned by the model, except that lm_head aliases tok_emb when
+ * the head is tied and that the matrices alias the source's mapping when
+ * `mapped` (source_open_store_mapped). */
 typedef struct {
-    float *tok_emb;      /* [vocab_size][d_model] */
-    float *pos_emb;      /* [max_pos + pos_offset][d_model]; OPT only, else NULL */
-    float *attn_norm_w;  /* [n_layers][d_model] */
-    float *attn_norm_b;  /* [n_layers][d_model]; LayerNorm (OPT) only, else NULL */
-    float *wq;           /* [n_layers][q_dim][d_model] */
-    float *wk;           /* [n_layers][kv_dim][d_model] */
-    float *wv;           /* [n_layers][kv_dim][d_model] */
-    float *wo;           /* [n_layers][d_model][q_dim] */
-    float *bq;           /* [n_layers][q_dim]; NULL without attention biases */
-    float *bk;           /* [n_layers][kv_dim]; NULL without attention biases */
-    float *bv;           /* [n_layers][kv_dim]; NULL without attention biases */
-    float *bo;           /* [n_layers][d_model]; NULL without attention biases */
-    float *ffn_norm_w;   /* [n_layers][d_model] */
-    float *ffn_norm_b;   /* [n_layers][d_model]; LayerNorm only, else NULL */
-    float *ffn_b_up;     /* [n_layers][d_ffn]; OPT fc1.bias, else NULL */
-    float *ffn_b_gate;   /* [n_layers][d_ffn]; gate bias if the model has one, else NULL */
-    float *ffn_b_down;   /* [n_layers][d_model]; OPT fc2.bias, else NULL */
-    float *final_norm_w; /* [d_model] */
-    float *final_norm_b; /* [d_model]; LayerNorm only, else NULL */
-    float *lm_head;      /* [vocab_size][d_model]; == tok_emb when tied */
-    float *ffn_resident; /* [n_layers][d_ffn][bundle_len] f32 bundles in neuron-id
-                            order; NULL unless model_load_resident_ffn */
+    fmt_dtype    wdt;          /* dtype of the (wdt) matrices */
+    int          mapped;       /* (wdt) matrices point into the source's mapping */
+    const void  *tok_emb;      /* (wdt) [vocab_size][d_model] */
+    float       *pos_emb;      /* [max_pos + pos_offset][d_model]; OPT only, else NULL */
+    float       *attn_norm_w;  /* [n_layers][d_model] */
+    float       *attn_norm_b;  /* [n_layers][d_model]; LayerNorm (OPT) only, else NULL */
+    const void **wq;           /* [n_layers] -> (wdt) [q_dim][d_model] */
+    const void **wk;           /* [n_layers] -> (wdt) [kv_dim][d_model] */
+    const void **wv;           /* [n_layers] -> (wdt) [kv_dim][d_model] */
+    const void **wo;           /* [n_layers] -> (wdt) [d_model][q_dim] */
+    float       *bq;           /* [n_layers][q_dim]; NULL without attention biases */
+    float       *bk;           /* [n_layers][kv_dim]; NULL without attention biases */
+    float       *bv;           /* [n_layers][kv_dim]; NULL without attention biases */
+    float       *bo;           /* [n_layers][d_model]; NULL without attention biases */
+    float       *ffn_norm_w;   /* [n_layers][d_model] */
+    float       *ffn_norm_b;   /* [n_layers][d_model]; LayerNorm only, else NULL */
+    float       *ffn_b_up;     /* [n_layers][d_ffn]; OPT fc1.bias, else NULL */
+    float       *ffn_b_gate;   /* [n_layers][d_ffn]; gate bias if the model has one, else NULL */
+    float       *ffn_b_down;   /* [n_layers][d_model]; OPT fc2.bias, else NULL */
+    float       *final_norm_w; /* [d_model] */
+    float       *final_norm_b; /* [d_model]; LayerNorm only, else NULL */
+    const void  *lm_head;      /* (wdt) [vocab_size][d_model]; == tok_emb when tied */
+    void        *ffn_resident; /* (wdt) [n_layers][d_ffn][bundle_len] bundles in
+                                  neuron-id order; NULL unless model_load_resident_ffn */
 } model_weights;
 
 /* Activations for a batch of up to max_batch consecutive positions, and the
@@ -67,15 +75,19 @@ typedef struct {
     float *pre;          /* [max_batch][d_ffn] up pre-activation (incl. bias) */
     float *gpre;         /* [max_batch][d_ffn] gate pre-activation; gated only, else NULL */
     float *act;          /* [max_batch][ffn_block] activation of one block */
-    float *ffn_w;        /* [ffn_block][bundle_len] f32 bundles of one block */
-    void  *ffn_raw;      /* [ffn_block * bundle_bytes] store bytes (f16 stores), else NULL */
+    void  *ffn_raw;      /* [ffn_block * bundle_bytes] store bytes of one block (wdt) */
+    float *bgather;      /* [2][ffn_block] up/gate biases of a block in slot order (mapped) */
+    float *wscratch;     /* [wm_scratch_floats(max(d_model, q_dim))] for client/wmat.h */
     float *key_cache;    /* [n_layers][seq_len][kv_dim] */
     float *value_cache;  /* [n_layers][seq_len][kv_dim] */
     float *rope_cos;     /* [seq_len][head_dim / 2]; Llama only, else NULL */
     float *rope_sin;     /* [seq_len][head_dim / 2]; Llama only, else NULL */
 } model_state;
 
-/* Counters of the FFN reads (updated by model_ffn_dense; reset freely). */
+/* Counters of the FFN reads (updated by model_ffn_dense; reset freely).
+ * A mapped source has no reads: there model_forward counts the process's
+ * storage reads (/proc/self/io read_bytes, attention included) and its
+ * block-I/O delay (delay accounting; 0 unless kernel.task_delayacct=1). */
 typedef struct {
     uint64_t ffn_bytes_read;   /* bytes through source_read_ffn */
     uint64_t ffn_reads;        /* source_read_ffn calls */
@@ -119,7 +131,7 @@ struct model {
 int  model_new(source *src, int64_t seq_len, int64_t max_batch, model **out, ierr *err);
 void model_free(model *m);
 
-/* Read every layer's FFN once and keep it in f32 (--dense-resident). */
+/* Read every layer's FFN once and keep it in memory (--dense-resident). */
 int  model_load_resident_ffn(model *m, ierr *err);
 
 /* Forward n (1..max_batch) tokens at positions pos..pos+n-1 (the KV cache
@@ -152,14 +164,15 @@ void model_softmax(float *x, int64_t n);
  *   gpre[i][j] = gate_j . x_i + b_gate[j]    (gated only; stride ldp)
  *   act[i][j]  = gated ? act(gpre) * pre : act(pre)   (act [n][nb])
  *   y[i]      += sum_j act[i][j] * down_j    (y [n][d], accumulated)
- * Biases may be NULL. */
-void model_ffn_bundles(const float *w, int64_t nb, int64_t d, int gated, hp_act act,
+ * Biases may be NULL. w is of dtype dt (client/wmat.h); scratch has
+ * wm_scratch_floats(d) floats (unused for f32). */
+void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, hp_act act,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
-                       float *pre, float *gpre, int64_t ldp, float *actbuf, float *y);
-/* The same over bundles ldw >= bundle_len floats apart (e.g. the rows of a
- * neuron matrix, client/nmat.h); model_ffn_bundles is ldw = bundle_len. */
-void model_ffn_rows(const float *w, int64_t ldw, int64_t nb, int64_t d, int gated, hp_act act,
+                       float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);
+/* The same over bundles ldw >= bundle_len elements apart (e.g. the rows of
+ * a neuron matrix, client/nmat.h); model_ffn_bundles is ldw = bundle_len. */
+void model_ffn_rows(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, int gated, hp_act act,
                     const float *b_up, const float *b_gate, const float *x, int64_t n,
-                    float *pre, float *gpre, int64_t ldp, float *actbuf, float *y);
+                    float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);
 
 #endif

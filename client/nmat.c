@@ -12,11 +12,12 @@ struct nmat {
     int64_t n_neurons;
     int64_t capacity;     /* rows allocated, <= n_neurons */
     int64_t d_model;
-    int64_t row_len;      /* floats per row, also the stride */
+    int64_t row_len;      /* elements per row, also the stride */
+    size_t  esize;        /* bytes per element (4: f32, 2: f16/bf16) */
     int     gated;
     /* State; owned by the matrix's single user (no locking). */
     int64_t used;         /* rows [0, used) hold resident neurons */
-    float   *data;        /* capacity * row_len floats, owned, 64-byte aligned */
+    unsigned char *data;  /* capacity * row_len elements, owned, 64-byte aligned */
     int32_t *id_to_row;   /* n_neurons entries, owned; -1 = not resident */
     int32_t *row_to_id;   /* capacity entries, owned; -1 beyond used */
 };
@@ -35,37 +36,37 @@ static int mul_add_u64(uint64_t a, uint64_t b, uint64_t c, uint64_t *out)
     return 0;
 }
 
-uint64_t nmat_bytes(int64_t capacity, int64_t row_len, int64_t n_neurons)
+uint64_t nmat_bytes(int64_t capacity, int64_t row_len, size_t esize, int64_t n_neurons)
 {
-    if (capacity < 0 || row_len < 0 || n_neurons < 0)
+    if (capacity < 0 || row_len < 0 || n_neurons < 0 || esize == 0)
         return UINT64_MAX;
     if (capacity > n_neurons)
         capacity = n_neurons;
     uint64_t t, data, maps;
     if (mul_add_u64((uint64_t)capacity, (uint64_t)row_len, 0, &t) ||
-        mul_add_u64(t, sizeof(float), 0, &data) ||
+        mul_add_u64(t, esize, 0, &data) ||
         mul_add_u64((uint64_t)capacity + (uint64_t)n_neurons, sizeof(int32_t), 0, &maps) ||
         data > UINT64_MAX - maps - sizeof(struct nmat))
         return UINT64_MAX;
     return data + maps + sizeof(struct nmat);
 }
 
-int nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated,
+int nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated, size_t esize,
              nmat **out, ierr *err)
 {
     *out = NULL;
     if (n_neurons < 1 || n_neurons > INT32_MAX || capacity < 1 || d_model < 1 ||
-        d_model > INT64_MAX / 3)
-        return ierr_set(err, -EINVAL, "nmat: bad sizes (n_neurons %lld, capacity %lld, d_model %lld)",
-                        (long long)n_neurons, (long long)capacity, (long long)d_model);
+        d_model > INT64_MAX / 3 || (esize != 2 && esize != 4))
+        return ierr_set(err, -EINVAL, "nmat: bad sizes (n_neurons %lld, capacity %lld, d_model %lld, %zu-byte elements)",
+                        (long long)n_neurons, (long long)capacity, (long long)d_model, esize);
     if (capacity > n_neurons)
         capacity = n_neurons;
     int64_t row_len = nmat_row_len(d_model, gated);
-    uint64_t total = nmat_bytes(capacity, row_len, n_neurons);
+    uint64_t total = nmat_bytes(capacity, row_len, esize, n_neurons);
     if (total == UINT64_MAX || total > SIZE_MAX)
-        return ierr_set(err, -EINVAL, "nmat: %lld rows of %lld floats overflow the address space",
+        return ierr_set(err, -EINVAL, "nmat: %lld rows of %lld elements overflow the address space",
                         (long long)capacity, (long long)row_len);
-    size_t data_bytes = (size_t)capacity * (size_t)row_len * sizeof(float);
+    size_t data_bytes = (size_t)capacity * (size_t)row_len * esize;
 
     nmat *m = calloc(1, sizeof *m);
     if (!m)
@@ -78,7 +79,7 @@ int nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated,
     m->row_to_id = malloc((size_t)capacity * sizeof(int32_t));
     if (!m->data || !m->id_to_row || !m->row_to_id) {
         nmat_free(m);
-        return ierr_set(err, -ENOMEM, "nmat: out of memory for %lld rows of %lld floats (%llu bytes)",
+        return ierr_set(err, -ENOMEM, "nmat: out of memory for %lld rows of %lld elements (%llu bytes)",
                         (long long)capacity, (long long)row_len, (unsigned long long)total);
     }
     /* Touch every page now: the matrix is resident from the start and
@@ -90,6 +91,7 @@ int nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated,
     m->capacity = capacity;
     m->d_model = d_model;
     m->row_len = row_len;
+    m->esize = esize;
     m->gated = gated ? 1 : 0;
     m->used = 0;
     *out = m;
@@ -114,7 +116,7 @@ static int check_id(const nmat *m, int32_t id, ierr *err)
     return 0;
 }
 
-int nmat_reserve(nmat *m, int32_t id, float **row, ierr *err)
+int nmat_reserve(nmat *m, int32_t id, void **row, ierr *err)
 {
     *row = NULL;
     int rc = check_id(m, id, err);
@@ -129,17 +131,17 @@ int nmat_reserve(nmat *m, int32_t id, float **row, ierr *err)
     int64_t r = m->used++;
     m->id_to_row[id] = (int32_t)r;
     m->row_to_id[r] = id;
-    *row = m->data + r * m->row_len;
+    *row = m->data + (size_t)r * (size_t)m->row_len * m->esize;
     return 0;
 }
 
-int nmat_insert(nmat *m, int32_t id, const float *bundle, ierr *err)
+int nmat_insert(nmat *m, int32_t id, const void *bundle, ierr *err)
 {
-    float *row;
+    void *row;
     int rc = nmat_reserve(m, id, &row, err);
     if (rc)
         return rc;
-    memcpy(row, bundle, (size_t)m->row_len * sizeof(float));
+    memcpy(row, bundle, (size_t)m->row_len * m->esize);
     return 0;
 }
 
@@ -154,8 +156,8 @@ int nmat_delete(nmat *m, int32_t id, ierr *err)
     int64_t last = m->used - 1;
     if (r != last) {
         int32_t moved = m->row_to_id[last];
-        memcpy(m->data + r * m->row_len, m->data + last * m->row_len,
-               (size_t)m->row_len * sizeof(float));
+        size_t rb = (size_t)m->row_len * m->esize;
+        memcpy(m->data + (size_t)r * rb, m->data + (size_t)last * rb, rb);
         m->row_to_id[r] = moved;
         m->id_to_row[moved] = (int32_t)r;
     }
@@ -187,7 +189,8 @@ int nmat_contains(const nmat *m, int32_t id)
 }
 
 const int32_t *nmat_row_ids(const nmat *m) { return m->row_to_id; }
-const float *nmat_data(const nmat *m) { return m->data; }
+const void *nmat_data(const nmat *m) { return m->data; }
+size_t nmat_esize(const nmat *m) { return m->esize; }
 int64_t nmat_stride(const nmat *m) { return m->row_len; }
 int64_t nmat_up_off(const nmat *m) { (void)m; return 0; }
 int64_t nmat_gate_off(const nmat *m) { return m->gated ? m->d_model : -1; }

@@ -1,12 +1,14 @@
 /* nmat.h: the neuron matrix of one FFN layer — the resident neurons' bundles
- * (up row, [gate row], down column, converted to f32) in a matrix that is
- * allocated once and never reallocated or shifted.
+ * (up row, [gate row], down column, as f32 or kept in the store's 16-bit
+ * dtype) in a matrix that is allocated once and never reallocated or
+ * shifted.
  *
  * Rows [0, used) are the resident neurons, contiguous, in no particular
  * order; row_to_id[] says which neuron each row holds and id_to_row[] the
  * reverse (-1: not resident). Insert appends at row `used`; delete moves the
  * last used row into the hole (one row memcpy) and fixes both maps. The
- * sparse FFN runs straight over the used rows, e.g. with OpenBLAS:
+ * sparse FFN runs straight over the used rows (model_ffn_rows, client/wmat.h);
+ * for f32 rows that is, with OpenBLAS:
  *
  *   const float *A = nmat_data(m);  int64_t ld = nmat_stride(m), u = nmat_used(m);
  *   h = W_up x:    cblas_sgemv(CblasRowMajor, CblasNoTrans, u, d, 1, A + nmat_up_off(m),
@@ -27,31 +29,32 @@
 
 typedef struct nmat nmat;
 
-/* Row length in floats of a bundle: (gated ? 3 : 2) * d_model. */
+/* Row length in elements of a bundle: (gated ? 3 : 2) * d_model. */
 int64_t nmat_row_len(int64_t d_model, int gated);
 
 /* Bytes nmat_new allocates for these sizes (matrix + both maps + the
  * struct), for the DRAM budget; capacity is clamped to n_neurons as in
  * nmat_new. UINT64_MAX if a size is negative or the total overflows. */
-uint64_t nmat_bytes(int64_t capacity, int64_t row_len, int64_t n_neurons);
+uint64_t nmat_bytes(int64_t capacity, int64_t row_len, size_t esize, int64_t n_neurons);
 
 /* A matrix for a layer of n_neurons neurons of width d_model, holding at
- * most `capacity` rows (clamped to n_neurons). All memory is allocated and
- * touched (zeroed) here, so it is resident from the start. -EINVAL for bad
- * sizes (n_neurons in [1, INT32_MAX], capacity >= 1, d_model >= 1), -ENOMEM. */
-int  nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated,
+ * most `capacity` rows (clamped to n_neurons) of esize-byte elements (4 or
+ * 2). All memory is allocated and touched (zeroed) here, so it is resident
+ * from the start. -EINVAL for bad sizes (n_neurons in [1, INT32_MAX],
+ * capacity >= 1, d_model >= 1), -ENOMEM. */
+int  nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated, size_t esize,
               nmat **out, ierr *err);
 void nmat_free(nmat *m);
 
 /* Append neuron `id` with bundle[0..row_len) at row `used`.
  * -EINVAL id out of range, -EEXIST already resident, -ENOSPC matrix full;
  * the matrix is unchanged on error. */
-int nmat_insert(nmat *m, int32_t id, const float *bundle, ierr *err);
+int nmat_insert(nmat *m, int32_t id, const void *bundle, ierr *err);
 /* As nmat_insert, but the caller fills the row in place: *row points at the
- * new row (row_len floats, contents unspecified until written), so a read
- * can be converted straight into the matrix. The pointer stays valid until
+ * new row (row_len elements, contents unspecified until written), so a
+ * read can land (and be converted) straight in the matrix. The pointer stays valid until
  * the next insert/reserve/delete/clear. If the fill fails, nmat_delete(id). */
-int nmat_reserve(nmat *m, int32_t id, float **row, ierr *err);
+int nmat_reserve(nmat *m, int32_t id, void **row, ierr *err);
 /* Evict neuron `id`: the last used row moves into its row.
  * -EINVAL id out of range, -ENOENT not resident. */
 int nmat_delete(nmat *m, int32_t id, ierr *err);
@@ -65,9 +68,11 @@ int     nmat_contains(const nmat *m, int32_t id);
 const int32_t *nmat_row_ids(const nmat *m);
 
 /* Row 0 of the matrix (64-byte aligned; the address never changes), the
- * distance in floats between rows, and the offsets of the parts within a
- * row: up at 0, gate at d_model (-1 if not gated), down at (gated?2:1)*d. */
-const float *nmat_data(const nmat *m);
+ * element size, the distance in elements between rows, and the offsets of
+ * the parts within a row: up at 0, gate at d_model (-1 if not gated), down
+ * at (gated?2:1)*d. */
+const void *nmat_data(const nmat *m);
+size_t  nmat_esize(const nmat *m);
 int64_t nmat_stride(const nmat *m);
 int64_t nmat_up_off(const nmat *m);
 int64_t nmat_gate_off(const nmat *m);

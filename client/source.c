@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +30,11 @@ struct source {
     char     *criterion;      /* "inflash_calib_criterion"; owned; NULL if absent */
     /* store: */
     store    *st;             /* owned; NULL for a mount */
+    /* mapped store (source_open_store_mapped), else NULL / 0: */
+    const unsigned char *dense_map;   /* dense.bin, PROT_READ; owned (munmap) */
+    size_t               dense_len;
+    const unsigned char *ffn_map;     /* ffn.bin, PROT_READ; owned (munmap) */
+    size_t               ffn_len;
 };
 
 /* pread exactly len bytes at off from fd; what names the file in errors. */
@@ -233,10 +239,76 @@ int source_open_store(const char *dir, source **out, ierr *err)
     return 0;
 }
 
+/* Map dir/name read-only into *map, *len (the whole file). */
+static int map_file(const char *dir, const char *name, const unsigned char **map, size_t *len, ierr *err)
+{
+    char *p = path_join(dir, name);
+    if (!p)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", dir);
+    int rc = 0, fd = open(p, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        rc = ierr_set(err, -errno, "%s: %s", p, strerror(errno));
+    } else if (sb.st_size <= 0) {
+        rc = ierr_set(err, -EINVAL, "%s: empty file", p);
+    } else {
+        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) {
+            rc = ierr_set(err, -errno, "%s: mmap: %s", p, strerror(errno));
+        } else {
+            *map = m;
+            *len = (size_t)sb.st_size;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    free(p);
+    return rc;
+}
+
+int source_open_store_mapped(const char *dir, source **out, ierr *err)
+{
+    int rc = source_open_store(dir, out, err);
+    if (rc == 0)
+        rc = map_file(dir, "dense.bin", &(*out)->dense_map, &(*out)->dense_len, err);
+    if (rc == 0)
+        rc = map_file(dir, "ffn.bin", &(*out)->ffn_map, &(*out)->ffn_len, err);
+    if (rc) {
+        source_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+const void *source_tensor_map(source *s, const char *name, int64_t numel)
+{
+    if (!s->dense_map)
+        return NULL;
+    const store_tensor *t = store_tensor_find(s->st, name);
+    /* store_open checked every tensor's extent against dense.bin */
+    if (!t || t->dtype != s->dtype || t->bytes != (uint64_t)numel * fmt_dtype_size(t->dtype) ||
+        t->offset + t->bytes > s->dense_len)
+        return NULL;
+    return s->dense_map + t->offset;
+}
+
+const void *source_ffn_map(source *s, int64_t layer, const int64_t **id_of)
+{
+    const store_layer *L = s->ffn_map ? store_layer_at(s->st, layer) : NULL;
+    if (!L || L->offset + L->bytes > s->ffn_len)
+        return NULL;
+    *id_of = L->id_of;
+    return s->ffn_map + L->offset;
+}
+
 void source_close(source *s)
 {
     if (!s)
         return;
+    if (s->dense_map)
+        munmap((void *)s->dense_map, s->dense_len);
+    if (s->ffn_map)
+        munmap((void *)s->ffn_map, s->ffn_len);
     if (s->ffn_fd) {
         for (int64_t l = 0; l < s->hp.n_layers; l++)
             if (s->ffn_fd[l] >= 0)
@@ -329,6 +401,17 @@ int source_has_tensor(source *s, const char *name)
 
 int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ierr *err)
 {
+    return source_tensor(s, name, FMT_F32, dst, numel, err);
+}
+
+int source_tensor(source *s, const char *name, fmt_dtype want, void *dst, int64_t numel, ierr *err)
+{
+    /* a mount's files are raw: every dense tensor is in the store dtype,
+     * except the predictors, which are always f32 (format.h) */
+    fmt_dtype dt = strncmp(name, "inflash.pred.", 13) == 0 ? FMT_F32 : s->dtype;
+    if (want != FMT_F32 && want != dt)
+        return ierr_set(err, -EINVAL, "%s: tensor %s is %s, not %s", s->root, name, fmt_dtype_name(dt),
+                        fmt_dtype_name(want));
     if (s->st) {
         const store_tensor *t = store_tensor_find(s->st, name);
         if (!t)
@@ -339,7 +422,9 @@ int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ie
         if (n != numel)
             return ierr_set(err, -EINVAL, "%s: tensor %s has %lld elements, the model needs %lld", s->root, name,
                             (long long)n, (long long)numel);
-        return store_read_tensor_f32(s->st, t, dst, err);
+        if (want == FMT_F32)
+            return store_read_tensor_f32(s->st, t, dst, err);
+        return store_read_dense(s->st, t->offset, dst, (size_t)t->bytes, err);
     }
     char *p = tensor_path(s, name);
     if (!p)
@@ -354,22 +439,23 @@ int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ie
         goto out;
     }
     struct stat sb;
-    /* a mount's files are raw: every dense tensor is in the store dtype,
-     * except the predictors, which are always f32 (format.h) */
-    fmt_dtype dt = strncmp(name, "inflash.pred.", 13) == 0 ? FMT_F32 : s->dtype;
     size_t esize = fmt_dtype_size(dt);
-    uint64_t want = (uint64_t)numel * esize;
-    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != want) {
+    uint64_t want_bytes = (uint64_t)numel * esize;
+    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != want_bytes) {
         rc = ierr_set(err, -EINVAL, "%s: %lld bytes, the model needs %lld %s elements (%llu bytes)", p,
-                      (long long)sb.st_size, (long long)numel, fmt_dtype_name(dt), (unsigned long long)want);
+                      (long long)sb.st_size, (long long)numel, fmt_dtype_name(dt), (unsigned long long)want_bytes);
         goto out;
     }
-    raw = malloc((size_t)want);
+    if (want == dt && dt != FMT_F32) {   /* raw: straight into dst */
+        rc = pread_full(fd, dst, (size_t)want_bytes, 0, p, err);
+        goto out;
+    }
+    raw = malloc((size_t)want_bytes);
     if (!raw) {
-        rc = ierr_set(err, -ENOMEM, "%s: out of memory (%llu bytes)", p, (unsigned long long)want);
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory (%llu bytes)", p, (unsigned long long)want_bytes);
         goto out;
     }
-    rc = pread_full(fd, raw, (size_t)want, 0, p, err);
+    rc = pread_full(fd, raw, (size_t)want_bytes, 0, p, err);
     if (rc == 0)
         fmt_to_f32(dt, raw, dst, (size_t)numel);
 out:

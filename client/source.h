@@ -19,6 +19,11 @@ typedef struct source source;
 int  source_open_mount(const char *mountpoint, source **out, ierr *err);
 /* A store directory (layout/store.h). */
 int  source_open_store(const char *dir, source **out, ierr *err);
+/* A store directory whose dense.bin and ffn.bin are also memory-mapped
+ * (read-only, shared), the way llama.cpp runs a model larger than RAM: the
+ * model computes straight from the mapping (source_tensor_map,
+ * source_ffn_map) and the page cache is the only cache. */
+int  source_open_store_mapped(const char *dir, source **out, ierr *err);
 void source_close(source *s);
 
 const hp_config *source_hparams(const source *s);
@@ -32,6 +37,16 @@ int source_tokfile(source *s, const char *name, char **data, size_t *len, ierr *
 /* A dense tensor, converted to f32; its element count must equal numel
  * (else an error naming the tensor and both sizes). */
 int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ierr *err);
+/* The same in dtype dt: FMT_F32 (converted) or the source's dtype (raw
+ * bytes, no conversion; the predictors are f32 whatever the store). */
+int source_tensor(source *s, const char *name, fmt_dtype dt, void *dst, int64_t numel, ierr *err);
+/* A mapped source's tensor in place (numel elements of the source's
+ * dtype), or NULL: not mapped, missing, another size or dtype. */
+const void *source_tensor_map(source *s, const char *name, int64_t numel);
+/* A mapped source's neuron file of `layer` in place, in physical slot
+ * order (slot k at k * bundle_bytes), with *id_of [d_ffn] the neuron id of
+ * each slot; NULL if the source is not mapped. */
+const void *source_ffn_map(source *s, int64_t layer, const int64_t **id_of);
 /* Does the tensor exist? (for optional tensors: biases, lm_head) */
 int source_has_tensor(source *s, const char *name);
 

@@ -64,7 +64,7 @@ struct sparse {
     window_delta  delta;      /* owned; cleared per token and layer */
     coal_params   cp;
     coal_plan     plan;       /* owned; the current layer's reads */
-    float       **req_row;    /* [n], owned: first matrix row of each request */
+    unsigned char **req_row;  /* [n], owned: first matrix row of each request */
     int64_t       job_layer;  /* layer of the batch being read */
     ioq          *q;          /* owned reader pool */
     void         *scratch;    /* owned block holding the arrays below */
@@ -254,15 +254,16 @@ static void plan_fill(const model *m, const sparse_opts *o, const sparse_info *n
     }
     f += 2u * (uint64_t)n * sizeof(int32_t);                                            /* delta */
     f += (uint64_t)n * (sizeof(coal_req) + sizeof(coal_item) + sizeof(int32_t));        /* plan */
-    f += (uint64_t)n * sizeof(float *);                                                 /* req_row */
+    f += (uint64_t)n * sizeof(unsigned char *);                                         /* req_row */
     f += scratch_layout(n, nf->rmax, c->gated, NULL);
     f += (uint64_t)m->s.max_batch * sizeof(sparse_count);
     f += SPARSE_IOQ_BYTES(o->readers);
     b->fixed_bytes = f;
-    b->row_bytes = (uint64_t)row_len * sizeof(float) + sizeof(int32_t);
-    uint64_t nmat0 = nmat_bytes(0, row_len, n);
+    size_t es = fmt_dtype_size(m->w.wdt);   /* rows are kept in the model's dtype */
+    b->row_bytes = (uint64_t)row_len * es + sizeof(int32_t);
+    uint64_t nmat0 = nmat_bytes(0, row_len, es, n);
     int64_t min_rows = n < SPARSE_MIN_ROWS ? n : SPARSE_MIN_ROWS;
-    b->min_bytes = b->model_bytes + f + (uint64_t)L * nmat_bytes(min_rows, row_len, n);
+    b->min_bytes = b->model_bytes + f + (uint64_t)L * nmat_bytes(min_rows, row_len, es, n);
     if (o->budget == 0) {
         b->capacity = n;
     } else if (o->budget < b->min_bytes) {
@@ -272,7 +273,7 @@ static void plan_fill(const model *m, const sparse_opts *o, const sparse_info *n
         uint64_t rows = per_layer > nmat0 ? (per_layer - nmat0) / b->row_bytes : 0;
         b->capacity = rows >= (uint64_t)n ? n : (int64_t)rows;
     }
-    b->nmat_bytes = b->capacity > 0 ? (uint64_t)L * nmat_bytes(b->capacity, row_len, n) : 0;
+    b->nmat_bytes = b->capacity > 0 ? (uint64_t)L * nmat_bytes(b->capacity, row_len, es, n) : 0;
     b->total_bytes = b->model_bytes + f + b->nmat_bytes;
 }
 
@@ -411,7 +412,7 @@ int sparse_new(model *m, const sparse_opts *o, sparse **out, ierr *err)
     for (int64_t l = 0; rc == 0 && l < sp->L; l++) {
         sparse_layer *Ly = &sp->layers[l];
         Ly->act_thr = nf.act_thr[l];
-        rc = nmat_new(sp->n, b.capacity, sp->d, sp->gated, &Ly->nm, err);
+        rc = nmat_new(sp->n, b.capacity, sp->d, sp->gated, fmt_dtype_size(sp->dtype), &Ly->nm, err);
         if (rc == 0)
             rc = window_new(sp->n, o->window, &Ly->win, err);
         if (rc == 0 && o->mode == SPARSE_PREDICT)
@@ -495,19 +496,13 @@ static int64_t true_set(sparse *sp, int64_t l, const float *x)
     return k;
 }
 
-/* Reader job: request r of the plan, read into the tail of its rows and
- * converted to f32 in place. */
+/* Reader job: request r of the plan, read straight into its rows (the
+ * matrix keeps the store's dtype). */
 static int read_job(void *ctx, int64_t r, ierr *err)
 {
     sparse *sp = ctx;
     const coal_req *q = &sp->plan.reqs[r];
-    float *dst = sp->req_row[r];
-    size_t nf = (size_t)q->count * (size_t)sp->row_len;
-    unsigned char *raw = (unsigned char *)dst + nf * sizeof(float) - q->length;
-    int rc = source_read_ffn(sp->src, sp->job_layer, q->offset, raw, (size_t)q->length, err);
-    if (rc == 0)
-        sparse_convert_tail(sp->dtype, dst, nf);
-    return rc;
+    return source_read_ffn(sp->src, sp->job_layer, q->offset, sp->req_row[r], (size_t)q->length, err);
 }
 
 /* Read ids[0..cnt) (none resident) of layer l into new rows of its matrix. */
@@ -522,19 +517,21 @@ static int load_ids(sparse *sp, int64_t l, const int32_t *ids, int64_t cnt, spar
     const coal_item *it = sp->plan.items;
     const coal_req *rq = sp->plan.reqs;
     int64_t reserved = 0, first = 0;
-    float *prev = NULL;
+    unsigned char *prev = NULL;
+    size_t row_bytes = (size_t)sp->row_len * fmt_dtype_size(sp->dtype);
     /* Reserve the rows in item (= id = file) order: a request's bundles then
      * land in consecutive rows, which the read fills in one piece. */
     for (int64_t j = 0; rc == 0 && j < sp->plan.n_items; j++) {
-        float *row;
-        rc = nmat_reserve(nm, it[j].id, &row, err);
+        void *vrow;
+        rc = nmat_reserve(nm, it[j].id, &vrow, err);
+        unsigned char *row = vrow;
         if (rc)
             break;
         reserved++;
         if (j == 0 || it[j].req != it[j - 1].req) {
             sp->req_row[it[j].req] = row;
             first = j;
-        } else if (row != prev + sp->row_len) {
+        } else if (row != prev + row_bytes) {
             rc = ierr_set(err, -EIO, "sparse: layer %lld: rows of a read request are not consecutive", (long long)l);
         }
         prev = row;
@@ -575,8 +572,9 @@ static void compute_rows(sparse *sp, int64_t l, const float *x, float *y, sparse
         if (bg)
             sp->bgate[r] = bg[ids[r]];
     }
-    model_ffn_rows(nmat_data(nm), nmat_stride(nm), u, sp->d, sp->gated, sp->act, bu ? sp->bup : NULL,
-                   bg ? sp->bgate : NULL, x, 1, sp->pre, sp->gated ? sp->gpre : NULL, u, sp->actbuf, y);
+    model_ffn_rows(sp->dtype, nmat_data(nm), nmat_stride(nm), u, sp->d, sp->gated, sp->act, bu ? sp->bup : NULL,
+                   bg ? sp->bgate : NULL, x, 1, sp->pre, sp->gated ? sp->gpre : NULL, u, sp->actbuf, y,
+                   sp->m->s.wscratch);
     t->resident += u;
 }
 

@@ -90,7 +90,7 @@ for c in ("naive", "mmap", "inflash", "direct"):
     assert f["tokens"] > 0 and f["ms_median"] is not None and f["ms_median"] > 0, (c, f)
     assert f["bytes_per_token"] is not None, c
 assert d["configs"]["inflash"]["mode"] == "predict" and d["configs"]["naive"]["mode"] == "dense"
-assert d["configs"]["naive"]["source"] == "mount" and d["configs"]["mmap"]["source"] == "store"
+assert d["configs"]["naive"]["source"] == "mount" and d["configs"]["mmap"]["source"] == "mmap"
 assert d["device"]["points"] and d["targets"], d.keys()
 assert d["quality"]["perplexity"] and d["quality"]["dense_perplexity"]
 assert d["model"]["synthetic"] is True

@@ -78,8 +78,13 @@ for s in opt-f32 opt-f16 stories-f32 stories-f16; do
         stories-f32) mdir=$MODELS/stories260K; logits=1 ;;
         stories-f16) mdir=$MODELS/stories260K; logits=0 ;;
     esac
-    for how in mount store; do
-        if [ $how = mount ]; then src=("$T/mnt/$s"); else src=(--store "$T/$s"); fi
+    # mmap: the store memory-mapped, every product computed in place
+    for how in mount store mmap; do
+        case $how in
+            mount) src=("$T/mnt/$s") ;;
+            store) src=(--store "$T/$s") ;;
+            mmap) src=(--store "$T/$s" --mmap) ;;
+        esac
         echo "# $s via $how"
         python3 "$T/check.py" "$mdir" $logits "$INFLASH" "${src[@]}" || fails=$((fails + 1))
     done

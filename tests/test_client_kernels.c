@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "wmat.h"
 #include "sample.h"
 #include "source.h"
 
@@ -160,9 +161,12 @@ static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, hp_act a
         }
 }
 
-static void check_ffn(int gated, hp_act act, int64_t n, int with_bias)
+/* model_ffn_bundles over weights of dtype dt (f16: the reference uses the
+ * same f16-rounded values) against naive_ffn. */
+static void check_ffn(fmt_dtype dt, int gated, hp_act act, int64_t n, int with_bias)
 {
-    const int64_t d = 24, nb = 19, ldp = 40, off = 7;   /* block written at column off of [n][ldp] */
+    const int64_t d = 37, nb = 19, ldp = 40, off = 7;   /* block written at column off of [n][ldp];
+                                                           d = 32 + 5 covers the kernels' tails */
     int64_t bl = (gated ? 3 : 2) * d;
     float *w = malloc(sizeof(float) * (size_t)(nb * bl));
     float *x = malloc(sizeof(float) * (size_t)(n * d));
@@ -171,6 +175,10 @@ static void check_ffn(int gated, hp_act act, int64_t n, int with_bias)
     float *actb = malloc(sizeof(float) * (size_t)(n * nb)), *y = malloc(sizeof(float) * (size_t)(n * d));
     double *npre = calloc((size_t)(n * nb), sizeof(double)), *ny = calloc((size_t)(n * d), sizeof(double));
     fill(w, nb * bl, 11 + (uint64_t)gated);
+    void *wd = malloc((size_t)(nb * bl) * fmt_dtype_size(dt));
+    float *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(d));
+    fmt_from_f32(dt, w, wd, (size_t)(nb * bl));
+    fmt_to_f32(dt, wd, w, (size_t)(nb * bl));   /* the reference sees the stored values */
     fill(x, n * d, 12 + (uint64_t)n);
     fill(bu, nb, 13);
     fill(bg, nb, 14);
@@ -178,7 +186,8 @@ static void check_ffn(int gated, hp_act act, int64_t n, int with_bias)
     for (int64_t k = 0; k < n * d; k++)
         ny[k] = y[k];
     const float *ub = with_bias ? bu : NULL, *gb = with_bias && gated ? bg : NULL;
-    model_ffn_bundles(w, nb, d, gated, act, ub, gb, x, n, pre + off, gated ? gpre + off : NULL, ldp, actb, y);
+    model_ffn_bundles(dt, wd, nb, d, gated, act, ub, gb, x, n, pre + off, gated ? gpre + off : NULL, ldp, actb, y,
+                      scratch);
     naive_ffn(w, nb, d, gated, act, ub, gb, x, n, npre, ny);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < nb; j++)
@@ -194,17 +203,20 @@ static void check_ffn(int gated, hp_act act, int64_t n, int with_bias)
     for (int64_t i = 0; i < n; i++)
         assert_true(pre[i * ldp] == 0.0f && pre[i * ldp + off + nb] == 0.0f);
     free(w); free(x); free(bu); free(bg); free(pre); free(gpre); free(actb); free(y); free(npre); free(ny);
+    free(wd); free(scratch);
 }
 
 static void test_ffn_bundles(void **state)
 {
     (void)state;
-    for (int64_t n = 1; n <= 3; n += 2)
-        for (int bias = 0; bias <= 1; bias++) {
-            check_ffn(0, HP_RELU, n, bias);
-            check_ffn(1, HP_SILU, n, bias);
-            check_ffn(0, HP_SILU, n, bias);
-        }
+    fmt_dtype dts[] = {FMT_F32, FMT_F16, FMT_BF16};
+    for (size_t t = 0; t < sizeof dts / sizeof dts[0]; t++)
+        for (int64_t n = 1; n <= 3; n += 2)
+            for (int bias = 0; bias <= 1; bias++) {
+                check_ffn(dts[t], 0, HP_RELU, n, bias);
+                check_ffn(dts[t], 1, HP_SILU, n, bias);
+                check_ffn(dts[t], 0, HP_SILU, n, bias);
+            }
 }
 
 static void test_argmax_ties(void **state)

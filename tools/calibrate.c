@@ -9,6 +9,7 @@
 #include "hparams.h"
 #include "io.h"
 #include "model.h"
+#include "wmat.h"
 #include "predictor.h"
 #include "source.h"
 #include "store.h"
@@ -387,8 +388,9 @@ static int layer_rows(model *mdl, int64_t layer, int which, float *W, ierr *err)
     const hp_config *hp = &mdl->cfg;
     int64_t d = hp->d_model, F = hp->d_ffn, bl = mdl->bundle_len, bb = source_bundle_bytes(mdl->src);
     if (mdl->w.ffn_resident) {
+        const void *base = wm_at(mdl->w.wdt, mdl->w.ffn_resident, bl, 0, which * d);
         for (int64_t j = 0; j < F; j++)
-            memcpy(W + j * d, mdl->w.ffn_resident + (layer * F + j) * bl + which * d, (size_t)d * sizeof(float));
+            wm_row(mdl->w.wdt, base, bl, layer * F + j, d, W + j * d);
         return 0;
     }
     void *raw = malloc((size_t)(READ_BLOCK * bb));

@@ -1,0 +1,185 @@
+/* wmat.c: f32/f16/bf16 weight matrix products for the client (wmat.h):
+ * OpenBLAS for f32, a fused AVX2+FMA+F16C kernel for one f16 vector, and
+ * block conversion + OpenBLAS for everything else. */
+#include "wmat.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define WM_X86 1
+#endif
+
+int64_t wm_scratch_floats(int64_t cols)
+{
+    return (int64_t)WM_BLOCK * cols;
+}
+
+void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, float *dst)
+{
+    fmt_to_f32(dt, wm_at(dt, w, ld, r, 0), dst, (size_t)cols);
+}
+
+/* Rows [r0, r0+nb) of W as f32 into scratch [nb][cols]. */
+static void convert_block(fmt_dtype dt, const void *w, int64_t ld, int64_t r0, int64_t nb, int64_t cols,
+                          float *scratch)
+{
+    for (int64_t r = 0; r < nb; r++)
+        wm_row(dt, w, ld, r0 + r, cols, scratch + r * cols);
+}
+
+/* ---- the fused f16 kernel (x86-64) ---------------------------------------- */
+
+#ifdef WM_X86
+static int have_fused;
+static pthread_once_t fused_once = PTHREAD_ONCE_INIT;
+
+static void fused_probe(void)
+{
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    have_fused = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
+static int fused_ok(fmt_dtype dt)
+{
+    if (dt != FMT_F16)
+        return 0;
+    pthread_once(&fused_once, fused_probe);
+    return have_fused;
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static inline float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* out[r] = beta*out[r] + W[r] . x */
+__attribute__((target("avx2,fma,f16c")))
+static void fused_xwt(const uint16_t *w, int64_t ld, int64_t rows, int64_t cols, const float *x, float *out,
+                      float beta)
+{
+    int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *wr = w + r * ld;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+               a3 = _mm256_setzero_ps();
+        int64_t c = 0;
+        for (; c < c32; c += 32) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
+                                 _mm256_loadu_ps(x + c), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 8))),
+                                 _mm256_loadu_ps(x + c + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 16))),
+                                 _mm256_loadu_ps(x + c + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 24))),
+                                 _mm256_loadu_ps(x + c + 24), a3);
+        }
+        for (; c < c8; c += 8)
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
+                                 _mm256_loadu_ps(x + c), a0);
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for (; c < cols; c++)
+            s += fmt_f16_to_f32(wr[c]) * x[c];
+        out[r] = beta != 0.0f ? out[r] + s : s;
+    }
+}
+
+/* y[c] += sum_r a[r] * W[r][c], skipping a[r] == 0 */
+__attribute__((target("avx2,fma,f16c")))
+static void fused_aw(const uint16_t *w, int64_t ld, int64_t rows, int64_t cols, const float *a, float *y)
+{
+    int64_t c8 = cols & ~(int64_t)7;
+    for (int64_t r = 0; r < rows; r++) {
+        float ar = a[r];
+        if (ar == 0.0f)
+            continue;
+        const uint16_t *wr = w + r * ld;
+        __m256 av = _mm256_set1_ps(ar);
+        int64_t c = 0;
+        for (; c < c8; c += 8)
+            _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
+                                                    av, _mm256_loadu_ps(y + c)));
+        for (; c < cols; c++)
+            y[c] += ar * fmt_f16_to_f32(wr[c]);
+    }
+}
+#else
+static int fused_ok(fmt_dtype dt)
+{
+    (void)dt;
+    return 0;
+}
+#endif
+
+/* ---- the products ---------------------------------------------------------- */
+
+void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
+                 const float *x, int64_t n, float *out, int64_t ldo, float beta, float *scratch)
+{
+    if (rows <= 0 || n <= 0)
+        return;
+    if (dt == FMT_F32) {
+        if (n == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)cols, 1.0f, w, (int)ld, x, 1, beta, out, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, x,
+                        (int)cols, w, (int)ld, beta, out, (int)ldo);
+        return;
+    }
+#ifdef WM_X86
+    if (n == 1 && fused_ok(dt)) {
+        fused_xwt(w, ld, rows, cols, x, out, beta);
+        return;
+    }
+#endif
+    for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
+        int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
+        convert_block(dt, w, ld, r0, nb, cols, scratch);
+        if (n == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)cols, 1.0f, scratch, (int)cols, x, 1, beta,
+                        out + r0, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nb, (int)cols, 1.0f, x, (int)cols,
+                        scratch, (int)cols, beta, out + r0, (int)ldo);
+    }
+}
+
+void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
+                const float *a, int64_t lda, int64_t n, float *y, float *scratch)
+{
+    if (rows <= 0 || n <= 0)
+        return;
+    if (dt == FMT_F32) {
+        if (n == 1)
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)cols, 1.0f, w, (int)ld, a, 1, 1.0f, y, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)cols, (int)rows, 1.0f, a,
+                        (int)lda, w, (int)ld, 1.0f, y, (int)cols);
+        return;
+    }
+#ifdef WM_X86
+    if (n == 1 && fused_ok(dt)) {
+        fused_aw(w, ld, rows, cols, a, y);
+        return;
+    }
+#endif
+    for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
+        int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
+        convert_block(dt, w, ld, r0, nb, cols, scratch);
+        if (n == 1)
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)nb, (int)cols, 1.0f, scratch, (int)cols, a + r0, 1, 1.0f,
+                        y, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)cols, (int)nb, 1.0f, a + r0,
+                        (int)lda, scratch, (int)cols, 1.0f, y, (int)cols);
+    }
+}
