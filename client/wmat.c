@@ -1,11 +1,13 @@
 /* wmat.c: f32/f16/bf16 weight matrix products for the client (wmat.h):
- * OpenBLAS for f32, a fused AVX2+FMA+F16C kernel for one f16 vector, and
- * block conversion + OpenBLAS for everything else. */
+ * OpenBLAS for f32, a fused AVX2+FMA+F16C kernel for one f16 vector (its
+ * rows split with one helper thread on a multi-core machine), and block
+ * conversion + OpenBLAS for everything else. */
 #include "wmat.h"
 
 #include <cblas.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
@@ -112,6 +114,106 @@ static void fused_aw(const uint16_t *w, int64_t ld, int64_t rows, int64_t cols, 
             y[c] += ar * fmt_f16_to_f32(wr[c]);
     }
 }
+
+/* ---- a second core for the fused kernels ----------------------------------- */
+
+/* One helper thread runs the second half of a large fused product while
+ * the caller runs the first. Created on first use, lives until exit.
+ * `busy` makes concurrent callers fall back to one thread. */
+#define WM_SPLIT_MIN ((int64_t)1 << 20)   /* elements below which one thread does it all */
+
+typedef struct {
+    int          aw;                 /* 0: fused_xwt, 1: fused_aw */
+    const uint16_t *w;
+    int64_t      ld, rows, cols;
+    const float *x;                  /* xwt: x; aw: a */
+    float       *out;                /* xwt: out; aw: y (private copy for the helper) */
+    float        beta;
+} wm_job;
+
+static struct {
+    pthread_mutex_t busy;            /* held by the one caller using the helper */
+    pthread_mutex_t mu;              /* guards gen, done, job */
+    pthread_cond_t  go, fin;
+    uint64_t        gen, done;       /* jobs posted / finished */
+    wm_job          job;
+    int             ok;              /* helper running */
+} P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+       0, 0, {0}, 0};
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void run_job(const wm_job *j)
+{
+    if (j->aw)
+        fused_aw(j->w, j->ld, j->rows, j->cols, j->x, j->out);
+    else
+        fused_xwt(j->w, j->ld, j->rows, j->cols, j->x, j->out, j->beta);
+}
+
+static void *helper_main(void *arg)
+{
+    (void)arg;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&P.mu);
+        while (P.gen == seen)
+            pthread_cond_wait(&P.go, &P.mu);
+        seen = P.gen;
+        wm_job j = P.job;
+        pthread_mutex_unlock(&P.mu);
+        run_job(&j);
+        pthread_mutex_lock(&P.mu);
+        P.done = seen;
+        pthread_cond_signal(&P.fin);
+        pthread_mutex_unlock(&P.mu);
+    }
+    return NULL;
+}
+
+static void pool_start(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_t t;
+    if (cpus > 1 && pthread_create(&t, NULL, helper_main, NULL) == 0) {
+        pthread_detach(t);
+        P.ok = 1;
+    }
+}
+
+/* Run job j split in two by rows (xwt) or columns (aw): the helper takes
+ * the second part. Returns 0 if it did not split (caller runs it alone). */
+static int split_run(const wm_job *j)
+{
+    if (j->rows * j->cols < WM_SPLIT_MIN)
+        return 0;
+    pthread_once(&pool_once, pool_start);
+    if (!P.ok || pthread_mutex_trylock(&P.busy) != 0)
+        return 0;
+    wm_job a = *j, b = *j;
+    if (!j->aw) {                    /* rows: out[r] are independent */
+        a.rows = j->rows / 2;
+        b.rows = j->rows - a.rows;
+        b.w = j->w + a.rows * j->ld;
+        b.out = j->out + a.rows;
+    } else {                         /* columns: y[c] are independent */
+        a.cols = (j->cols / 2) & ~(int64_t)7;
+        b.cols = j->cols - a.cols;
+        b.w = j->w + a.cols;
+        b.out = j->out + a.cols;
+    }
+    pthread_mutex_lock(&P.mu);
+    P.job = b;
+    uint64_t g = ++P.gen;
+    pthread_cond_signal(&P.go);
+    pthread_mutex_unlock(&P.mu);
+    run_job(&a);
+    pthread_mutex_lock(&P.mu);
+    while (P.done != g)
+        pthread_cond_wait(&P.fin, &P.mu);
+    pthread_mutex_unlock(&P.mu);
+    pthread_mutex_unlock(&P.busy);
+    return 1;
+}
 #else
 static int fused_ok(fmt_dtype dt)
 {
@@ -137,7 +239,9 @@ void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t 
     }
 #ifdef WM_X86
     if (n == 1 && fused_ok(dt)) {
-        fused_xwt(w, ld, rows, cols, x, out, beta);
+        wm_job j = {0, w, ld, rows, cols, x, out, beta};
+        if (!split_run(&j))
+            run_job(&j);
         return;
     }
 #endif
@@ -168,7 +272,9 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
     }
 #ifdef WM_X86
     if (n == 1 && fused_ok(dt)) {
-        fused_aw(w, ld, rows, cols, a, y);
+        wm_job j = {1, w, ld, rows, cols, a, y, 1.0f};
+        if (!split_run(&j))
+            run_job(&j);
         return;
     }
 #endif

@@ -219,6 +219,43 @@ static void test_ffn_bundles(void **state)
             }
 }
 
+/* Products large enough to be split over two threads (client/wmat.c),
+ * against double-precision loops, for both directions. */
+static void test_wm_large(void **state)
+{
+    (void)state;
+    const int64_t rows = 301, cols = 4100, ld = 4104;   /* rows * cols > the split threshold */
+    float *wf = malloc(sizeof(float) * (size_t)(rows * ld)), *x = malloc(sizeof(float) * (size_t)cols);
+    float *a = malloc(sizeof(float) * (size_t)rows), *out = malloc(sizeof(float) * (size_t)rows);
+    float *y = calloc((size_t)cols, sizeof(float));
+    uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)(rows * ld));
+    float *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(cols));   /* CPUs without F16C */
+    fill(wf, rows * ld, 21);
+    fill(x, cols, 22);
+    fill(a, rows, 23);
+    for (int64_t r = 0; r < rows; r += 3)
+        a[r] = 0.0f;                  /* the aw kernel skips zero coefficients */
+    fmt_from_f32(FMT_F16, wf, wh, (size_t)(rows * ld));
+    fmt_to_f32(FMT_F16, wh, wf, (size_t)(rows * ld));
+    for (int rep = 0; rep < 3; rep++) {   /* the helper thread is reused */
+        wm_gemm_xwt(FMT_F16, wh, ld, rows, cols, x, 1, out, rows, 0.0f, scratch);
+        for (int64_t r = 0; r < rows; r++) {
+            double e = 0;
+            for (int64_t c = 0; c < cols; c++)
+                e += (double)wf[r * ld + c] * x[c];
+            assert_true(fabs(out[r] - e) < 1e-3);
+        }
+    }
+    wm_gemm_aw(FMT_F16, wh, ld, rows, cols, a, rows, 1, y, scratch);
+    for (int64_t c = 0; c < cols; c++) {
+        double e = 0;
+        for (int64_t r = 0; r < rows; r++)
+            e += (double)a[r] * wf[r * ld + c];
+        assert_true(fabs(y[c] - e) < 1e-3);
+    }
+    free(wf); free(x); free(a); free(out); free(y); free(wh); free(scratch);
+}
+
 static void test_argmax_ties(void **state)
 {
     (void)state;
@@ -311,7 +348,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),        cmocka_unit_test(test_softmax),
-        cmocka_unit_test(test_ffn_bundles), cmocka_unit_test(test_argmax_ties),
+        cmocka_unit_test(test_ffn_bundles), cmocka_unit_test(test_wm_large), cmocka_unit_test(test_argmax_ties),
         cmocka_unit_test(test_mult_topp),   cmocka_unit_test(test_rng_seeded),
         cmocka_unit_test(test_not_a_mount),
     };
