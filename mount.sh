@@ -33,7 +33,10 @@ options (-o, comma-separated, may be repeated):
   allow_other     let other users read the mount (default: only you)
   see 'inflashfs --help' for the rest
 
--u MOUNTPOINT     unmount (fusermount3 -u) and wait until the daemon exits
+-u MOUNTPOINT     unmount (fusermount3 -u) and wait until the daemon exits;
+                  a busy mount is detached at once (fusermount3 -u -z), its
+                  open files get ${wait_s}s to close, then the daemon is
+                  stopped and their reads fail
 --status          list inflashfs mounts: mount point, store, daemon pid
 
 The inflashfs binary is \$INFLASH_BIN/inflashfs if INFLASH_BIN is set, else
@@ -112,10 +115,14 @@ do_unmount() {
     [ -n "$line" ] || die "$mnt is not mounted"
     [ "$(echo "$line" | awk '{print $3}')" = fuse.inflashfs ] || die "$mnt is not an inflashfs mount"
     pid=$(find_pid "$mnt")
-    if command -v fusermount3 >/dev/null; then
-        timeout 10 fusermount3 -u "$mnt" || die "cannot unmount $mnt (busy? close files under it and retry)"
-    else
-        timeout 10 umount "$mnt" || die "cannot unmount $mnt (busy? close files under it and retry)"
+    local um=(umount) lazy=(umount -l) busy=0
+    if command -v fusermount3 >/dev/null; then um=(fusermount3 -u); lazy=(fusermount3 -u -z); fi
+    if ! timeout 10 "${um[@]}" "$mnt" 2>/dev/null; then
+        # busy (files open under it): detach it now so that nothing new
+        # opens, give the open files wait_s to close, then stop the daemon:
+        # their reads then fail (ENOTCONN) instead of hanging
+        timeout 10 "${lazy[@]}" "$mnt" || die "cannot unmount $mnt"
+        busy=1
     fi
     if [ -n "$pid" ]; then
         for ((i = 0; i < wait_s * 10; i++)); do
@@ -124,7 +131,13 @@ do_unmount() {
         done
         if kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null
-            die "daemon $pid did not exit within ${wait_s}s after the unmount; sent SIGTERM"
+            [ "$busy" = 1 ] || die "daemon $pid did not exit within ${wait_s}s after the unmount; sent SIGTERM"
+            for ((i = 0; i < wait_s * 10; i++)); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -0 "$pid" 2>/dev/null && die "daemon $pid did not exit within ${wait_s}s of SIGTERM"
+            echo "$prog: files under $mnt were still open after ${wait_s}s: stopped the daemon (their reads now fail)" >&2
         fi
     fi
     echo "unmounted $mnt"

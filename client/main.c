@@ -149,11 +149,14 @@ static int read_file(const char *path, char **data, size_t *len, ierr *err)
 }
 
 /* Write decoded bytes to stdout at once (text is streamed). */
+static int line_open;   /* emit left a line without its newline (main ends it before an error) */
+
 static void emit(const char *buf, size_t n)
 {
     if (n) {
         fwrite(buf, 1, n, stdout);
         fflush(stdout);
+        line_open = buf[n - 1] != '\n';
     }
 }
 
@@ -1026,8 +1029,12 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = o.ppl_file ? perplexity(&o, src, tk, &err) : generate(&o, src, tk, &err);
     if (rc) {
+        if (line_open)
+            emit("\n", 1);   /* the error starts a line of its own on a terminal */
         fflush(stdout);
-        fprintf(stderr, "inflash: %s\n", err.msg);
+        fprintf(stderr, "inflash: %s%s\n", err.msg,
+                rc == -EIO ? " (the store may be damaged: the inflashfs log names the neuron; "
+                             "check it with inflash-inspect --verify STORE)" : "");
     }
     tok_free(tk);
     source_close(src);

@@ -417,13 +417,15 @@ void model_free(model *m)
     free(m);
 }
 
-/* Read neurons [j0, j0+nb) of a layer, as stored, into dst [nb][bundle_bytes]. */
-static int read_bundles(model *m, int64_t layer, int64_t j0, int64_t nb, void *dst, ierr *err)
+/* Read neurons [j0, j0+nb) of a layer (slots [j0, j0+nb) of its slot-order
+ * file if `slots`), as stored, into dst [nb][bundle_bytes]. */
+static int read_bundles(model *m, int64_t layer, int slots, int64_t j0, int64_t nb, void *dst, ierr *err)
 {
     int64_t bb = source_bundle_bytes(m->src);
     size_t len = (size_t)nb * (size_t)bb;
-    uint64_t t0 = now_ns();
-    int rc = source_read_ffn(m->src, layer, (uint64_t)j0 * (uint64_t)bb, dst, len, err);
+    uint64_t t0 = now_ns(), off = (uint64_t)j0 * (uint64_t)bb;
+    int rc = slots ? source_read_ffn_slots(m->src, layer, off, dst, len, err)
+                   : source_read_ffn(m->src, layer, off, dst, len, err);
     m->stats.io_ns += now_ns() - t0;
     if (rc)
         return rc;
@@ -448,7 +450,7 @@ int model_load_resident_ffn(model *m, ierr *err)
     for (int64_t l = 0; rc == 0 && l < c->n_layers; l++)
         for (int64_t j = 0; rc == 0 && j < c->d_ffn; j += m->s.ffn_block) {
             int64_t nb = c->d_ffn - j < m->s.ffn_block ? c->d_ffn - j : m->s.ffn_block;
-            rc = read_bundles(m, l, j, nb, p + (uint64_t)l * per_layer + (uint64_t)j * bb, err);
+            rc = read_bundles(m, l, 0, j, nb, p + (uint64_t)l * per_layer + (uint64_t)j * bb, err);
         }
     return rc;
 }
@@ -462,20 +464,31 @@ int model_ffn_dense(model *m, void *ctx, int64_t layer, int64_t pos, const float
     int64_t d = c->d_model, F = c->d_ffn, bl = m->bundle_len;
     const float *bu = m->w.ffn_b_up ? m->w.ffn_b_up + layer * F : NULL;
     const float *bg = m->w.ffn_b_gate ? m->w.ffn_b_gate + layer * F : NULL;
-    /* a mapped source: computed in place, in slot order */
+    /* The order of the bundles: a mapped source is computed in place in
+     * physical slot order; reads go in slot order too where the source has
+     * it (one sequential read of a reordered store, not a scattered one),
+     * except for the calibration hook, which wants pre in neuron-id order. */
     const int64_t *id_of = NULL;
     const void *map = m->w.mapped ? source_ffn_map(m->src, layer, &id_of) : NULL;
     if (m->w.mapped && (!map || m->ffn_hook))
         return ierr_set(err, -EINVAL, "model: layer %lld: %s", (long long)layer,
                         map ? "the calibration hook needs neuron-id order, not a mapped store"
                             : "no mapped neuron file");
+    int slots = !map && !m->w.ffn_resident && !m->ffn_hook && source_ffn_slots(m->src, layer, &id_of) == 0;
     memset(y, 0, (size_t)(n * d) * sizeof(float));
     for (int64_t j = 0; j < F; j += s->ffn_block) {
         int64_t nb = F - j < s->ffn_block ? F - j : s->ffn_block;
         const void *wb;
         const float *bub = bu ? bu + j : NULL, *bgb = bg ? bg + j : NULL;
-        if (map) {
-            wb = wm_at(m->w.wdt, map, bl, j, 0);
+        if (map || slots) {
+            if (map) {
+                wb = wm_at(m->w.wdt, map, bl, j, 0);
+            } else {
+                int rc = read_bundles(m, layer, 1, j, nb, s->ffn_raw, err);
+                if (rc)
+                    return rc;
+                wb = s->ffn_raw;
+            }
             for (int64_t i = 0; i < nb; i++) {
                 if (bu)
                     s->bgather[i] = bu[id_of[j + i]];
@@ -487,7 +500,7 @@ int model_ffn_dense(model *m, void *ctx, int64_t layer, int64_t pos, const float
         } else if (m->w.ffn_resident) {
             wb = wm_at(m->w.wdt, m->w.ffn_resident, bl, layer * F + j, 0);
         } else {
-            int rc = read_bundles(m, layer, j, nb, s->ffn_raw, err);
+            int rc = read_bundles(m, layer, 0, j, nb, s->ffn_raw, err);
             if (rc)
                 return rc;
             wb = s->ffn_raw;

@@ -26,6 +26,8 @@ struct source {
     char     *root;           /* mount point or store dir; owned */
     /* mount: */
     int      *ffn_fd;         /* [n_layers] fds of layers/NN/ffn; owned; NULL for a store */
+    int      *slots_fd;       /* [n_layers] fds of layers/NN/ffn.slots; owned; NULL: none */
+    int64_t  *slot_ids;       /* [n_layers][d_ffn] neuron id of each slot (neurons.tsv); owned */
     store_calib *calib;       /* [n_layers] from config.json; owned; NULL if uncalibrated */
     char     *criterion;      /* "inflash_calib_criterion"; owned; NULL if absent */
     /* store: */
@@ -136,6 +138,98 @@ static int mount_calib(source *s, const char *cfg, size_t len, const char *what,
     return rc;
 }
 
+/* The slot-order view of a mount: layers/NN/ffn.slots and the slot -> id
+ * map from layers/NN/neurons.tsv ("id<TAB>slot<TAB>freq" lines). A mount
+ * without ffn.slots (an older daemon) simply has no such view. */
+static int mount_slots(source *s, ierr *err)
+{
+    int64_t L = s->hp.n_layers, F = s->hp.d_ffn;
+    char rel[64], *p = NULL, *tsv = NULL;
+    size_t len;
+    int rc = 0;
+    snprintf(rel, sizeof rel, "layers/00/ffn.slots");
+    p = path_join(s->root, rel);
+    if (!p)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", s->root);
+    int missing = access(p, F_OK) != 0;
+    free(p);
+    if (missing)
+        return 0;
+    s->slots_fd = malloc((size_t)L * sizeof *s->slots_fd);
+    s->slot_ids = malloc((size_t)(L * F) * sizeof *s->slot_ids);
+    if (!s->slots_fd || !s->slot_ids)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", s->root);
+    for (int64_t l = 0; l < L; l++)
+        s->slots_fd[l] = -1;
+    for (int64_t l = 0; rc == 0 && l < L; l++) {
+        snprintf(rel, sizeof rel, "layers/%02lld/ffn.slots", (long long)l);
+        p = path_join(s->root, rel);
+        if (!p)
+            return ierr_set(err, -ENOMEM, "%s: out of memory", s->root);
+        s->slots_fd[l] = open(p, O_RDONLY | O_CLOEXEC);
+        if (s->slots_fd[l] < 0)
+            rc = ierr_set(err, -errno, "%s: %s", p, strerror(errno));
+        free(p);
+        snprintf(rel, sizeof rel, "layers/%02lld/neurons.tsv", (long long)l);
+        p = path_join(s->root, rel);
+        if (rc == 0 && !p)
+            rc = ierr_set(err, -ENOMEM, "%s: out of memory", s->root);
+        if (rc == 0)
+            rc = read_whole(p, &tsv, &len, err);
+        int64_t *ids = s->slot_ids + l * F, seen = 0;
+        for (int64_t k = 0; rc == 0 && k < F; k++)
+            ids[k] = -1;
+        for (char *line = tsv; rc == 0 && line && *line; seen++) {
+            long long id, slot;
+            if (sscanf(line, "%lld\t%lld", &id, &slot) != 2 || id < 0 || id >= F || slot < 0 || slot >= F ||
+                ids[slot] >= 0)
+                rc = ierr_set(err, -EINVAL, "%s: line %lld: not an \"id slot freq\" line of a permutation", p,
+                              (long long)seen + 1);
+            else
+                ids[slot] = id;
+            line = strchr(line, '\n');
+            if (line)
+                line++;
+        }
+        if (rc == 0 && seen != F)
+            rc = ierr_set(err, -EINVAL, "%s: %lld neurons, expected %lld", p, (long long)seen, (long long)F);
+        free(tsv);
+        tsv = NULL;
+        free(p);
+    }
+    return rc;
+}
+
+int source_ffn_slots(const source *s, int64_t layer, const int64_t **id_of)
+{
+    if (layer < 0 || layer >= s->hp.n_layers)
+        return -EINVAL;
+    if (s->st) {
+        *id_of = store_layer_at(s->st, layer)->id_of;
+        return 0;
+    }
+    if (!s->slot_ids)
+        return -ENOTSUP;
+    *id_of = s->slot_ids + layer * s->hp.d_ffn;
+    return 0;
+}
+
+int source_read_ffn_slots(source *s, int64_t layer, uint64_t off, void *dst, size_t len, ierr *err)
+{
+    const int64_t *ids;
+    if (source_ffn_slots(s, layer, &ids) != 0)
+        return ierr_set(err, -ENOTSUP, "%s: layer %lld: no slot-order neuron file", s->root, (long long)layer);
+    uint64_t total = (uint64_t)s->hp.d_ffn * (uint64_t)s->bundle_bytes;
+    if (off > total || len > total - off)
+        return ierr_set(err, -EINVAL, "%s: layer %lld: read [%llu, +%zu) beyond the %llu-byte neuron file", s->root,
+                        (long long)layer, (unsigned long long)off, len, (unsigned long long)total);
+    if (s->st)
+        return store_read_ffn(s->st, store_layer_at(s->st, layer)->offset + off, dst, len, err);
+    char what[64 + 4096];
+    snprintf(what, sizeof what, "%s/layers/%02lld/ffn.slots", s->root, (long long)layer);
+    return pread_full(s->slots_fd[layer], dst, len, off, what, err);
+}
+
 int source_open_mount(const char *mountpoint, source **out, ierr *err)
 {
     *out = NULL;
@@ -210,6 +304,9 @@ int source_open_mount(const char *mountpoint, source **out, ierr *err)
         }
         free(p);
     }
+    rc = mount_slots(s, err);
+    if (rc)
+        goto fail;
     free(cfg_path);
     free(cfg);
     *out = s;
@@ -309,12 +406,14 @@ void source_close(source *s)
         munmap((void *)s->dense_map, s->dense_len);
     if (s->ffn_map)
         munmap((void *)s->ffn_map, s->ffn_len);
-    if (s->ffn_fd) {
-        for (int64_t l = 0; l < s->hp.n_layers; l++)
-            if (s->ffn_fd[l] >= 0)
-                close(s->ffn_fd[l]);
-        free(s->ffn_fd);
+    int *fds[] = {s->ffn_fd, s->slots_fd};
+    for (size_t i = 0; i < 2; i++) {
+        for (int64_t l = 0; fds[i] && l < s->hp.n_layers; l++)
+            if (fds[i][l] >= 0)
+                close(fds[i][l]);
+        free(fds[i]);
     }
+    free(s->slot_ids);
     store_close(s->st);
     free(s->calib);
     free(s->criterion);
@@ -505,8 +604,10 @@ int source_read_ffn(source *s, int64_t layer, uint64_t off, void *dst, size_t le
                         (long long)layer, (unsigned long long)off, len, (unsigned long long)total);
     if (s->st)
         return store_read_ffn_ids(s, layer, off, dst, len, err);
-    char what[64 + 4096];
-    snprintf(what, sizeof what, "%s/layers/%02lld/ffn", s->root, (long long)layer);
+    char what[128 + 4096];
+    uint64_t B = (uint64_t)s->bundle_bytes;
+    snprintf(what, sizeof what, "%s/layers/%02lld/ffn (neurons %llu..%llu)", s->root, (long long)layer,
+             (unsigned long long)(off / B), (unsigned long long)((off + (len ? len : 1) - 1) / B));
     return pread_full(s->ffn_fd[layer], dst, len, off, what, err);
 }
 

@@ -43,6 +43,14 @@ int source_tensor(source *s, const char *name, fmt_dtype dt, void *dst, int64_t 
 /* A mapped source's tensor in place (numel elements of the source's
  * dtype), or NULL: not mapped, missing, another size or dtype. */
 const void *source_tensor_map(source *s, const char *name, int64_t numel);
+/* The neuron file of `layer` in physical slot order (a mount's
+ * layers/NN/ffn.slots, a store's ffn.bin): *id_of [d_ffn] receives the
+ * neuron id of each slot. -ENOTSUP if the source has no such view (a mount
+ * of an older daemon). Reading in slot order turns a whole-layer read of a
+ * reordered store into one sequential read. */
+int source_ffn_slots(const source *s, int64_t layer, const int64_t **id_of);
+/* Raw bytes [off, off+len) of that slot-order file. Thread-safe. */
+int source_read_ffn_slots(source *s, int64_t layer, uint64_t off, void *dst, size_t len, ierr *err);
 /* A mapped source's neuron file of `layer` in place, in physical slot
  * order (slot k at k * bundle_bytes), with *id_of [d_ffn] the neuron id of
  * each slot; NULL if the source is not mapped. */

@@ -22,6 +22,7 @@ struct chunk {
      * loading thread writes while the chunk is LOADING and everyone reads
      * once it is READY and pinned */
     uint64_t       idx;
+    uint64_t       gen;            /* fill generation: unique, increasing (chunk_gen) */
     unsigned char *buf;            /* chunk_bytes, CHUNK_ALIGN-aligned: an arena slot, or owned (transient) */
     int64_t        slot;           /* arena slot, -1 for a transient chunk (malloc'd, with its buf) */
     size_t         valid;          /* valid bytes once READY */
@@ -63,6 +64,7 @@ struct chunk_cache {
     uint64_t       n_cached;
     int64_t       *free_slots;     /* [max_cached] stack of unused slots */
     uint64_t       n_free;
+    uint64_t       next_gen;       /* the gen of the next fill */
     ra_item        raq[RA_QUEUE_CAP];
     size_t         ra_head, ra_len;
     int            stopping;
@@ -214,6 +216,7 @@ static chunk *claim_locked(chunk_cache *c, uint64_t idx, int may_transient, int 
     k->buf = buf;
     k->slot = slot;
     k->idx = idx;
+    k->gen = ++c->next_gen;
     k->state = CH_LOADING;
     k->refs = 1;
     if (slot >= 0)
@@ -267,13 +270,15 @@ static int load_chunks(chunk_cache *c, chunk **mine, size_t n, int *ok, uint64_t
         if (r > 0)
             *bytes += (uint64_t)r;
         if (r < 0 || (uint64_t)r < end - off) {
-            char line[IERR_LEN];
+            char line[IERR_LEN], where[128] = "";
+            if (c->o.where)
+                c->o.where(c->o.ctx, off, end - off, where, sizeof where);
             if (r < 0)
-                snprintf(line, sizeof line, "%s: read of %llu bytes at offset %llu failed: %s", c->o.name,
-                         (unsigned long long)(end - off), (unsigned long long)off, strerror((int)-r));
+                snprintf(line, sizeof line, "%s: read of %llu bytes at offset %llu%s failed: %s", c->o.name,
+                         (unsigned long long)(end - off), (unsigned long long)off, where, strerror((int)-r));
             else
-                snprintf(line, sizeof line, "%s: short read at offset %llu: %lld of %llu bytes", c->o.name,
-                         (unsigned long long)off, (long long)r, (unsigned long long)(end - off));
+                snprintf(line, sizeof line, "%s: short read at offset %llu%s: %lld of %llu bytes", c->o.name,
+                         (unsigned long long)off, where, (long long)r, (unsigned long long)(end - off));
             log_line(c, line);
             (*errors)++;
             if (rc == 0)
@@ -599,6 +604,17 @@ int chunk_pin_range(chunk_cache *c, uint64_t off, uint64_t len, chunk **pins, si
     return rc;
 }
 
+void chunk_discard(chunk_cache *c, chunk *const *pins, size_t n)
+{
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n; i++)
+        if (pins[i]->cached && pins[i]->state == CH_READY) {
+            hash_remove(c, pins[i]);
+            c->st.discarded++;
+        }
+    pthread_mutex_unlock(&c->mu);
+}
+
 void chunk_unpin(chunk_cache *c, chunk **pins, size_t n)
 {
     if (n == 0)
@@ -617,6 +633,11 @@ const unsigned char *chunk_data(const chunk *k)
 size_t chunk_valid(const chunk *k)
 {
     return k->valid;
+}
+
+uint64_t chunk_gen(const chunk *k)
+{
+    return k->gen;
 }
 
 void chunk_get_stats(chunk_cache *c, chunk_stats *out)

@@ -34,6 +34,9 @@
 typedef ssize_t (*chunk_readv_fn)(void *ctx, uint64_t off, const struct iovec *iov, int iovcnt);
 /* One log line (no newline) about a failed read. */
 typedef void (*chunk_log_fn)(void *ctx, const char *line);
+/* What device bytes [off, off + len) hold, for log lines: text such as
+ * " (layer 3 slots 16..31)" into buf[cap]. */
+typedef void (*chunk_where_fn)(void *ctx, uint64_t off, uint64_t len, char *buf, size_t cap);
 
 /* A region of the device: [off, off + len), off CHUNK_ALIGN-aligned. Chunk
  * k of a region covers [off + k*C, min(off + (k+1)*C, off + len)). */
@@ -55,6 +58,7 @@ typedef struct {
     void          *ctx;
     chunk_log_fn   log;           /* NULL: stderr */
     void          *log_ctx;
+    chunk_where_fn where;         /* NULL: log lines name the offset only; called with ctx */
     int            prefault;      /* populate the whole budget now (no page faults later) */
 } chunk_opts;
 
@@ -66,6 +70,7 @@ typedef struct {
     uint64_t read_bytes;
     uint64_t read_errors;         /* failed or short readv calls */
     uint64_t evictions;
+    uint64_t discarded;           /* dropped by chunk_discard (bad contents) */
     uint64_t transient;           /* read outside the cache: every cached chunk was pinned */
     uint64_t ra_chunks;           /* chunks read by read-ahead */
     uint64_t ra_used;             /* of those, later wanted by a request */
@@ -101,11 +106,20 @@ int chunk_pin(chunk_cache *c, const uint64_t *idx, size_t n, chunk **pins, ierr 
 int chunk_pin_range(chunk_cache *c, uint64_t off, uint64_t len, chunk **pins, size_t cap,
                     size_t *n, ierr *err);
 void chunk_unpin(chunk_cache *c, chunk **pins, size_t n);
+/* The pinned chunks' contents are bad (a checksum did not match): they
+ * leave the cache now, so the next request for them reads them again; the
+ * pins stay valid until unpinned (then the memory is reused). */
+void chunk_discard(chunk_cache *c, chunk *const *pins, size_t n);
 
 /* A pinned chunk: its bytes (chunk_size, 4096-aligned) and how many of them
  * are valid (less than chunk_size only for the last chunk of a region). */
 const unsigned char *chunk_data(const chunk *k);
 size_t chunk_valid(const chunk *k);
+/* The chunk's fill generation: a number given to each fill (read of a chunk
+ * from the device), unique and increasing across the cache, constant while
+ * pinned. A refill (after eviction or discard) always has a larger one, so
+ * a caller can remember "checked at generation g" to check each fill once. */
+uint64_t chunk_gen(const chunk *k);
 
 void chunk_get_stats(chunk_cache *c, chunk_stats *out);
 

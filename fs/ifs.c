@@ -1,7 +1,18 @@
 /* ifs.c: the inflashfs daemon's state and read path without FUSE (ifs.h):
  * the store, the virtual tree, the neuron-file translation through the chunk
  * cache over ffn.bin (O_DIRECT on an fd of our own), tensors from dense.bin,
- * and the generated files (config.json, neurons.tsv, stats). */
+ * the generated files (config.json, neurons.tsv, stats), and verification
+ * of what is read against the index's xxh64.
+ *
+ * Verification of bundles is lazy and once per fill: each chunk fill has a
+ * generation (chunk_gen, unique and increasing), and vgen[slot] remembers
+ * the largest generation of the bundle's chunks when it was last found
+ * good. A request checks each bundle it touches whose chunks' largest
+ * generation differs, i.e. whose chunks were (re)filled since: cache hits
+ * cost a compare, never a hash, and a bundle that is never requested is
+ * never hashed. (Equality is exact: every chunk of a request is pinned in
+ * one critical section, so a fill that was not checked has a generation
+ * larger than any remembered one.) */
 #include "ifs.h"
 
 #include <ctype.h>
@@ -14,10 +25,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <pthread.h>
 #include <unistd.h>
+#include <xxhash.h>
 
+#include "io.h"
 #include "stats.h"
 #include "xlate.h"
+
+/* Verification state of one dense tensor. */
+typedef struct {
+    pthread_mutex_t mu;          /* one whole-tensor check at a time */
+    atomic_int      good;        /* 1 once it matched its xxh64 */
+} ifs_tensor;
 
 struct ifs {
     /* immutable after ifs_open */
@@ -27,6 +47,7 @@ struct ifs {
     char         *config;        /* config.json text, owned */
     size_t        config_len;
     xlate_layer  *xl;            /* [n_layers]; slot tables owned by st */
+    xlate_layer  *xs;            /* [n_layers] the ffn.slots views (identity) */
     int64_t       n_layers;
     int           ffn_fd;        /* ffn.bin, O_DIRECT unless direct == 0 */
     int           direct;
@@ -34,8 +55,17 @@ struct ifs {
     fsstat       *fst;           /* read requests, by kind */
     fsstat       *fst_store;     /* ffn.bin reads (chunk loads): their latency */
     uint64_t      t_mount_ns;
+    int           verify;        /* o.verify */
+    atomic_uint_fast64_t *vgen;  /* [all neurons] layer by layer, by slot: the
+                                    largest chunk_gen of the bundle's chunks
+                                    when it last matched its xxh64 (0: never);
+                                    relaxed atomics, see the top of the file */
+    size_t       *vfirst;        /* [n_layers] index of each layer's slot 0 in vgen */
+    ifs_tensor   *tens;          /* [tensor count], mutexes initialised */
+    size_t        n_tens;
     /* updated atomically */
     atomic_uint_fast64_t dense_reads, dense_bytes;
+    atomic_uint_fast64_t ver_bundles, ver_bytes, ver_ns, ver_errors, ver_retries, ver_tensors;
 };
 
 struct ifs_file {
@@ -56,6 +86,7 @@ void ifs_opts_default(ifs_opts *o)
         .cache_bytes = IFS_DEFAULT_CACHE,
         .readahead = IFS_DEFAULT_READAHEAD,
         .ra_workers = IFS_DEFAULT_RA_WORKERS,
+        .verify = 1,
     };
 }
 
@@ -107,18 +138,35 @@ int ifs_opts_check(const ifs_opts *o, ierr *err)
 static ssize_t ffn_readv(void *ctx, uint64_t off, const struct iovec *iov, int iovcnt)
 {
     ifs *m = ctx;
-    ssize_t r;
     uint64_t t0 = fsstat_now_ns();
-    do
-        r = preadv(m->ffn_fd, iov, iovcnt, (off_t)off);
-    while (r < 0 && errno == EINTR);
-    int e = errno;
+    ssize_t r = io_preadv(m->ffn_fd, iov, iovcnt, off, IFL_FFN_NAME);
     fsstat_read(m->fst_store, FSSTAT_OTHER, r > 0 ? (uint64_t)r : 0, fsstat_now_ns() - t0, r < 0);
     if (r < 0)
-        return -e;
+        return r;
     if (!m->direct)   /* keep the DRAM budget honest without O_DIRECT too */
         posix_fadvise(m->ffn_fd, (off_t)off, r, POSIX_FADV_DONTNEED);
     return r;
+}
+
+/* For the chunk cache's log lines: the layer and slots of ffn.bin bytes
+ * [off, off + len) (one layer: the cache reads within a layer). */
+static void ffn_where(void *ctx, uint64_t off, uint64_t len, char *buf, size_t cap)
+{
+    const ifs *m = ctx;
+    for (int64_t l = 0; l < m->n_layers; l++) {
+        const xlate_layer *xl = &m->xl[l];
+        if (off < xl->base || off - xl->base >= xlate_file_bytes(xl))
+            continue;
+        int64_t s0 = (int64_t)((off - xl->base) / xl->bundle);
+        int64_t s1 = (int64_t)((off + len - 1 - xl->base) / xl->bundle);
+        s1 = s1 < xl->n ? s1 : xl->n - 1;
+        if (s0 == s1)
+            snprintf(buf, cap, " (layer %" PRId64 " neuron %" PRId64 ", slot %" PRId64 ")", l,
+                     store_layer_at(m->st, l)->id_of[s0], s0);
+        else
+            snprintf(buf, cap, " (layer %" PRId64 " slots %" PRId64 "..%" PRId64 ")", l, s0, s1);
+        return;
+    }
 }
 
 static void log_stderr(void *ctx, const char *line)
@@ -135,7 +183,7 @@ static int open_ffn(ifs *m, ierr *err)
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", store_dir(m->st), IFL_FFN_NAME);
     if (!m->o.buffered) {
-        int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
         if (fd >= 0) {
             void *probe = NULL;
             ssize_t r = -1;
@@ -158,7 +206,7 @@ static int open_ffn(ifs *m, ierr *err)
         fprintf(stderr, "inflashfs: %s: O_DIRECT not supported by this filesystem; "
                         "using buffered reads with POSIX_FADV_DONTNEED\n", path);
     }
-    m->ffn_fd = open(path, O_RDONLY | O_CLOEXEC);
+    m->ffn_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (m->ffn_fd < 0)
         return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
     m->direct = 0;
@@ -225,6 +273,7 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
         U("cache_misses", cs.misses),
         U("cache_shared", cs.shared),
         U("cache_evictions", cs.evictions),
+        U("cache_discarded", cs.discarded),
         U("cache_transient", cs.transient),
         U("cache_bytes", cs.cached_bytes),
         U("cache_peak_bytes", cs.peak_cached_bytes),
@@ -234,6 +283,13 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
         U("readahead_used", cs.ra_used),
         U("readahead_dropped", cs.ra_dropped),
         U("o_direct", m->direct),
+        U("verify", m->verify),
+        U("verify_bundles", atomic_load(&m->ver_bundles)),
+        U("verify_bytes", atomic_load(&m->ver_bytes)),
+        U("verify_tensors", atomic_load(&m->ver_tensors)),
+        U("verify_errors", atomic_load(&m->ver_errors)),
+        U("verify_retries", atomic_load(&m->ver_retries)),
+        R("verify_s", (double)atomic_load(&m->ver_ns) / 1e9),
         R("latency_mean_us", all.mean_us),
         R("latency_p50_us", all.p50_us),
         R("latency_p99_us", all.p99_us),
@@ -253,6 +309,33 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
 }
 
 /* ---- open / close ------------------------------------------------------- */
+
+/* The verification state: vgen for every bundle, a lock and flag per tensor. */
+static int verify_state_new(ifs *m, ierr *err)
+{
+    if (!m->verify)
+        return 0;
+    size_t total = 0;
+    m->vfirst = malloc((size_t)m->n_layers * sizeof *m->vfirst);
+    if (!m->vfirst)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    for (int64_t l = 0; l < m->n_layers; l++) {
+        m->vfirst[l] = total;
+        total += (size_t)m->xl[l].n;
+    }
+    m->vgen = calloc(total ? total : 1, sizeof *m->vgen);
+    size_t nt = store_tensor_count(m->st);
+    m->tens = calloc(nt ? nt : 1, sizeof *m->tens);
+    if (!m->vgen || !m->tens)
+        return ierr_set(err, -ENOMEM, "out of memory for the verification state");
+    for (size_t i = 0; i < total; i++)
+        atomic_init(&m->vgen[i], 0);
+    for (; m->n_tens < nt; m->n_tens++) {
+        pthread_mutex_init(&m->tens[m->n_tens].mu, NULL);
+        atomic_init(&m->tens[m->n_tens].good, 0);
+    }
+    return 0;
+}
 
 static int build_tree(ifs *m, ierr *err)
 {
@@ -283,6 +366,10 @@ static int build_tree(ifs *m, ierr *err)
         rc = tree_add(m->tree, path, TREE_FFN, xlate_file_bytes(&m->xl[l]), l, NULL, NULL, err);
         if (rc < 0)
             break;
+        snprintf(path, sizeof path, "layers/%02" PRId64 "/ffn.slots", l);
+        rc = tree_add(m->tree, path, TREE_FFN_SLOTS, xlate_file_bytes(&m->xs[l]), l, NULL, NULL, err);
+        if (rc < 0)
+            break;
         char *tsv;
         size_t len;
         rc = render_neurons(m, l, &tsv, &len);
@@ -310,6 +397,7 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
     if (!m)
         return ierr_set(err, -ENOMEM, "out of memory");
     m->o = *o;
+    m->verify = o->verify;
     m->ffn_fd = -1;
     m->t_mount_ns = fsstat_now_ns();
     rc = store_open(store_dir_path, &m->st, err);
@@ -317,9 +405,10 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
         goto fail;
     m->n_layers = store_hparams(m->st)->n_layers;
     m->xl = calloc((size_t)m->n_layers, sizeof *m->xl);
+    m->xs = calloc((size_t)m->n_layers, sizeof *m->xs);
     m->fst = fsstat_new();
     m->fst_store = fsstat_new();
-    if (!m->xl || !m->fst || !m->fst_store) {
+    if (!m->xl || !m->xs || !m->fst || !m->fst_store) {
         rc = ierr_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
@@ -331,7 +420,12 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
         }
         m->xl[l] = (xlate_layer){ .base = L->offset, .bundle = (uint64_t)store_bundle_bytes(m->st),
                                   .n = L->n_neurons, .slot_of = L->slot_of };
+        m->xs[l] = m->xl[l];
+        m->xs[l].slot_of = NULL;
     }
+    rc = verify_state_new(m, err);
+    if (rc < 0)
+        goto fail;
     m->config = store_config_json(m->st, err);
     if (!m->config) {
         rc = -EINVAL;
@@ -353,7 +447,7 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
         .dev_bytes = store_ffn_bytes(m->st), .regions = regions, .n_regions = (size_t)m->n_layers,
         .readahead = o->readahead,
         .workers = o->readahead ? o->ra_workers : 0, .name = IFL_FFN_NAME,
-        .readv = ffn_readv, .ctx = m, .log = log_stderr, .prefault = 1,
+        .readv = ffn_readv, .ctx = m, .log = log_stderr, .where = ffn_where, .prefault = 1,
     };
     rc = chunk_cache_new(&co, &m->cache, err);
     free(regions);
@@ -379,6 +473,12 @@ void ifs_close(ifs *m)
     tree_free(m->tree);
     free(m->config);
     free(m->xl);
+    free(m->xs);
+    free(m->vgen);
+    free(m->vfirst);
+    for (size_t i = 0; i < m->n_tens; i++)
+        pthread_mutex_destroy(&m->tens[i].mu);
+    free(m->tens);
     fsstat_free(m->fst);
     fsstat_free(m->fst_store);
     store_close(m->st);
@@ -478,10 +578,104 @@ static size_t find_idx(const uint64_t *idx, size_t n, uint64_t v)
     return lo;
 }
 
-/* A neuron-file read: extents of ffn.bin -> pinned chunks -> pieces. */
-static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply *r, ierr *err)
+/* The chunks (numbers within the layer) extent e touches: [*c0, *c1]; with
+ * verification, those of the whole bundles it touches. */
+static void ext_chunks(const ifs *m, const xlate_layer *xl, const xlate_ext *e, uint64_t cb, uint64_t *c0,
+                       uint64_t *c1)
+{
+    uint64_t lo = e->off - xl->base, end = e->off + e->len - xl->base;
+    if (m->verify) {
+        lo = lo / xl->bundle * xl->bundle;
+        end = (end + xl->bundle - 1) / xl->bundle * xl->bundle;
+    }
+    *c0 = lo / cb;
+    *c1 = (end - 1) / cb;
+}
+
+/* Check each bundle the extents touch whose chunks were filled since it
+ * last matched (see the top of the file). At a mismatch the bundle's chunks
+ * leave the cache and the result is -EAGAIN (read them again), or when
+ * `final`, -EIO and one log line. pins[i] holds chunk idx[i]. */
+static int verify_ffn(ifs *m, int64_t layer, const xlate_ext *ext, size_t n_ext, const uint64_t *idx, size_t n_idx,
+                      chunk **pins, int final, ierr *err)
 {
     const xlate_layer *xl = &m->xl[layer];
+    const store_layer *L = store_layer_at(m->st, layer);
+    const uint64_t cb = chunk_size(m->cache), B = xl->bundle;
+    const uint64_t first_id = chunk_region_first(m->cache, (size_t)layer);
+    atomic_uint_fast64_t *vg = m->vgen + m->vfirst[layer];
+    XXH64_state_t *h = NULL;
+    uint64_t t0 = 0, checked = 0;
+    int rc = 0;
+    for (size_t e = 0; e < n_ext && rc == 0; e++) {
+        int64_t s0 = (int64_t)((ext[e].off - xl->base) / B), s1 = (int64_t)((ext[e].off + ext[e].len - 1 - xl->base) / B);
+        for (int64_t s = s0; s <= s1 && rc == 0; s++) {
+            const uint64_t lo = (uint64_t)s * B, c0 = lo / cb, c1 = (lo + B - 1) / cb;
+            uint64_t gen = 0;
+            for (uint64_t c = c0; c <= c1; c++) {
+                uint64_t g = chunk_gen(pins[find_idx(idx, n_idx, first_id + c)]);
+                gen = g > gen ? g : gen;
+            }
+            if (atomic_load_explicit(&vg[s], memory_order_relaxed) == gen)
+                continue;                 /* checked since these fills */
+            if (!t0)
+                t0 = fsstat_now_ns();
+            uint64_t sum = 0;
+            int short_chunk = 0;
+            if (c0 == c1) {               /* the usual case: one piece */
+                const chunk *k = pins[find_idx(idx, n_idx, first_id + c0)];
+                short_chunk = lo - c0 * cb + B > chunk_valid(k);
+                if (!short_chunk)
+                    sum = XXH64(chunk_data(k) + (lo - c0 * cb), (size_t)B, 0);
+            } else {
+                if (!h && !(h = XXH64_createState())) {
+                    rc = ierr_set(err, -ENOMEM, "out of memory");
+                    break;
+                }
+                XXH64_reset(h, 0);
+                for (uint64_t c = c0; c <= c1 && !short_chunk; c++) {
+                    const chunk *k = pins[find_idx(idx, n_idx, first_id + c)];
+                    uint64_t from = c == c0 ? lo - c * cb : 0;
+                    uint64_t to = c == c1 ? lo + B - c * cb : cb;
+                    short_chunk = to > chunk_valid(k);
+                    if (!short_chunk)
+                        XXH64_update(h, chunk_data(k) + from, (size_t)(to - from));
+                }
+                sum = XXH64_digest(h);
+            }
+            checked++;
+            const char *problem = short_chunk ? "bundle beyond the data read" : "checksum mismatch";
+            if (!short_chunk && sum == L->xxh64[L->id_of[s]]) {
+                atomic_store_explicit(&vg[s], gen, memory_order_relaxed);
+                continue;
+            }
+            for (uint64_t c = c0; c <= c1; c++)
+                chunk_discard(m->cache, &pins[find_idx(idx, n_idx, first_id + c)], 1);
+            if (!final) {
+                rc = -EAGAIN;
+                break;
+            }
+            atomic_fetch_add(&m->ver_errors, 1);
+            ierr line;
+            store_bundle_problem(m->st, layer, s, -EIO, problem, &line);
+            fprintf(stderr, "inflashfs: %s\n", line.msg);
+            rc = ierr_set(err, -EIO, "%s", line.msg);
+        }
+    }
+    if (t0) {
+        atomic_fetch_add(&m->ver_ns, fsstat_now_ns() - t0);
+        atomic_fetch_add(&m->ver_bundles, checked);
+        atomic_fetch_add(&m->ver_bytes, checked * B);
+    }
+    XXH64_freeState(h);
+    return rc;
+}
+
+/* A neuron-file read (xl: the id-order or the slot-order view of the
+ * layer): extents of ffn.bin -> pinned chunks -> pieces. */
+static int read_ffn(ifs *m, int64_t layer, const xlate_layer *xl, uint64_t off, uint64_t len, ifs_reply *r,
+                    ierr *err)
+{
     const uint64_t cb = chunk_size(m->cache);
     /* chunk ids of this layer: its own grid from the layer's start */
     const uint64_t first_id = chunk_region_first(m->cache, (size_t)layer), base = xl->base;
@@ -501,21 +695,26 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
         goto out;
     /* every chunk the extents touch, sorted and unique; pieces = chunk crossings */
     size_t n_idx = 0, n_pieces = 0, idx_cap = 0;
-    for (size_t e = 0; e < n_ext; e++)
-        idx_cap += (size_t)((ext[e].off + ext[e].len - 1 - base) / cb - (ext[e].off - base) / cb + 1);
+    uint64_t c0, c1;
+    for (size_t e = 0; e < n_ext; e++) {
+        ext_chunks(m, xl, &ext[e], cb, &c0, &c1);
+        idx_cap += (size_t)(c1 - c0 + 1);
+    }
     idx = malloc(idx_cap * sizeof *idx);
     if (!idx) {
         rc = ierr_set(err, -ENOMEM, "out of memory");
         goto out;
     }
     int sorted = 1;
-    for (size_t e = 0; e < n_ext; e++)
-        for (uint64_t c = (ext[e].off - base) / cb; c <= (ext[e].off + ext[e].len - 1 - base) / cb; c++) {
+    for (size_t e = 0; e < n_ext; e++) {
+        ext_chunks(m, xl, &ext[e], cb, &c0, &c1);
+        for (uint64_t c = c0; c <= c1; c++) {
             if (n_idx > 0 && first_id + c <= idx[n_idx - 1])
                 sorted = 0;
             idx[n_idx++] = first_id + c;
         }
-    n_pieces = n_idx;
+    }
+    n_pieces = n_idx;      /* >= the pieces: chunk crossings of the extents */
     if (!sorted) {
         qsort(idx, n_idx, sizeof *idx, cmp_u64);
         size_t u = 0;
@@ -529,12 +728,23 @@ static int read_ffn(ifs *m, int64_t layer, uint64_t off, uint64_t len, ifs_reply
         rc = ierr_set(err, -ENOMEM, "out of memory");
         goto out;
     }
-    rc = chunk_pin(m->cache, idx, n_idx, r->pins, err);
-    if (rc < 0) {
-        ierr_wrap(err, rc, "layers/%02" PRId64 "/ffn offset %" PRIu64, layer, off);
-        goto out;
+    for (int attempt = 0;; attempt++) {
+        rc = chunk_pin(m->cache, idx, n_idx, r->pins, err);
+        if (rc < 0) {
+            ierr_wrap(err, rc, "layers/%02" PRId64 "/ffn offset %" PRIu64, layer, off);
+            goto out;
+        }
+        r->n_pins = n_idx;
+        if (!m->verify || (rc = verify_ffn(m, layer, ext, n_ext, idx, n_idx, r->pins, attempt > 0, err)) == 0)
+            break;
+        if (rc != -EAGAIN)
+            goto out;
+        /* a bundle did not match: its chunks were discarded; read them again
+         * once (the damage may have been in a cached copy or in transit) */
+        chunk_unpin(m->cache, r->pins, r->n_pins);
+        r->n_pins = 0;
+        atomic_fetch_add(&m->ver_retries, 1);
     }
-    r->n_pins = n_idx;
     /* the pieces, in file order, pointing into the pinned chunks (neighbours
      * in memory merged) */
     r->iov = malloc(n_pieces * sizeof *r->iov);
@@ -594,6 +804,41 @@ out:
     return rc;
 }
 
+/* Verify tensor i before its first bytes are served: a read of the whole
+ * tensor checks its own buffer `got`; a partial one has the whole tensor read
+ * and checked once (one at a time per tensor; later reads are served from
+ * the page cache it leaves warm). A mismatch is -EIO and one log line, and
+ * the next read checks again. */
+static int verify_tensor(ifs *m, size_t i, const void *got, uint64_t off, uint64_t len, ierr *err)
+{
+    const store_tensor *t = store_tensor_at(m->st, i);
+    ifs_tensor *ts = &m->tens[i];
+    uint64_t t0 = fsstat_now_ns();
+    ierr line;
+    int rc;
+    if (off == 0 && len == t->bytes) {
+        rc = XXH64(got, (size_t)len, 0) == t->xxh64 ? 0
+           : store_tensor_problem(t, -EBADMSG, "checksum mismatch", &line);
+    } else {
+        pthread_mutex_lock(&ts->mu);
+        rc = atomic_load(&ts->good) ? 1 : store_verify_tensor(m->st, t, &line);
+        pthread_mutex_unlock(&ts->mu);
+        if (rc == 1)
+            return 0;                     /* another read checked it meanwhile */
+    }
+    atomic_fetch_add(&m->ver_ns, fsstat_now_ns() - t0);
+    atomic_fetch_add(&m->ver_bytes, t->bytes);
+    if (rc == 0) {
+        atomic_fetch_add(&m->ver_tensors, 1);
+        atomic_store(&ts->good, 1);
+        return 0;
+    }
+    if (rc == -EBADMSG)
+        atomic_fetch_add(&m->ver_errors, 1);
+    fprintf(stderr, "inflashfs: %s\n", line.msg);
+    return ierr_set(err, rc == -ENOMEM ? rc : -EIO, "%s", line.msg);
+}
+
 static int read_tensor(ifs *m, int64_t i, uint64_t off, uint64_t len, ifs_reply *r, ierr *err)
 {
     const store_tensor *t = store_tensor_at(m->st, (size_t)i);
@@ -606,13 +851,19 @@ static int read_tensor(ifs *m, int64_t i, uint64_t off, uint64_t len, ifs_reply 
     int rc = store_read_dense(m->st, t->offset + off, r->buf, len, err);
     atomic_fetch_add(&m->dense_reads, 1);
     if (rc < 0) {
-        fprintf(stderr, "inflashfs: %s: tensor %s offset %" PRIu64 ": %s\n", IFL_DENSE_NAME, t->name, off,
-                err ? err->msg : "read failed");
+        ierr line;
+        store_tensor_problem(t, -EIO, err ? err->msg : "read failed", &line);
+        fprintf(stderr, "inflashfs: %s\n", line.msg);
         free(r->buf);
         r->buf = NULL;
-        return -EIO;
+        return ierr_set(err, -EIO, "%s", line.msg);
     }
     atomic_fetch_add(&m->dense_bytes, len);
+    if (m->verify && !atomic_load(&m->tens[i].good) && (rc = verify_tensor(m, (size_t)i, r->buf, off, len, err)) < 0) {
+        free(r->buf);
+        r->buf = NULL;
+        return rc;
+    }
     reply_one(r, r->buf, len);
     return 0;
 }
@@ -622,7 +873,9 @@ static int read_node(ifs *m, ifs_file *f, uint64_t off, uint64_t len, ifs_reply 
     const tree_node *n = f->node;
     switch (n->kind) {
     case TREE_FFN:
-        return read_ffn(m, n->ref, off, len, r, err);
+        return read_ffn(m, n->ref, &m->xl[n->ref], off, len, r, err);
+    case TREE_FFN_SLOTS:
+        return read_ffn(m, n->ref, &m->xs[n->ref], off, len, r, err);
     case TREE_TENSOR:
         return read_tensor(m, n->ref, off, len, r, err);
     case TREE_MEM:
@@ -667,6 +920,8 @@ void ifs_reply_free(ifs *m, ifs_reply *r)
 
 void ifs_account(ifs *m, const tree_node *n, uint64_t bytes, uint64_t t0_ns, int failed)
 {
-    fsstat_kind k = n->kind == TREE_FFN ? FSSTAT_FFN : n->kind == TREE_TENSOR ? FSSTAT_TENSOR : FSSTAT_OTHER;
+    fsstat_kind k = n->kind == TREE_FFN || n->kind == TREE_FFN_SLOTS ? FSSTAT_FFN
+                    : n->kind == TREE_TENSOR                        ? FSSTAT_TENSOR
+                                                                    : FSSTAT_OTHER;
     fsstat_read(m->fst, k, bytes, fsstat_now_ns() - t0_ns, failed);
 }

@@ -46,6 +46,9 @@ typedef struct {
     unsigned readahead;          /* chunks */
     unsigned ra_workers;         /* read-ahead threads */
     int      buffered;           /* 1: never O_DIRECT (tests) */
+    int      verify;             /* 1 (default): check what is read against the
+                                    index's xxh64: each bundle once per fill of
+                                    its chunks, each tensor at its first read */
 } ifs_opts;
 
 void ifs_opts_default(ifs_opts *o);
@@ -91,7 +94,16 @@ void ifs_file_close(ifs_file *f);
 const tree_node *ifs_file_node(const ifs_file *f);
 
 /* Read [off, off + len) of an open file into r (0 pieces at or past EOF).
- * A failed store read is -EIO with err naming the store file and offset. */
+ * A failed store read is -EIO with err naming the store file and offset.
+ * With verification (ifs_opts.verify), data that does not match the index's
+ * xxh64 is never served: the read is -EIO and one line on stderr names the
+ * file, the layer and neuron (or the tensor) and the offset, e.g.
+ *   inflashfs: ffn.bin: layer 3 neuron 1234 (slot 17, offset N): checksum mismatch
+ * A bundle that does not match is read from the store once more before that
+ * answer (the bad copy leaves the cache), so a damaged cached copy or a
+ * transfer error heals, and a retry of a failed read reads the store again.
+ * A neuron-file read covers whole bundles: the chunks of a bundle the
+ * request only partly wants are pinned (read) too. */
 int  ifs_read(ifs *m, ifs_file *f, uint64_t off, uint64_t len, ifs_reply *r, ierr *err);
 void ifs_reply_free(ifs *m, ifs_reply *r);
 

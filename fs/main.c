@@ -11,6 +11,8 @@
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,19 +28,62 @@
 #define PROG "inflashfs"
 #define ATTR_TIMEOUT 3600.0      /* the tree never changes while mounted */
 #define DEFAULT_THREADS 16u
+#define MMAP_FROM (256 << 10)    /* malloc maps blocks this large (glibc) */
+
+/* One open file; the FUSE file handle points to it. Open files are listed
+ * so that the ones still open when the session ends are closed too: a mount
+ * stopped while busy (mount.sh -u of a busy mount, SIGTERM) gets no
+ * RELEASE for them. */
+typedef struct open_file {
+    ifs_file         *f;             /* owned: one open of it */
+    struct open_file *prev, *next;   /* in fsd.open, guarded by fsd.mu */
+} open_file;
 
 /* The daemon's state, shared read-only by every FUSE thread after setup
- * (ifs is itself thread-safe). */
+ * (ifs is itself thread-safe), except the list of open files. */
 typedef struct {
     ifs            *m;
     uid_t           uid;
     gid_t           gid;
     struct timespec t_mount;
+    pthread_mutex_t mu;
+    open_file       open;            /* list sentinel; guarded by mu */
 } fsd;
 
 static fsd *req_fsd(fuse_req_t req)
 {
     return fuse_req_userdata(req);
+}
+
+/* Wrap f (one open of it, now owned) as a listed open file; NULL (f
+ * closed) on ENOMEM. */
+static open_file *open_add(fsd *d, ifs_file *f)
+{
+    open_file *of = malloc(sizeof *of);
+    if (!of) {
+        ifs_file_close(f);
+        return NULL;
+    }
+    of->f = f;
+    pthread_mutex_lock(&d->mu);
+    of->prev = &d->open;
+    of->next = d->open.next;
+    d->open.next->prev = of;
+    d->open.next = of;
+    pthread_mutex_unlock(&d->mu);
+    return of;
+}
+
+/* Unlist and close an open file (replies still in flight keep their own
+ * reference to the ifs_file). */
+static void open_close(fsd *d, open_file *of)
+{
+    pthread_mutex_lock(&d->mu);
+    of->prev->next = of->next;
+    of->next->prev = of->prev;
+    pthread_mutex_unlock(&d->mu);
+    ifs_file_close(of->f);
+    free(of);
 }
 
 /* ---- attributes ---------------------------------------------------------- */
@@ -142,17 +187,22 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, -rc);
         return;
     }
-    fi->fh = (uint64_t)(uintptr_t)f;
+    open_file *of = open_add(d, f);
+    if (!of) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)of;
     /* Neuron files, tensors and stats bypass the kernel page cache: neuron
      * and tensor bytes are read once into the client's own memory, so a
      * page-cache copy would only double the DRAM they take; stats is live.
      * Static small files may stay cached. */
-    if (n->kind == TREE_FFN || n->kind == TREE_TENSOR || n->kind == TREE_STATS)
+    if (n->kind == TREE_FFN || n->kind == TREE_FFN_SLOTS || n->kind == TREE_TENSOR || n->kind == TREE_STATS)
         fi->direct_io = 1;
     else
         fi->keep_cache = 1;
     if (fuse_reply_open(req, fi) == -ENOENT)   /* the opener was interrupted */
-        ifs_file_close(f);
+        open_close(d, of);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -160,7 +210,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     (void)ino;
     uint64_t t0 = fsstat_now_ns();
     fsd *d = req_fsd(req);
-    ifs_file *f = (ifs_file *)(uintptr_t)fi->fh;
+    ifs_file *f = ((open_file *)(uintptr_t)fi->fh)->f;
     /* the file may be released as soon as the reply is out: take what we need now */
     const tree_node *node = ifs_file_node(f);
     ifs_reply r;
@@ -180,7 +230,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    ifs_file_close((ifs_file *)(uintptr_t)fi->fh);
+    open_close(req_fsd(req), (open_file *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -351,6 +401,7 @@ typedef struct {
     unsigned threads;        /* -o threads=N */
     unsigned ra_workers;     /* -o ra_workers=N */
     int      buffered;       /* -o buffered */
+    int      verify;         /* -o verify=0|1 */
     int      help;
 } cmdline;
 
@@ -363,6 +414,7 @@ static const struct fuse_opt cmdline_spec[] = {
     { "threads=%u", offsetof(cmdline, threads), 0 },
     { "ra_workers=%u", offsetof(cmdline, ra_workers), 0 },
     { "buffered", offsetof(cmdline, buffered), 1 },
+    { "verify=%d", offsetof(cmdline, verify), 0 },
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_END
@@ -400,6 +452,10 @@ static void usage(FILE *f)
 "  -o ra_workers=N     read-ahead threads (default %u)\n"
 "  -o threads=N        FUSE worker threads (default %u)\n"
 "  -o buffered         never use O_DIRECT on ffn.bin\n"
+"  -o verify=0|1       check what is read against the store's xxh64 checksums\n"
+"                      (default 1): each bundle once per fill of the cache,\n"
+"                      each tensor at its first read; a mismatch is EIO and a\n"
+"                      log line naming the layer and neuron (or the tensor)\n"
 "  -o allow_other      let other users read the mount (default: only you)\n"
 "  -f                  stay in the foreground\n"
 "  -d                  debug output (implies -f)\n"
@@ -441,13 +497,18 @@ int main(int argc, char *argv[])
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts fo = { 0 };
     cmdline c = { .readahead = IFS_DEFAULT_READAHEAD, .threads = DEFAULT_THREADS,
-                  .ra_workers = IFS_DEFAULT_RA_WORKERS };
+                  .ra_workers = IFS_DEFAULT_RA_WORKERS, .verify = 1 };
     struct fuse_session *se = NULL;
     struct fuse_loop_config *lc = NULL;
     ifs *m = NULL;
     char *store_abs = NULL;
     int ret = 2;
 
+    /* Memory stays the cache plus a fixed overhead: per-request buffers of
+     * MMAP_FROM bytes and more (tensor reads, scattered copies: up to 1 MiB)
+     * are mapped and given back when freed, instead of lingering in each
+     * worker thread's glibc arena once the dynamic threshold has risen. */
+    mallopt(M_MMAP_THRESHOLD, MMAP_FROM);
     if (fuse_opt_parse(&args, &c, cmdline_spec, cmdline_proc) == -1)
         goto out;
     if (c.help) {
@@ -471,6 +532,11 @@ int main(int argc, char *argv[])
     io.readahead = c.readahead;
     io.ra_workers = c.ra_workers;
     io.buffered = c.buffered;
+    io.verify = c.verify;
+    if (c.verify != 0 && c.verify != 1) {
+        fprintf(stderr, PROG ": -o verify=%d: must be 0 or 1\n", c.verify);
+        goto out;
+    }
     if (parse_size_opt("chunk", c.chunk, &io.chunk_bytes) < 0 || parse_size_opt("cache", c.cache, &io.cache_bytes) < 0)
         goto out;
     ierr err;
@@ -491,7 +557,8 @@ int main(int argc, char *argv[])
     }
     /* the session first: it rejects unknown options (a usage error) before
      * the store is opened */
-    fsd d = { .uid = getuid(), .gid = getgid() };
+    fsd d = { .uid = getuid(), .gid = getgid(), .mu = PTHREAD_MUTEX_INITIALIZER };
+    d.open.prev = d.open.next = &d.open;
     if (add_mount_opts(&args, store_abs) < 0) {
         fprintf(stderr, PROG ": out of memory\n");
         goto out;
@@ -517,9 +584,9 @@ int main(int argc, char *argv[])
         fuse_remove_signal_handlers(se);
         goto out;
     }
-    fprintf(stderr, PROG ": %s mounted on %s (chunk %" PRIu64 ", cache %" PRIu64 ", readahead %u, threads %u, %s)\n",
+    fprintf(stderr, PROG ": %s mounted on %s (chunk %" PRIu64 ", cache %" PRIu64 ", readahead %u, threads %u, %s%s)\n",
             store_abs, fo.mountpoint, io.chunk_bytes, io.cache_bytes, io.readahead, c.threads,
-            ifs_direct(m) ? "O_DIRECT" : "buffered");
+            ifs_direct(m) ? "O_DIRECT" : "buffered", io.verify ? "" : ", verify off");
     fuse_daemonize(fo.foreground);
     int rc;
     if (fo.singlethread) {
@@ -537,6 +604,9 @@ int main(int argc, char *argv[])
     }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
+    /* the workers are gone; close the files the kernel never released */
+    while (d.open.next != &d.open)
+        open_close(&d, d.open.next);
     ret = rc < 0 ? 1 : 0;      /* > 0: ended by a signal, after a clean unmount */
 out:
     if (se)

@@ -19,6 +19,8 @@ typedef enum {
     TREE_NEURONS,    /* layers/NN/neurons.tsv: ref = layer, rendered at open */
     TREE_TENSOR,     /* tensors/<name>: ref = tensor index (store order) */
     TREE_FFN,        /* layers/NN/ffn: ref = layer */
+    TREE_FFN_SLOTS,  /* layers/NN/ffn.slots: ref = layer; the same bundles in
+                        physical slot order (neurons.tsv maps slots to ids) */
     TREE_STATS,      /* stats (ref 0) and stats.json (ref 1): live, rendered at open */
 } tree_kind;
 

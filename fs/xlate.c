@@ -29,7 +29,7 @@ int xlate_range(const xlate_layer *l, uint64_t off, uint64_t len,
         uint64_t take = l->bundle - in;
         if (take > end - pos)
             take = end - pos;
-        int64_t slot = l->slot_of[j];
+        int64_t slot = l->slot_of ? l->slot_of[j] : (int64_t)j;
         if (slot < 0 || slot >= l->n)
             return -EINVAL;
         uint64_t phys = l->base + (uint64_t)slot * l->bundle + in;

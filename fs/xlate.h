@@ -3,7 +3,9 @@
  * [j*B, (j+1)*B) = bundle of neuron j); in ffn.bin neuron j sits at physical
  * slot slot_of[j]. xlate turns a byte range of the neuron file into the list
  * of physical (offset, length) extents of ffn.bin that hold it, in file
- * order, merging neighbours whose slots are adjacent. Pure functions, no I/O. */
+ * order, merging neighbours whose slots are adjacent. With slot_of NULL the
+ * file is the layer in physical order (ffn.slots: slot j at [j*B, (j+1)*B)).
+ * Pure functions, no I/O. */
 #ifndef INFLASH_FS_XLATE_H
 #define INFLASH_FS_XLATE_H
 
@@ -14,7 +16,7 @@ typedef struct {
     uint64_t       base;      /* ffn.bin offset of slot 0 of the layer */
     uint64_t       bundle;    /* bundle bytes B (> 0) */
     int64_t        n;         /* neurons in the layer */
-    const int64_t *slot_of;   /* [n] neuron id -> physical slot (not owned) */
+    const int64_t *slot_of;   /* [n] neuron id -> physical slot (not owned); NULL: identity */
 } xlate_layer;
 
 typedef struct {

@@ -281,9 +281,16 @@ int st_open_file(const char *path, st_set **out, ierr *err)
     return 0;
 }
 
+/* The caller's check of a path before it is opened (none: 0). */
+static int check_path(st_path_check check, const void *ctx, const char *path, ierr *err)
+{
+    return check ? check(ctx, path, err) : 0;
+}
+
 /* Sharded set: open every shard the index names, then check that each tensor
  * sits in the shard its weight_map entry names and that nothing is missing. */
-static int open_index(st_set *set, const char *dir, const char *index_path, ierr *err)
+static int open_index(st_set *set, const char *dir, const char *index_path, st_path_check check, const void *ctx,
+                      ierr *err)
 {
     json_error_t jerr;
     json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
@@ -309,7 +316,10 @@ static int open_index(st_set *set, const char *dir, const char *index_path, ierr
         if (seen)
             continue;
         char *path = io_join(dir, f);
-        rc = path ? add_file(set, path, err) : ierr_set(err, -ENOMEM, "%s: out of memory", index_path);
+        if (!path)
+            rc = ierr_set(err, -ENOMEM, "%s: out of memory", index_path);
+        else if (!(rc = check_path(check, ctx, path, err)))
+            rc = add_file(set, path, err);
         free(path);
     }
     json_object_foreach(map, name, file) {
@@ -334,15 +344,20 @@ static int open_index(st_set *set, const char *dir, const char *index_path, ierr
 
 int st_open_dir(const char *dir, st_set **out, ierr *err)
 {
+    return st_open_dir_checked(dir, NULL, NULL, out, err);
+}
+
+int st_open_dir_checked(const char *dir, st_path_check check, const void *ctx, st_set **out, ierr *err)
+{
     char *index = io_join(dir, "model.safetensors.index.json"), *single = io_join(dir, "model.safetensors");
     st_set *set = set_new();
     int rc;
     if (!index || !single || !set)
         rc = ierr_set(err, -ENOMEM, "%s: out of memory", dir);
     else if (access(index, F_OK) == 0)
-        rc = open_index(set, dir, index, err);
+        rc = (rc = check_path(check, ctx, index, err)) ? rc : open_index(set, dir, index, check, ctx, err);
     else if (access(single, F_OK) == 0)
-        rc = add_file(set, single, err);
+        rc = (rc = check_path(check, ctx, single, err)) ? rc : add_file(set, single, err);
     else
         rc = ierr_set(err, -ENOENT, "%s: no model.safetensors or model.safetensors.index.json", dir);
     free(index);

@@ -32,6 +32,13 @@ int  st_open_file(const char *path, st_set **out, ierr *err);
  * model.safetensors.index.json (each shard checked and each tensor in the
  * shard its weight_map names). */
 int  st_open_dir(const char *dir, st_set **out, ierr *err);
+/* A check of a file's path before st_open_dir_checked opens it: 0 lets it
+ * be opened, a negative errno (err set) stops the open. */
+typedef int (*st_path_check)(const void *ctx, const char *path, ierr *err);
+/* st_open_dir with check(ctx, path, err) applied first to every file it
+ * opens: model.safetensors, or the index and each of its shards (inflash-pack
+ * keeps its reads inside the source directory with it). */
+int  st_open_dir_checked(const char *dir, st_path_check check, const void *ctx, st_set **out, ierr *err);
 /* Parse a header buffer (the JSON after the 8-byte length) for a file of
  * file_bytes bytes; used by st_open_file and by the fuzzer. */
 int  st_parse_header(st_set *set, const char *json, size_t len, uint64_t file_bytes, int shard, const char *what, ierr *err);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 typedef struct { char *key, *value; } meta_kv;
 typedef struct { char *piece; size_t len; double score; int special; int present; } tok_row;
@@ -665,13 +666,24 @@ static int load_calib(q *x)
     return rc;
 }
 
+/* The files of a store are regular files in its directory: a symlink (to
+ * anywhere) is refused, never followed; O_NONBLOCK keeps a FIFO from blocking
+ * the open (it is then refused as not a regular file). */
+static int symlink_refused(const char *path, ierr *err)
+{
+    return ierr_set(err, -ELOOP, "%s: is a symlink; a store's files must be regular files inside it (not followed)",
+                    path);
+}
+
 /* Open a .bin file, check its header against the real size and the index. */
 static int open_bin(const char *path, uint32_t kind, int *fd, uint64_t *size, ierr *err)
 {
     struct stat st;
     unsigned char buf[IFL_HEADER_BYTES];
     fmt_header h;
-    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (*fd < 0 && errno == ELOOP)
+        return symlink_refused(path, err);
     if (*fd < 0)
         return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
     if (fstat(*fd, &st) < 0)
@@ -729,15 +741,21 @@ int store_open(const char *dir, store **out, ierr *err)
         rc = ierr_set(err, -ENOMEM, "%s: out of memory", dir);
         goto done;
     }
-    if (access(s->index_path, R_OK) < 0) {
+    struct stat st;
+    if (lstat(s->index_path, &st) < 0 || access(s->index_path, R_OK) < 0) {
         rc = ierr_set(err, -errno, "%s: %s%s", s->index_path, strerror(errno),
                       errno == ENOENT ? " (not an inflash store?)" : "");
+        goto done;
+    }
+    if (S_ISLNK(st.st_mode) || !S_ISREG(st.st_mode)) {
+        rc = S_ISLNK(st.st_mode) ? symlink_refused(s->index_path, err)
+                                 : ierr_set(err, -EINVAL, "%s: not a regular file", s->index_path);
         goto done;
     }
     if ((rc = open_bin(s->dense_path, IFL_KIND_DENSE, &s->dense_fd, &s->dense_bytes, err)) ||
         (rc = open_bin(s->ffn_path, IFL_KIND_FFN, &s->ffn_fd, &s->ffn_bytes, err)))
         goto done;
-    if (sqlite3_open_v2(s->index_path, &x.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(s->index_path, &x.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW, NULL) != SQLITE_OK) {
         rc = ierr_set(err, -EIO, "%s: %s", s->index_path, x.db ? sqlite3_errmsg(x.db) : "out of memory");
         goto done;
     }
@@ -954,6 +972,89 @@ int store_read_bundle(const store *s, int64_t layer, int64_t id, void *dst, ierr
         return ierr_set(err, -EINVAL, "%s: no neuron %" PRId64 " in layer %" PRId64, s->ffn_path, id, layer);
     return store_read_ffn(s, L->offset + (uint64_t)(L->slot_of[id] * s->bundle_bytes), dst,
                           (size_t)s->bundle_bytes, err);
+}
+
+/* ---- verification against the index's xxh64 ------------------------------- */
+
+#define VERIFY_BLOCK (4u << 20)          /* bytes read per step */
+
+int store_tensor_problem(const store_tensor *t, int rc, const char *problem, ierr *err)
+{
+    return ierr_set(err, rc, "%s: tensor %s (offset %" PRIu64 ", %" PRIu64 " bytes): %s", IFL_DENSE_NAME, t->name,
+                    t->offset, t->bytes, problem);
+}
+
+int store_bundle_problem(const store *s, int64_t layer, int64_t slot, int rc, const char *problem, ierr *err)
+{
+    const store_layer *L = store_layer_at(s, layer);
+    if (!L || slot < 0 || slot >= L->n_neurons)
+        return ierr_set(err, rc, "%s: layer %" PRId64 " slot %" PRId64 ": %s", IFL_FFN_NAME, layer, slot, problem);
+    return ierr_set(err, rc, "%s: layer %" PRId64 " neuron %" PRId64 " (slot %" PRId64 ", offset %" PRIu64 "): %s",
+                    IFL_FFN_NAME, layer, L->id_of[slot], slot, L->offset + (uint64_t)slot * (uint64_t)s->bundle_bytes,
+                    problem);
+}
+
+int store_verify_tensor(const store *s, const store_tensor *t, ierr *err)
+{
+    size_t cap = t->bytes < VERIFY_BLOCK ? (size_t)t->bytes : VERIFY_BLOCK;
+    unsigned char *buf = malloc(cap ? cap : 1);
+    XXH64_state_t *h = XXH64_createState();
+    int rc = 0;
+    if (!buf || !h || XXH64_reset(h, 0) != XXH_OK)
+        rc = ierr_set(err, -ENOMEM, "%s: tensor %s: out of memory", IFL_DENSE_NAME, t->name);
+    for (uint64_t done = 0; rc == 0 && done < t->bytes;) {
+        size_t n = t->bytes - done < cap ? (size_t)(t->bytes - done) : cap;
+        ierr rerr;
+        rc = store_read_dense(s, t->offset + done, buf, n, &rerr);
+        if (rc < 0)
+            rc = store_tensor_problem(t, -EIO, rerr.msg, err);
+        else
+            XXH64_update(h, buf, n);
+        done += n;
+    }
+    if (rc == 0 && XXH64_digest(h) != t->xxh64)
+        rc = store_tensor_problem(t, -EBADMSG, "checksum mismatch", err);
+    XXH64_freeState(h);
+    free(buf);
+    return rc;
+}
+
+int64_t store_verify_bundles(const store *s, int64_t layer, int64_t slot0, int64_t n, store_bad_fn bad, void *ctx,
+                             ierr *err)
+{
+    const store_layer *L = store_layer_at(s, layer);
+    if (!L || slot0 < 0 || n < 0 || slot0 > L->n_neurons || n > L->n_neurons - slot0)
+        return ierr_set(err, -EINVAL, "%s: layer %" PRId64 ": no slots [%" PRId64 ", +%" PRId64 ")", IFL_FFN_NAME,
+                        layer, slot0, n);
+    const uint64_t B = (uint64_t)s->bundle_bytes;
+    const int64_t per = B >= VERIFY_BLOCK ? 1 : (int64_t)(VERIFY_BLOCK / B);
+    unsigned char *buf = malloc((size_t)((uint64_t)per * B));
+    if (!buf)
+        return ierr_set(err, -ENOMEM, "%s: out of memory", IFL_FFN_NAME);
+    int64_t n_bad = 0;
+    for (int64_t at = slot0; at < slot0 + n;) {
+        int64_t k = slot0 + n - at < per ? slot0 + n - at : per;
+        ierr line;
+        int block_ok = store_read_ffn(s, L->offset + (uint64_t)at * B, buf, (size_t)((uint64_t)k * B), &line) == 0;
+        for (int64_t i = 0; i < k; i++) {
+            int64_t slot = at + i;
+            unsigned char *b = buf + (uint64_t)i * B;
+            ierr rerr;
+            /* after a failed block read, each bundle alone: find the bad ones */
+            if (!block_ok && store_read_ffn(s, L->offset + (uint64_t)slot * B, b, (size_t)B, &rerr) < 0)
+                store_bundle_problem(s, layer, slot, -EIO, rerr.msg, &line);
+            else if (XXH64(b, (size_t)B, 0) != L->xxh64[L->id_of[slot]])
+                store_bundle_problem(s, layer, slot, -EBADMSG, "checksum mismatch", &line);
+            else
+                continue;
+            n_bad++;
+            if (bad)
+                bad(ctx, line.msg);
+        }
+        at += k;
+    }
+    free(buf);
+    return n_bad;
 }
 
 /* ---- the mount's config.json --------------------------------------------- */

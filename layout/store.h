@@ -111,6 +111,25 @@ int store_read_tensor_f32(const store *s, const store_tensor *t, float *dst, ier
 /* Raw bundle of neuron `id` of `layer` (bundle_bytes bytes). */
 int store_read_bundle(const store *s, int64_t layer, int64_t id, void *dst, ierr *err);
 
+/* Verification against the index's xxh64 (format.h section 4). Problems are
+ * one line naming the file and the tensor (or layer, neuron, slot and
+ * offset), e.g. "ffn.bin: layer 3 neuron 1234 (slot 17, offset 1052672):
+ * checksum mismatch"; a checksum mismatch is -EBADMSG, a failed read -EIO.
+ * The two formatters set err to such a line about `problem` and return rc. */
+int store_tensor_problem(const store_tensor *t, int rc, const char *problem, ierr *err);
+int store_bundle_problem(const store *s, int64_t layer, int64_t slot, int rc, const char *problem, ierr *err);
+/* Read a whole dense tensor (in 4 MiB steps) and compare its xxh64: 0 or
+ * -EBADMSG / -EIO / -ENOMEM. */
+int store_verify_tensor(const store *s, const store_tensor *t, ierr *err);
+/* Called with the line of each damaged bundle. */
+typedef void (*store_bad_fn)(void *ctx, const char *line);
+/* Check the bundles at physical slots [slot0, slot0 + n) of a layer (read in
+ * 4 MiB steps; after a failed read, bundle by bundle): bad() gets one line
+ * per bundle that does not match or cannot be read. Returns how many did
+ * not (>= 0), or -EINVAL / -ENOMEM. */
+int64_t store_verify_bundles(const store *s, int64_t layer, int64_t slot0, int64_t n, store_bad_fn bad, void *ctx,
+                             ierr *err);
+
 /* The mount's config.json: the source HF config's keys, plus
  * "inflash_dtype", "inflash_bundle_bytes", "inflash_layout_version",
  * "inflash_family", "inflash_tokenizer", and for a calibrated store

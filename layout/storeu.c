@@ -6,14 +6,17 @@
 #include "storeu.h"
 #include "io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -39,6 +42,8 @@ struct storeu {
     char        *tmp_dir;             /* "<dir>.tmp.<pid>" */
     store       *st;                  /* the old store, read-only */
     int          made_tmp;            /* tmp_dir was created by this commit */
+    int          tmp_lock;            /* flock on tmp_dir while it is ours, or -1 */
+    int          store_lock;          /* flock on dir (storeu_lock_store), or -1 */
     int          committed;           /* swapped in (tmp_dir then held the old tree) */
     int          tried;               /* storeu_commit ran */
     storeu_step  fail_at;             /* test hook, STOREU_STEP_NONE: off */
@@ -80,6 +85,103 @@ static int64_t u64_as_i64(uint64_t v)
     return s;
 }
 
+/* ---- the temporary directory ------------------------------------------------- */
+
+/* The pid of a name "<base>.tmp.<pid>" or (*old set) "<base>.old.<pid>",
+ * else 0. */
+static long leftover_pid(const char *name, const char *base, int *old)
+{
+    size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || (strncmp(name + n, ".tmp.", 5) != 0 && strncmp(name + n, ".old.", 5) != 0))
+        return 0;
+    *old = name[n + 1] == 'o';
+    const char *digits = name + n + 5;
+    char *end;
+    long pid = strtol(digits, &end, 10);
+    return *digits >= '1' && *digits <= '9' && !*end && pid > 0 ? pid : 0;
+}
+
+/* Remove what killed writers of dir left beside it (best effort): their
+ * "<dir>.tmp.<pid>" directories, and the "<dir>.old.<pid>" of io_swap_dir's
+ * two-rename fallback once a store is back at dir. A writer holds an flock
+ * on its directory from just after the mkdir (and on the store it
+ * replaces), and its pid is checked too, which covers that moment. */
+static void sweep_stale(const char *dir)
+{
+    const char *slash = strrchr(dir, '/');
+    char *parent = !slash ? strdup(".") : slash == dir ? strdup("/") : strndup(dir, (size_t)(slash - dir));
+    const char *base = slash ? slash + 1 : dir;
+    DIR *d = parent ? opendir(parent) : NULL;
+    struct dirent *e;
+    struct stat st;
+    int have_dir = lstat(dir, &st) == 0, old = 0;
+    while (d && (e = readdir(d))) {
+        long pid = leftover_pid(e->d_name, base, &old);
+        if (!pid || (old && !have_dir) || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        char *path = io_join(parent, e->d_name);
+        if (path && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            io_rm_tree(path);
+        free(path);
+        close(fd);
+    }
+    if (d)
+        closedir(d);
+    free(parent);
+}
+
+/* Open directory path and take an exclusive flock on it without waiting:
+ * the descriptor, or -errno (-EWOULDBLOCK: someone holds it). */
+static int lock_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int storeu_make_tmp(const char *dir, const char *tmp_dir, int *lock_fd, ierr *err)
+{
+    *lock_fd = -1;
+    sweep_stale(dir);
+    if (mkdir(tmp_dir, 0755) < 0)
+        return ierr_set(err, -errno, "%s: %s", tmp_dir, strerror(errno));
+    int fd = lock_dir(tmp_dir);
+    if (fd < 0) {
+        rmdir(tmp_dir);
+        return ierr_set(err, fd, "%s: cannot lock: %s", tmp_dir, strerror(-fd));
+    }
+    *lock_fd = fd;
+    return 0;
+}
+
+int storeu_lock_store(const char *dir, int *lock_fd, ierr *err)
+{
+    *lock_fd = -1;
+    for (int tries = 0; tries < 8; tries++) {
+        int fd = lock_dir(dir);
+        if (fd == -EWOULDBLOCK)
+            return ierr_set(err, -EBUSY, "%s: another inflash-pack or inflash-calibrate is writing this store", dir);
+        if (fd < 0)
+            return ierr_set(err, fd, "%s: %s", dir, strerror(-fd));
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            *lock_fd = fd;
+            return 0;
+        }
+        close(fd);                    /* replaced by a commit meanwhile: lock the new one */
+    }
+    return ierr_set(err, -EBUSY, "%s: keeps being replaced by another writer", dir);
+}
+
 /* ---- life cycle -------------------------------------------------------------- */
 
 int storeu_open(const char *dir, storeu **out, ierr *err)
@@ -88,6 +190,7 @@ int storeu_open(const char *dir, storeu **out, ierr *err)
     storeu *u = calloc(1, sizeof *u);
     if (!u)
         return ierr_set(err, -ENOMEM, "%s: out of memory", dir);
+    u->tmp_lock = u->store_lock = -1;
     int rc = 0;
     char pid[32];
     snprintf(pid, sizeof pid, ".tmp.%ld", (long)getpid());
@@ -102,7 +205,7 @@ int storeu_open(const char *dir, storeu **out, ierr *err)
         rc = ierr_set(err, -ENOMEM, "%s: out of memory", dir);
         goto fail;
     }
-    if ((rc = store_open(u->dir, &u->st, err)))
+    if ((rc = storeu_lock_store(u->dir, &u->store_lock, err)) || (rc = store_open(u->dir, &u->st, err)))
         goto fail;
     int64_t L = store_hparams(u->st)->n_layers;
     u->freq = calloc((size_t)L, sizeof *u->freq);
@@ -132,6 +235,10 @@ void storeu_free(storeu *u)
         return;
     if (u->made_tmp && !u->committed)
         io_rm_tree(u->tmp_dir);
+    if (u->tmp_lock >= 0)
+        close(u->tmp_lock);
+    if (u->store_lock >= 0)
+        close(u->store_lock);
     int64_t L = u->st ? store_hparams(u->st)->n_layers : 0;
     for (int64_t l = 0; l < L; l++) {
         if (u->freq)
@@ -758,10 +865,10 @@ int storeu_commit(storeu *u, ierr *err)
     if (u->tried)
         return ierr_set(err, -EINVAL, "%s: update already committed or failed", u->dir);
     u->tried = 1;
-    if (mkdir(u->tmp_dir, 0755) < 0)
-        return ierr_set(err, -errno, "%s: %s", u->tmp_dir, strerror(errno));
+    int rc = storeu_make_tmp(u->dir, u->tmp_dir, &u->tmp_lock, err);
+    if (rc)
+        return rc;
     u->made_tmp = 1;
-    int rc = 0;
     for (int s = STOREU_STEP_DENSE; s < STOREU_STEP_COUNT && !rc; s++) {
         if (u->fail_at == (storeu_step)s)
             rc = ierr_set(err, -EIO, "%s: update failed at step \"%s\" (test hook INFLASH_STOREU_FAIL_AT)", u->dir,

@@ -7,7 +7,8 @@
  * order, index.sqlite copied and modified), checks it with store_open and
  * swaps it in with one renameat2(RENAME_EXCHANGE). Until that exchange the
  * store at dir is untouched: a failed or killed update leaves it as it was
- * (a killed one may leave the "<dir>.tmp.<pid>" directory behind). */
+ * (a killed one may leave the "<dir>.tmp.<pid>" directory behind, which the
+ * next update or inflash-pack of that store removes: storeu_make_tmp). */
 #ifndef INFLASH_STOREU_H
 #define INFLASH_STOREU_H
 
@@ -34,7 +35,8 @@ typedef enum {
 /* "dense", "ffn", "index", "sync", "verify", "exchange" */
 const char *storeu_step_name(storeu_step step);
 
-/* Open the store at dir (validated by store_open) for an update. Nothing is
+/* Open the store at dir (validated by store_open) for an update, holding
+ * its writer lock (storeu_lock_store) until storeu_free. Nothing is
  * written before storeu_commit. The environment variable
  * INFLASH_STOREU_FAIL_AT=<step name> arms the test hook (storeu_fail_at). */
 int  storeu_open(const char *dir, storeu **out, ierr *err);
@@ -70,6 +72,21 @@ void storeu_fail_at(storeu *u, storeu_step step);
 int  storeu_commit(storeu *u, ierr *err);
 /* Free; removes the temporary directory unless the commit swapped it in. */
 void storeu_free(storeu *u);
+
+/* The temporary directory tmp_dir ("<dir>.tmp.<pid>") of a new or updated
+ * store at dir, for storeu_commit and the store writer: first removes what
+ * killed writers of dir left beside it (directories "<dir>.tmp.<pid>", and
+ * "<dir>.old.<pid>" when dir exists, whose process is gone and which no one
+ * holds locked; never through a symlink), then creates tmp_dir (0755) and
+ * holds an flock on it in *lock_fd, which marks it as in use until the
+ * caller closes *lock_fd (after removing the directory or committing it). */
+int  storeu_make_tmp(const char *dir, const char *tmp_dir, int *lock_fd, ierr *err);
+/* An exclusive flock on the store directory dir for its writer, in
+ * *lock_fd (storeu_open takes it, and the store writer when it replaces a
+ * store): a second writer of the same store is refused with -EBUSY ("another
+ * inflash-pack or inflash-calibrate is writing this store") rather than
+ * building its new store from one that is being replaced under it. */
+int  storeu_lock_store(const char *dir, int *lock_fd, ierr *err);
 
 /* Hot-first order: slot_of[id] for the neurons sorted by descending freq,
  * ties by ascending id (NAN counts as lowest). */

@@ -2,9 +2,11 @@
  * dense.bin and ffn.bin through big write buffers (their header blocks are
  * written last), the index through one sqlite transaction. storew_commit
  * syncs and renames the directory into place; storew_free without a commit
- * removes it, so no half-written store is ever visible. */
+ * removes it, so no half-written store is ever visible (what a killed
+ * writer leaves is removed by the next one: storeu_make_tmp). */
 #include "store.h"
 #include "io.h"
+#include "storeu.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -61,6 +63,8 @@ struct storew {
     char         *out_dir;           /* owned; final name */
     char         *tmp_dir;           /* owned; "<out_dir>.tmp.<pid>" */
     char         *db_path;           /* owned; tmp_dir/index.sqlite */
+    int           tmp_lock;          /* flock on tmp_dir (storeu_make_tmp), or -1 */
+    int           store_lock;        /* flock on the store replaced (storeu_lock_store), or -1 */
     int           force;
     int           committed;
     sqlite3      *db;
@@ -193,7 +197,7 @@ int storew_new(const char *out_dir, int force, storew **out, ierr *err)
     storew *w = calloc(1, sizeof *w);
     if (!w)
         return ierr_set(err, -ENOMEM, "%s: out of memory", out_dir);
-    w->dense.fd = w->ffn.fd = -1;
+    w->dense.fd = w->ffn.fd = w->tmp_lock = w->store_lock = -1;
     w->force = force;
     w->out_dir = strdup(out_dir);
     int rc = 0;
@@ -219,6 +223,8 @@ int storew_new(const char *out_dir, int force, storew **out, ierr *err)
             rc = ierr_set(err, -EEXIST, "%s: exists and is not an inflash store; not replacing it", w->out_dir);
             goto fail;
         }
+        if ((rc = storeu_lock_store(w->out_dir, &w->store_lock, err)))
+            goto fail;
     }
     char pid[32];
     snprintf(pid, sizeof pid, "%ld", (long)getpid());
@@ -227,8 +233,7 @@ int storew_new(const char *out_dir, int force, storew **out, ierr *err)
         rc = ierr_set(err, -ENOMEM, "%s: out of memory", out_dir);
         goto fail;
     }
-    if (mkdir(w->tmp_dir, 0755) < 0) {
-        rc = ierr_set(err, -errno, "%s: %s", w->tmp_dir, strerror(errno));
+    if ((rc = storeu_make_tmp(w->out_dir, w->tmp_dir, &w->tmp_lock, err))) {
         free(w->tmp_dir);            /* not ours: storew_free must not remove it */
         w->tmp_dir = NULL;
         goto fail;
@@ -267,6 +272,10 @@ void storew_free(storew *w)
     wfile_close(&w->ffn);
     if (!w->committed && w->tmp_dir)
         io_rm_tree(w->tmp_dir);
+    if (w->tmp_lock >= 0)
+        close(w->tmp_lock);
+    if (w->store_lock >= 0)
+        close(w->store_lock);
     free(w->out_dir);
     free(w->tmp_dir);
     free(w->db_path);

@@ -4,7 +4,10 @@
 # runs every cmocka program and end-to-end script through ctest, then every
 # fuzz target for INFLASH_FUZZ_TIME seconds (default 60; 0 skips them) in a
 # clang build in build-fuzz/ (tests/fuzz/run.sh), and ends with one line
-# "N passed, N failed".
+# "N passed, N failed". A ThreadSanitizer build of the daemon and of
+# test_fs_chunk alone, in build-test-tsan/, runs the concurrency tests a
+# second time (the *_tsan tests of tests/concurrency.cmake); if it does not
+# build, that counts as one failed test.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -12,8 +15,18 @@ bash scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bdir=${INFLASH_TEST_BUILD:-build-test}
 export INFLASH_SHARED=${INFLASH_SHARED:-$(cd "$top/../shared" 2>/dev/null && pwd || echo "$top/../shared")}
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
+tdir=$bdir-tsan tsan_bin="" tsan_failed=0
+if cmake -S . -B "$tdir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLASH_TSAN=ON -DINFLASH_WERROR=ON \
+         -DINFLASH_SHARED_DIR="$INFLASH_SHARED" >"$tdir.log" 2>&1 &&
+   cmake --build "$tdir" -j"$(nproc)" --target inflashfs test_fs_chunk >>"$tdir.log" 2>&1; then
+    tsan_bin=$(cd "$tdir" && pwd)/bin
+else
+    grep -E 'error|Error' "$tdir.log" | head -n 10
+    echo "the ThreadSanitizer build of inflashfs failed (log: $tdir.log): no *_tsan tests"
+    tsan_failed=1
+fi
 cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLASH_SANITIZE=ON -DINFLASH_WERROR=ON \
-      -DINFLASH_SHARED_DIR="$INFLASH_SHARED" >"$bdir.log" 2>&1 \
+      -DINFLASH_SHARED_DIR="$INFLASH_SHARED" -DINFLASH_TSAN_BIN="$tsan_bin" >"$bdir.log" 2>&1 \
     || { tail -n 20 "$bdir.log"; fail "configure failed (log: $bdir.log)"; }
 cmake --build "$bdir" -j"$(nproc)" >>"$bdir.log" 2>&1 \
     || { grep -E 'error|Error' "$bdir.log" | head -n 30; fail "build failed (log: $bdir.log)"; }
@@ -31,6 +44,9 @@ if [ -z "$summary" ]; then
 fi
 failed=$(echo "$summary" | sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/')
 total=$(echo "$summary" | sed -E 's/.* failed out of ([0-9]+).*/\1/')
+total=$((total + tsan_failed))
+failed=$((failed + tsan_failed))
+[ "$tsan_failed" -eq 0 ] || rc=1
 # The fuzz targets: each one counts as one test.
 if [ "${INFLASH_FUZZ_TIME:-60}" != 0 ]; then
     flog=$(mktemp)

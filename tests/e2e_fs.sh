@@ -204,6 +204,16 @@ def static(model_dir, mnt, dtype):
         for j in sorted(sample):
             if whole[j * B:(j + 1) * B] != e.bundle(l, j):
                 fail("layers/%02d/ffn neuron %d differs in a whole-file read" % (l, j))
+        # ffn.slots: the same bundles in physical slot order, neurons.tsv the map
+        if sz.get("ffn.slots") != m.d_ffn * B:
+            fail("layers/%02d/ffn.slots: ls -l size %r, want %d" % (l, sz.get("ffn.slots"), m.d_ffn * B))
+        with open(os.path.join(ld, "ffn.slots"), "rb") as f:
+            slots = f.read()
+        for line in tsv:
+            j, k = (int(v) for v in line.split("\t")[:2])
+            if slots[k * B:(k + 1) * B] != whole[j * B:(j + 1) * B]:
+                fail("layers/%02d/ffn.slots: slot %d is not neuron %d" % (l, k, j))
+                break
     # tensors: every file equals its source tensor; every dense source tensor is there
     tdir = os.path.join(mnt, "tensors")
     sizes = ls_sizes(tdir)

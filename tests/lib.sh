@@ -61,6 +61,37 @@ mnt() {
     fi
 }
 
+# T_ CMD...: CMD under `timeout $STEP` (STEP: seconds per step, default 120).
+T_() { timeout "${STEP:-120}" "$@"; }
+
+# umount_checked NAME: unmount $T/mnt/NAME with mount.sh (a failure counts)
+# and count a sanitizer report in its daemon log as a failure.
+umount_checked() {
+    T_ bash "$MOUNT_SH" -u "$T/mnt/$1" >/dev/null 2>&1 || bad "unmount $1"
+    if grep -E "AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:" "$T/mnt/.inflashfs-$1.log"; then
+        bad "sanitizer report in the daemon log of $1"
+    fi
+}
+
+# bytes FILE OFF LEN: md5 of a byte range of a file (a store file or a mount file).
+bytes() { T_ dd if="$1" iflag=skip_bytes,count_bytes skip="$2" count="$3" bs=64k status=none | md5sum | cut -c1-32; }
+
+# expect_eio WHAT CMD...: the command fails with an I/O error.
+expect_eio() {
+    local what=$1 out
+    shift
+    if out=$(T_ "$@" 2>&1 >/dev/null); then
+        bad "$what: read succeeded"
+    elif grep -q "Input/output error" <<<"$out"; then
+        ok "$what: EIO"
+    else
+        bad "$what: expected EIO, got: $out"
+    fi
+}
+
+# stat_of MNT KEY: the value of KEY in MNT/stats.
+stat_of() { awk -v k="$2" '$1 == k { print $2 }' "$1/stats"; }
+
 # e2e_finish NAME [NOTE]: the summary line; exit 1 after any failure, else 0.
 e2e_finish() {
     if [ "$fails" -ne 0 ]; then

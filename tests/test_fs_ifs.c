@@ -104,12 +104,17 @@ static int setup(void **state)
         return -1;
     snprintf(g_store, sizeof g_store, "%s/store", g_dir);
     write_store(g_store);
-    /* reverse layer 1's slots; frequencies for layer 1 */
-    char stmt[512];
+    /* reverse layer 1's slots (the bundles stay where they are, so each
+     * neuron takes the checksum of the bundle now at its slot); frequencies
+     * for layer 1 */
+    char stmt[1024];
     snprintf(stmt, sizeof stmt,
              "UPDATE neurons SET slot = %d - slot, offset = (SELECT offset FROM layers WHERE layer = 1)"
              " + (%d - slot) * %lld WHERE layer = 1;"
-             "UPDATE neurons SET freq = id / 2048.0 WHERE layer = 1;", F - 1, F - 1, (long long)B);
+             "CREATE TEMP TABLE sums AS SELECT id, xxh64 FROM neurons WHERE layer = 1;"
+             "UPDATE neurons SET xxh64 = (SELECT sums.xxh64 FROM sums WHERE sums.id = %d - neurons.id)"
+             " WHERE layer = 1;"
+             "UPDATE neurons SET freq = id / 2048.0 WHERE layer = 1;", F - 1, F - 1, (long long)B, F - 1);
     sql(g_store, stmt);
     return 0;
 }

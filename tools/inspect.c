@@ -1,14 +1,19 @@
 /* inspect.c: inflash-inspect, which prints what a store holds, for people:
  * hyperparameters, tokenizer, the dense tensor table, a per-layer FFN
  * summary and the calibration (per-layer predictor rank, thresholds,
- * sparsity, recall, precision, predicted fraction). Reads only through
- * layout/store.h. */
+ * sparsity, recall, precision, predicted fraction); with --verify it checks
+ * every dense tensor and every bundle against the index's xxh64 instead and
+ * lists what is damaged. Reads only through layout/store.h. */
 #include "store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define PROG "inflash-inspect"
 
@@ -16,12 +21,23 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: " PROG " STORE_DIR\n"
+            "       " PROG " --verify STORE_DIR\n"
             "\n"
             "Print a store's hyperparameters, tokenizer, dense tensor table and per-layer\n"
             "FFN summary (with calibration data when present). The store is validated\n"
             "first; a damaged store gives an error naming the file.\n"
             "\n"
-            "Exit status: 0 ok, 1 error, 2 usage error.\n");
+            "--verify: read every dense tensor (dense.bin) and every neuron bundle\n"
+            "(ffn.bin) and compare it with the xxh64 the index recorded at packing.\n"
+            "Prints one line per damaged tensor or neuron on stdout, e.g.\n"
+            "  damaged: ffn.bin: layer 3 neuron 1234 (slot 17, offset 1052672): checksum mismatch\n"
+            "  damaged: dense.bin: tensor lm_head.weight (offset 4096, 1048576 bytes): checksum mismatch\n"
+            "then a summary line; progress goes to stderr every few seconds. The store's\n"
+            "cached pages are dropped first (where the kernel allows) so that the bytes\n"
+            "on the device are checked, not a cached copy.\n"
+            "\n"
+            "Exit status: 0 ok (--verify: nothing damaged), 1 error or damage found,\n"
+            "2 usage error.\n");
 }
 
 /* meta keys shown in the hyperparameter block; the rest is listed after it */
@@ -148,21 +164,136 @@ static void print_calib(const store *s)
     }
 }
 
+/* ---- --verify ------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t total, done;         /* bytes to check, checked */
+    double   t0, t_last;          /* seconds */
+    int64_t  bad_neurons;
+} verify_run;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void progress(verify_run *v, uint64_t bytes, const char *where)
+{
+    v->done += bytes;
+    double t = now_s();
+    if (t - v->t_last < 3.0)
+        return;
+    v->t_last = t;
+    fprintf(stderr, PROG ": verify: %.1f of %.1f MB (%.0f%%), %s\n", (double)v->done / 1e6, (double)v->total / 1e6,
+            100.0 * (double)v->done / (double)(v->total ? v->total : 1), where);
+}
+
+static void print_bad(void *ctx, const char *line)
+{
+    verify_run *v = ctx;
+    v->bad_neurons++;
+    printf("damaged: %s\n", line);
+    fflush(stdout);
+}
+
+/* Drop the store file's clean cached pages, so reads come from the device. */
+static void drop_cache(const store *s, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", store_dir(s), name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+    }
+}
+
+/* Check everything: 0 clean, 1 damaged, or -1 on an error that stopped it. */
+static int verify_store(const store *s)
+{
+    const hp_config *hp = store_hparams(s);
+    const uint64_t B = (uint64_t)store_bundle_bytes(s);
+    verify_run v = { .t0 = now_s() };
+    uint64_t dense = 0, n_neurons = 0;
+    for (size_t i = 0; i < store_tensor_count(s); i++)
+        dense += store_tensor_at(s, i)->bytes;
+    for (int64_t l = 0; l < hp->n_layers; l++)
+        n_neurons += (uint64_t)store_layer_at(s, l)->n_neurons;
+    v.total = dense + n_neurons * B;
+    v.t_last = v.t0;
+    printf("verifying %s: %zu tensors (%" PRIu64 " bytes of dense.bin), %" PRId64 " layers, %" PRIu64
+           " neurons (%" PRIu64 " bytes of ffn.bin)\n", store_dir(s), store_tensor_count(s), dense, hp->n_layers,
+           n_neurons, n_neurons * B);
+    fflush(stdout);
+    drop_cache(s, IFL_DENSE_NAME);
+    drop_cache(s, IFL_FFN_NAME);
+    int64_t bad_tensors = 0;
+    ierr err;
+    for (size_t i = 0; i < store_tensor_count(s); i++) {
+        const store_tensor *t = store_tensor_at(s, i);
+        int rc = store_verify_tensor(s, t, &err);
+        if (rc == -ENOMEM) {
+            fprintf(stderr, PROG ": %s\n", err.msg);
+            return -1;
+        }
+        if (rc < 0) {
+            bad_tensors++;
+            printf("damaged: %s\n", err.msg);
+            fflush(stdout);
+        }
+        progress(&v, t->bytes, "dense.bin");
+    }
+    /* in steps of ~64 MiB for the progress lines */
+    const int64_t step = B >= (64u << 20) ? 1 : (int64_t)((64u << 20) / B);
+    for (int64_t l = 0; l < hp->n_layers; l++) {
+        const store_layer *L = store_layer_at(s, l);
+        for (int64_t at = 0; at < L->n_neurons; at += step) {
+            int64_t n = L->n_neurons - at < step ? L->n_neurons - at : step;
+            if (store_verify_bundles(s, l, at, n, print_bad, &v, &err) < 0) {
+                fprintf(stderr, PROG ": %s\n", err.msg);
+                return -1;
+            }
+            char where[64];
+            snprintf(where, sizeof where, "ffn.bin layer %" PRId64 " of %" PRId64, l + 1, hp->n_layers);
+            progress(&v, (uint64_t)n * B, where);
+        }
+    }
+    double dt = now_s() - v.t0;
+    if (bad_tensors || v.bad_neurons)
+        printf("verify: DAMAGED: %" PRId64 " of %zu tensors and %" PRId64 " of %" PRIu64
+               " neurons do not match the index (%.1f MB checked in %.1f s)\n", bad_tensors, store_tensor_count(s),
+               v.bad_neurons, n_neurons, (double)v.total / 1e6, dt);
+    else
+        printf("verify: clean: all %zu tensors and %" PRIu64 " neurons match the index (%.1f MB checked in %.1f s)\n",
+               store_tensor_count(s), n_neurons, (double)v.total / 1e6, dt);
+    return bad_tensors || v.bad_neurons;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
         usage(stdout);
         return 0;
     }
-    if (argc != 2 || (argv[1][0] == '-' && argv[1][1])) {
-        fprintf(stderr, PROG ": expected one STORE_DIR (usage: " PROG " STORE_DIR; see --help)\n");
+    /* --verify before or after STORE_DIR */
+    int verify = argc == 3 && (strcmp(argv[1], "--verify") == 0 || strcmp(argv[2], "--verify") == 0);
+    const char *dir = verify && strcmp(argv[1], "--verify") != 0 ? argv[1] : argv[argc - 1];
+    if (argc != 2 + verify || (dir[0] == '-' && dir[1])) {
+        fprintf(stderr, PROG ": expected [--verify] STORE_DIR (usage: " PROG " [--verify] STORE_DIR; see --help)\n");
         return 2;
     }
     ierr err;
     store *s;
-    if (store_open(argv[1], &s, &err)) {
+    if (store_open(dir, &s, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         return 1;
+    }
+    if (verify) {
+        int rc = verify_store(s);
+        store_close(s);
+        return rc ? 1 : 0;
     }
     print_hparams(s);
     print_tokenizer(s);

@@ -38,7 +38,7 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force]\n"
+            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks]\n"
             "\n"
             "Convert a Hugging Face model directory into an inflash store.\n"
             "  SRC_DIR      config.json, model.safetensors (or model.safetensors.index.json\n"
@@ -49,7 +49,15 @@ static void usage(FILE *f)
             "  --dtype T    store dtype, f32 or f16; default: the source dtype when every\n"
             "               tensor is F16 or every tensor is F32, else f32 (BF16 sources: f32)\n"
             "  --force      replace an existing store at OUT_DIR\n"
+            "  --follow-symlinks\n"
+            "               read files of SRC_DIR that are symlinks to places outside it\n"
+            "               (refused by default; a Hugging Face cache snapshot needs this:\n"
+            "               snapshots/<rev>/<file> links to ../../blobs/<hash>)\n"
             "  -h, --help   this text\n"
+            "\n"
+            "OUT_DIR must not be inside SRC_DIR, nor SRC_DIR inside OUT_DIR (symlinks and\n"
+            "'..' resolved). Two writers of one store are refused; what a killed pack\n"
+            "leaves (OUT_DIR.tmp.<pid>) is removed by the next pack or calibrate of it.\n"
             "\n"
             "Exit status: 0 ok, 1 error, 2 usage error.\n");
 }
@@ -229,6 +237,57 @@ static void conv(fmt_dtype from, const unsigned char *src, size_t ss, fmt_dtype 
         fmt_to_f32(from, src + i * ss * fs, &v, 1);
         fmt_from_f32(to, &v, dst + i * ds * ts, 1);
     }
+}
+
+/* ---- the source directory ------------------------------------------------ */
+
+/* SRC_DIR and the rule for its symlinks: every file inflash-pack reads from
+ * it passes src_check first (src_join, or the hook of st_open_dir_checked). */
+typedef struct {
+    const char *dir;              /* SRC_DIR as given */
+    char        real[PATH_MAX];   /* its real path, symlinks resolved */
+    int         follow;           /* --follow-symlinks: read links leading outside too */
+} srcdir;
+
+/* path is dir itself or lies under it (both real paths) */
+static int path_within(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    if (strcmp(dir, "/") == 0)
+        return 1;
+    return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* A file of SRC_DIR may be read unless it is a symlink leading outside
+ * SRC_DIR (without --follow-symlinks) or not a regular file (a FIFO would
+ * block the open forever). A missing file or a dangling link passes:
+ * reading it reports that. Matches st_path_check. */
+static int src_check(const void *ctx, const char *path, ierr *err)
+{
+    const srcdir *sd = ctx;
+    struct stat st;
+    char real[PATH_MAX], link[PATH_MAX];
+    if (lstat(path, &st) < 0)
+        return 0;
+    if (!sd->follow && S_ISLNK(st.st_mode) && realpath(path, real) &&
+        !(path_within(real, sd->real) && strcmp(real, sd->real) != 0)) {
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        link[n > 0 ? n : 0] = '\0';
+        return ierr_set(err, -EPERM, "%s: a symlink to %s, outside SRC_DIR; pass --follow-symlinks to read it%s",
+                        path, real, strncmp(link, "../../blobs/", 12) == 0
+                                        ? " (a Hugging Face cache snapshot links every file into ../../blobs)" : "");
+    }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return ierr_set(err, -EINVAL, "%s: not a regular file", path);
+    return 0;
+}
+
+/* *path = SRC_DIR/name (malloc'd), checked by src_check. */
+static int src_join(const srcdir *sd, const char *name, char **path, ierr *err)
+{
+    if (!(*path = io_join(sd->dir, name)))
+        return ierr_set(err, -ENOMEM, "out of memory");
+    return src_check(sd, *path, err);
 }
 
 /* ---- tokenizer ----------------------------------------------------------- */
@@ -472,7 +531,7 @@ static void mark_specials_in(tokz *t, const char *path)
     json_decref(root);
 }
 
-static int tokz_from_gpt2(tokz *t, const char *src, const char *vocab_path, const char *merges_path,
+static int tokz_from_gpt2(tokz *t, const srcdir *sd, const char *vocab_path, const char *merges_path,
                           int64_t vocab_size, ierr *err)
 {
     json_error_t jerr;
@@ -503,11 +562,9 @@ static int tokz_from_gpt2(tokz *t, const char *src, const char *vocab_path, cons
     }
     free(text);
     for (int k = 0; !rc && k < 2; k++) {
-        char *p = io_join(src, k ? "special_tokens_map.json" : "tokenizer_config.json");
-        if (p)
+        char *p = NULL;
+        if (!(rc = src_join(sd, k ? "special_tokens_map.json" : "tokenizer_config.json", &p, err)))
             mark_specials_in(t, p);
-        else
-            rc = ierr_set(err, -ENOMEM, "out of memory");
         free(p);
     }
     t->scheme = "gpt2-bpe";
@@ -516,41 +573,41 @@ static int tokz_from_gpt2(tokz *t, const char *src, const char *vocab_path, cons
     return rc;
 }
 
-static int exists(const char *dir, const char *name)
+static int tokz_load(tokz *t, const srcdir *sd, int64_t vocab_size, ierr *err)
 {
-    char *p = io_join(dir, name);
-    int ok = p && access(p, F_OK) == 0;
-    free(p);
-    return ok;
-}
-
-static int tokz_load(tokz *t, const char *src, int64_t vocab_size, ierr *err)
-{
+    const char *src = sd->dir;
     char *tj = io_join(src, "tokenizer.json"), *vj = io_join(src, "vocab.json"), *mt = io_join(src, "merges.txt");
     int rc;
     if (!tj || !vj || !mt)
         rc = ierr_set(err, -ENOMEM, "out of memory");
-    else if (access(tj, F_OK) == 0)
-        rc = tokz_from_tokenizer_json(t, tj, vocab_size, err);
-    else if (access(vj, F_OK) == 0 && access(mt, F_OK) == 0)
-        rc = tokz_from_gpt2(t, src, vj, mt, vocab_size, err);
-    else
+    else if (access(tj, F_OK) == 0) {
+        if (!(rc = src_check(sd, tj, err)))
+            rc = tokz_from_tokenizer_json(t, tj, vocab_size, err);
+    } else if (access(vj, F_OK) == 0 && access(mt, F_OK) == 0) {
+        if (!(rc = src_check(sd, vj, err)) && !(rc = src_check(sd, mt, err)))
+            rc = tokz_from_gpt2(t, sd, vj, mt, vocab_size, err);
+    } else {
         rc = ierr_set(err, -ENOENT, "%s: no tokenizer: need tokenizer.json, or vocab.json and merges.txt%s", src,
                       access(vj, F_OK) == 0 ? " (merges.txt is missing)" : "");
+    }
     if (!rc)
         rc = tokz_finish(t, vocab_size, src, err);
+    /* kept verbatim when present (checked here, before anything is written) */
     static const char *const extra[] = { "tokenizer_config.json", "special_tokens_map.json",
                                          "generation_config.json" };
-    for (int k = 0; !rc && k < 3; k++)
-        if (exists(src, extra[k]))
+    for (int k = 0; !rc && k < 3; k++) {
+        char *p = NULL;
+        if (!(rc = src_join(sd, extra[k], &p, err)) && access(p, F_OK) == 0)
             t->files[t->n_files++] = extra[k];
+        free(p);
+    }
     free(tj);
     free(vj);
     free(mt);
     return rc;
 }
 
-static int tokz_write(const tokz *t, const char *src, storew *w, ierr *err)
+static int tokz_write(const tokz *t, const srcdir *sd, storew *w, ierr *err)
 {
     int rc = storew_set_meta(w, "tokenizer", t->scheme, err);
     for (int64_t i = 0; i < t->n_tok && !rc; i++)
@@ -559,9 +616,10 @@ static int tokz_write(const tokz *t, const char *src, storew *w, ierr *err)
     for (int64_t r = 0; r < t->n_merge && !rc; r++)
         rc = storew_add_merge(w, r, t->left[r], strlen(t->left[r]), t->right[r], strlen(t->right[r]), err);
     for (int k = 0; k < t->n_files && !rc; k++) {
-        char *p = io_join(src, t->files[k]), *data = NULL;
+        char *p = NULL, *data = NULL;
         size_t len;
-        rc = p ? io_read_file(p, MAX_JSON_FILE, &data, &len, err) : ierr_set(err, -ENOMEM, "out of memory");
+        if (!(rc = src_join(sd, t->files[k], &p, err)))
+            rc = io_read_file(p, MAX_JSON_FILE, &data, &len, err);
         if (!rc)
             rc = storew_add_tokfile(w, t->files[k], data, len, err);
         free(data);
@@ -573,7 +631,8 @@ static int tokz_write(const tokz *t, const char *src, storew *w, ierr *err)
 /* ---- packing ------------------------------------------------------------- */
 
 typedef struct {
-    const char *src, *out;
+    srcdir      src;          /* SRC_DIR */
+    const char *out;          /* OUT_DIR */
     st_set     *set;
     hp_config   hp;
     fmt_dtype   src_dtype;    /* the embedding's dtype in the source */
@@ -686,17 +745,19 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
  * config, tensor set, dtypes, tokenizer. */
 static int read_source(packer *p, char **cfg, size_t *cfg_len, tokz *tz, ierr *err)
 {
-    char *cfg_path = io_join(p->src, "config.json");
-    int rc = cfg_path ? io_read_file(cfg_path, 16u << 20, cfg, cfg_len, err) : ierr_set(err, -ENOMEM, "out of memory");
+    char *cfg_path = NULL;
+    int rc = src_join(&p->src, "config.json", &cfg_path, err);
+    if (!rc)
+        rc = io_read_file(cfg_path, 16u << 20, cfg, cfg_len, err);
     if (!rc)
         rc = hp_from_json(*cfg, *cfg_len, cfg_path, &p->hp, err);
     free(cfg_path);
     if (!rc)
-        rc = st_open_dir(p->src, &p->set, err);
+        rc = st_open_dir_checked(p->src.dir, src_check, &p->src, &p->set, err);
     if (!rc && build_wants(&p->hp, &p->wants))
         rc = ierr_set(err, -ENOMEM, "out of memory");
     if (!rc)
-        rc = match_tensors(p->set, &p->wants, p->src, hp_family_name(p->hp.family), err);
+        rc = match_tensors(p->set, &p->wants, p->src.dir, hp_family_name(p->hp.family), err);
     if (rc)
         return rc;
     /* source dtype: the embedding's; default store dtype f16 only for all-F16 sources */
@@ -707,7 +768,7 @@ static int read_source(packer *p, char **cfg, size_t *cfg_len, tokz *tz, ierr *e
             all_f16 &= p->wants.w[i].src->dtype == FMT_F16;
     if (!p->dtype_given)
         p->dtype = all_f16 ? FMT_F16 : FMT_F32;
-    return tokz_load(tz, p->src, p->hp.vocab_size, err);
+    return tokz_load(tz, &p->src, p->hp.vocab_size, err);
 }
 
 static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *tz, int force, ierr *err)
@@ -722,7 +783,7 @@ static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *t
     if (!rc)
         rc = storew_set_meta(p->w, "source_dtype", st_dtype_names[p->src_dtype], err);
     if (!rc)
-        rc = tokz_write(tz, p->src, p->w, err);
+        rc = tokz_write(tz, &p->src, p->w, err);
     free(cfg_text);
     p->t0 = now();
     for (size_t i = 0; i < p->wants.n && !rc; i++) {
@@ -772,7 +833,7 @@ static int summary(const packer *p, double secs, ierr *err)
            "  dense bytes  %" PRIu64 " (%zu tensors)\n"
            "  FFN bytes    %" PRIu64 " (%" PRId64 " layers x %" PRId64 " bundles)\n"
            "  bundle bytes %" PRId64 " (%s, %" PRId64 " values each)\n",
-           p->src, p->out, secs, hp_family_name(hp->family), hp->n_layers, hp->d_model, hp->d_ffn,
+           p->src.dir, p->out, secs, hp_family_name(hp->family), hp->n_layers, hp->d_model, hp->d_ffn,
            hp->vocab_size, p->params_dense + p->params_ffn, p->params_dense, p->params_ffn,
            fmt_dtype_name(store_dtype(s)), store_meta(s, "source_dtype"), store_dense_bytes(s),
            store_tensor_count(s), store_ffn_bytes(s), hp->n_layers, hp->d_ffn, store_bundle_bytes(s),
@@ -781,28 +842,46 @@ static int summary(const packer *p, double secs, ierr *err)
     return 0;
 }
 
-/* refuse OUT_DIR inside (or equal to) SRC_DIR */
-static int check_out_dir(const char *src, const char *out, ierr *err)
+/* The real path of OUT_DIR: realpath(out), or for an OUT_DIR not made yet
+ * (or a dangling link, which the writer refuses to replace) the real path
+ * of its parent + its name. */
+static int real_out(const char *out, char *real, size_t cap, ierr *err)
 {
-    char rsrc[PATH_MAX], rparent[PATH_MAX], *a = strdup(out), *b = strdup(out);
+    char r[PATH_MAX];
+    if (realpath(out, r)) {
+        snprintf(real, cap, "%s", r);
+        return 0;
+    }
+    if (errno != ENOENT)
+        return ierr_set(err, -errno, "%s: %s", out, strerror(errno));
+    char *a = strdup(out), *b = strdup(out);
     int rc = 0;
     if (!a || !b)
         rc = ierr_set(err, -ENOMEM, "out of memory");
-    else if (!realpath(src, rsrc))
-        rc = ierr_set(err, -errno, "%s: %s", src, strerror(errno));
-    else if (!realpath(dirname(a), rparent))
+    else if (!realpath(dirname(a), r))
         rc = ierr_set(err, -errno, "%s: %s", out, strerror(errno));
-    else {
-        size_t n = strlen(rsrc);
-        const char *base = basename(b);
-        char full[2 * PATH_MAX + 2];
-        snprintf(full, sizeof full, "%s/%s", strcmp(rparent, "/") ? rparent : "", base);
-        if (strncmp(full, rsrc, n) == 0 && (full[n] == '/' || full[n] == '\0'))
-            rc = ierr_set(err, -EINVAL, "%s: OUT_DIR must not be inside SRC_DIR %s", out, src);
-    }
+    else
+        snprintf(real, cap, "%s/%s", strcmp(r, "/") ? r : "", basename(b));
     free(a);
     free(b);
     return rc;
+}
+
+/* Refuse OUT_DIR inside (or equal to) SRC_DIR, and SRC_DIR inside OUT_DIR
+ * (replacing the store there would delete the source), symlinks and ".."
+ * resolved. */
+static int check_out_dir(const srcdir *src, const char *out, ierr *err)
+{
+    char rout[PATH_MAX + NAME_MAX + 2];
+    int rc = real_out(out, rout, sizeof rout, err);
+    if (rc)
+        return rc;
+    if (path_within(rout, src->real))
+        return ierr_set(err, -EINVAL, "%s: OUT_DIR must not be inside SRC_DIR %s (it is %s)", out, src->dir, rout);
+    if (path_within(src->real, rout))
+        return ierr_set(err, -EINVAL, "%s: SRC_DIR %s is inside OUT_DIR: replacing OUT_DIR would delete it", out,
+                        src->dir);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -817,6 +896,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--force") == 0) {
             force = 1;
+        } else if (strcmp(a, "--follow-symlinks") == 0) {
+            p.src.follow = 1;
         } else if (strcmp(a, "--dtype") == 0 || strncmp(a, "--dtype=", 8) == 0) {
             const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
             p.dtype_given = 1;
@@ -836,11 +917,11 @@ int main(int argc, char **argv)
     }
     if (npos != 2) {
         fprintf(stderr, PROG ": expected SRC_DIR and OUT_DIR (usage: " PROG
-                " SRC_DIR OUT_DIR [--dtype f32|f16] [--force]; see --help)\n");
+                " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks]; see --help)\n");
         return 2;
     }
     p.tty = isatty(STDERR_FILENO);
-    p.src = pos[0];
+    p.src.dir = pos[0];
     p.out = pos[1];
 
     struct sigaction sa = { 0 };
@@ -853,11 +934,11 @@ int main(int argc, char **argv)
     struct stat st;
     double t0 = now();
     int rc;
-    if (stat(p.src, &st) < 0)
-        rc = ierr_set(&err, -errno, "%s: %s", p.src, strerror(errno));
+    if (stat(p.src.dir, &st) < 0 || !realpath(p.src.dir, p.src.real))
+        rc = ierr_set(&err, -errno, "%s: %s", p.src.dir, strerror(errno));
     else if (!S_ISDIR(st.st_mode))
-        rc = ierr_set(&err, -ENOTDIR, "%s: not a directory", p.src);
-    else if (!(rc = check_out_dir(p.src, p.out, &err)))
+        rc = ierr_set(&err, -ENOTDIR, "%s: not a directory", p.src.dir);
+    else if (!(rc = check_out_dir(&p.src, p.out, &err)))
         rc = pack(&p, force, &err);
     if (p.progress)
         fputc('\n', stderr);
