@@ -89,6 +89,17 @@ expect_eio() {
     fi
 }
 
+# is_prefix OUT REF: the client output OUT is a prefix of REF (no garbage),
+# allowing the one newline the client adds to end a partly printed line
+# when it stops on an error.
+is_prefix() {
+    python3 - "$1" "$2" <<'PY'
+import sys
+a, b = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+sys.exit(not (b.startswith(a) or (a.endswith(b"\n") and b.startswith(a[:-1]))))
+PY
+}
+
 # stat_of MNT KEY: the value of KEY in MNT/stats.
 stat_of() { awk -v k="$2" '$1 == k { print $2 }' "$1/stats"; }
 
