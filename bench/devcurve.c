@@ -38,10 +38,11 @@ typedef struct {
     uint64_t  file_bytes;
     uint64_t  size;
     uint64_t  cap_bytes;
-    double    deadline;      /* CLOCK_MONOTONIC seconds */
+    double    deadline;      /* CLOCK_MONOTONIC seconds; set before go, then read-only */
     uint64_t  seed;
-    pthread_barrier_t start;
     pthread_mutex_t   mu;
+    pthread_cond_t    go_cv;
+    int       go;            /* guarded by mu: the workers may start */
     uint64_t  bytes;         /* guarded by mu */
     uint64_t  reads;         /* guarded by mu */
     double    lat_sum;       /* guarded by mu, seconds */
@@ -78,7 +79,10 @@ static void *worker(void *arg)
     uint64_t rng = p->seed * 0x9E3779B97F4A7C15ull + w->t + 1, bytes = 0, reads = 0;
     uint64_t slots = (p->file_bytes - p->size) / ALIGN + 1;
     double lat = 0;
-    pthread_barrier_wait(&p->start);
+    pthread_mutex_lock(&p->mu);   /* a common start: wait for go */
+    while (!p->go)
+        pthread_cond_wait(&p->go_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
     while (!err) {
         double t0 = now_s();
         if (t0 >= p->deadline)
@@ -133,11 +137,10 @@ static int run_point(int fd, uint64_t file_bytes, uint64_t size, unsigned qd, co
     p.cap_bytes = o->cap_bytes;
     p.seed = o->seed + size * 31 + qd;
     pthread_mutex_init(&p.mu, NULL);
-    pthread_barrier_init(&p.start, NULL, qd + 1);
+    pthread_cond_init(&p.go_cv, NULL);
     pthread_t th[256];
     dc_worker w[256];
     unsigned started = 0;
-    p.deadline = now_s() + 3600;   /* set properly once every thread is up */
     for (unsigned t = 0; t < qd; t++) {
         w[t].p = &p;
         w[t].t = t;
@@ -145,19 +148,21 @@ static int run_point(int fd, uint64_t file_bytes, uint64_t size, unsigned qd, co
             break;
         started++;
     }
-    if (started < qd) {
-        /* cannot happen for qd <= 256 on Linux short of resource exhaustion */
-        fprintf(stderr, PROG ": could not start %u threads\n", qd);
-        exit(EXIT_RUNTIME);
-    }
+    /* short of resource exhaustion every thread starts; if not, the started
+     * ones are let go with a deadline already past and the point fails */
     double t0 = now_s();
-    p.deadline = t0 + o->seconds;
-    pthread_barrier_wait(&p.start);
+    pthread_mutex_lock(&p.mu);
+    p.deadline = started < qd ? 0 : t0 + o->seconds;
+    p.go = 1;
+    pthread_cond_broadcast(&p.go_cv);
+    pthread_mutex_unlock(&p.mu);
     for (unsigned t = 0; t < started; t++)
         pthread_join(th[t], NULL);
     double dt = now_s() - t0;
-    pthread_barrier_destroy(&p.start);
+    pthread_cond_destroy(&p.go_cv);
     pthread_mutex_destroy(&p.mu);
+    if (started < qd)
+        return -EAGAIN;
     if (p.error)
         return -p.error;
     *mbps = dt > 0 ? (double)p.bytes / 1e6 / dt : 0;
@@ -308,7 +313,10 @@ int main(int argc, char **argv)
             double mbps = 0, lat = 0;
             rc = run_point(fd, fb, o.sizes[s], o.qd[q], &o, &mbps, &lat);
             if (rc) {
-                fprintf(stderr, PROG ": %s: read failed: %s\n", o.file, strerror(-rc));
+                if (rc == -EAGAIN)
+                    fprintf(stderr, PROG ": could not start %u reader threads\n", o.qd[q]);
+                else
+                    fprintf(stderr, PROG ": %s: read failed: %s\n", o.file, strerror(-rc));
                 break;
             }
             printf("  %8.1f", mbps);
