@@ -200,6 +200,16 @@ static int mount_slots(source *s, ierr *err)
     return rc;
 }
 
+/* [off, off+len) inside the layer's neuron file? 0 or -EINVAL with err set. */
+static int check_range(const source *s, int64_t layer, uint64_t off, size_t len, ierr *err)
+{
+    uint64_t total = (uint64_t)s->hp.d_ffn * (uint64_t)s->bundle_bytes;
+    if (off > total || len > total - off)
+        return ierr_set(err, -EINVAL, "%s: layer %lld: read [%llu, +%zu) beyond the %llu-byte neuron file", s->root,
+                        (long long)layer, (unsigned long long)off, len, (unsigned long long)total);
+    return 0;
+}
+
 int source_ffn_slots(const source *s, int64_t layer, const int64_t **id_of)
 {
     if (layer < 0 || layer >= s->hp.n_layers)
@@ -219,10 +229,9 @@ int source_read_ffn_slots(source *s, int64_t layer, uint64_t off, void *dst, siz
     const int64_t *ids;
     if (source_ffn_slots(s, layer, &ids) != 0)
         return ierr_set(err, -ENOTSUP, "%s: layer %lld: no slot-order neuron file", s->root, (long long)layer);
-    uint64_t total = (uint64_t)s->hp.d_ffn * (uint64_t)s->bundle_bytes;
-    if (off > total || len > total - off)
-        return ierr_set(err, -EINVAL, "%s: layer %lld: read [%llu, +%zu) beyond the %llu-byte neuron file", s->root,
-                        (long long)layer, (unsigned long long)off, len, (unsigned long long)total);
+    int rc = check_range(s, layer, off, len, err);
+    if (rc)
+        return rc;
     if (s->st)
         return store_read_ffn(s->st, store_layer_at(s->st, layer)->offset + off, dst, len, err);
     char what[64 + 4096];
@@ -598,10 +607,9 @@ int source_read_ffn(source *s, int64_t layer, uint64_t off, void *dst, size_t le
 {
     if (layer < 0 || layer >= s->hp.n_layers)
         return ierr_set(err, -EINVAL, "%s: no layer %lld", s->root, (long long)layer);
-    uint64_t total = (uint64_t)s->hp.d_ffn * (uint64_t)s->bundle_bytes;
-    if (off > total || len > total - off)
-        return ierr_set(err, -EINVAL, "%s: layer %lld: read [%llu, +%zu) beyond the %llu-byte neuron file", s->root,
-                        (long long)layer, (unsigned long long)off, len, (unsigned long long)total);
+    int rc = check_range(s, layer, off, len, err);
+    if (rc)
+        return rc;
     if (s->st)
         return store_read_ffn_ids(s, layer, off, dst, len, err);
     char what[128 + 4096];

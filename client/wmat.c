@@ -224,36 +224,60 @@ static int fused_ok(fmt_dtype dt)
 
 /* ---- the products ---------------------------------------------------------- */
 
+/* The f32 products with OpenBLAS (ld: row stride of w). */
+static void blas_xwt(const float *w, int64_t ld, int64_t rows, int64_t cols, const float *x, int64_t n, float *out,
+                     int64_t ldo, float beta)
+{
+    if (n == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)cols, 1.0f, w, (int)ld, x, 1, beta, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, x, (int)cols, w,
+                    (int)ld, beta, out, (int)ldo);
+}
+
+static void blas_aw(const float *w, int64_t ld, int64_t rows, int64_t cols, const float *a, int64_t lda, int64_t n,
+                    float *y)
+{
+    if (n == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)cols, 1.0f, w, (int)ld, a, 1, 1.0f, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)cols, (int)rows, 1.0f, a, (int)lda, w,
+                    (int)ld, 1.0f, y, (int)cols);
+}
+
+/* One f16 vector on x86-64 with F16C: the fused kernel (split over two
+ * cores when large). 0 if it does not apply. */
+static int fused(fmt_dtype dt, int64_t n, int aw, const void *w, int64_t ld, int64_t rows, int64_t cols,
+                 const float *x, float *out, float beta)
+{
+#ifdef WM_X86
+    if (n == 1 && fused_ok(dt)) {
+        wm_job j = {aw, w, ld, rows, cols, x, out, beta};
+        if (!split_run(&j))
+            run_job(&j);
+        return 1;
+    }
+#else
+    (void)dt, (void)n, (void)aw, (void)w, (void)ld, (void)rows, (void)cols, (void)x, (void)out, (void)beta;
+#endif
+    return 0;
+}
+
 void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
                  const float *x, int64_t n, float *out, int64_t ldo, float beta, float *scratch)
 {
     if (rows <= 0 || n <= 0)
         return;
     if (dt == FMT_F32) {
-        if (n == 1)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)cols, 1.0f, w, (int)ld, x, 1, beta, out, 1);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, x,
-                        (int)cols, w, (int)ld, beta, out, (int)ldo);
+        blas_xwt(w, ld, rows, cols, x, n, out, ldo, beta);
         return;
     }
-#ifdef WM_X86
-    if (n == 1 && fused_ok(dt)) {
-        wm_job j = {0, w, ld, rows, cols, x, out, beta};
-        if (!split_run(&j))
-            run_job(&j);
+    if (fused(dt, n, 0, w, ld, rows, cols, x, out, beta))
         return;
-    }
-#endif
     for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
         int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
         convert_block(dt, w, ld, r0, nb, cols, scratch);
-        if (n == 1)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)cols, 1.0f, scratch, (int)cols, x, 1, beta,
-                        out + r0, 1);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nb, (int)cols, 1.0f, x, (int)cols,
-                        scratch, (int)cols, beta, out + r0, (int)ldo);
+        blas_xwt(scratch, cols, nb, cols, x, n, out + r0, ldo, beta);
     }
 }
 
@@ -263,29 +287,14 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
     if (rows <= 0 || n <= 0)
         return;
     if (dt == FMT_F32) {
-        if (n == 1)
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)cols, 1.0f, w, (int)ld, a, 1, 1.0f, y, 1);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)cols, (int)rows, 1.0f, a,
-                        (int)lda, w, (int)ld, 1.0f, y, (int)cols);
+        blas_aw(w, ld, rows, cols, a, lda, n, y);
         return;
     }
-#ifdef WM_X86
-    if (n == 1 && fused_ok(dt)) {
-        wm_job j = {1, w, ld, rows, cols, a, y, 1.0f};
-        if (!split_run(&j))
-            run_job(&j);
+    if (fused(dt, n, 1, w, ld, rows, cols, a, y, 1.0f))
         return;
-    }
-#endif
     for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
         int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
         convert_block(dt, w, ld, r0, nb, cols, scratch);
-        if (n == 1)
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)nb, (int)cols, 1.0f, scratch, (int)cols, a + r0, 1, 1.0f,
-                        y, 1);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)cols, (int)nb, 1.0f, a + r0,
-                        (int)lda, scratch, (int)cols, 1.0f, y, (int)cols);
+        blas_aw(scratch, cols, nb, cols, a + r0, lda, n, y);
     }
 }
