@@ -51,6 +51,7 @@ typedef struct {
     int         check_recall; /* --check-recall */
     int         compare_dense;/* --compare-dense */
     int         readers;      /* --readers, -1 = default */
+    double      tau_shift;    /* --threshold-shift */
     int         sparse_opt;   /* an option of the sparse modes was given */
 } cli_opts;
 
@@ -87,6 +88,8 @@ static void cli_usage(FILE *f)
             "      --compare-dense  with --perplexity in oracle/predict: run the dense model\n"
             "                     alongside; prints dense-perplexity and top1-agreement\n"
             "      --readers N    oracle/predict: reader threads (default 4)\n"
+            "      --threshold-shift D  predict: add D to every layer's calibrated predictor\n"
+            "                     threshold (D > 0: fewer neurons read, lower recall)\n"
             "      --perplexity FILE  score FILE instead of generating; the last line is\n"
             "                     'perplexity: X (tokens: N)'. Windows of max_pos - 1\n"
             "                     tokens, each fed as BOS + window, every token scored once\n"
@@ -465,6 +468,7 @@ static int sparse_start(const cli_opts *o, model *m, uint64_t extra, sparse **ou
     sparse_opts so;
     sparse_opts_init(&so, o->mode == CLI_ORACLE ? SPARSE_ORACLE : SPARSE_PREDICT);
     so.window = o->window;
+    so.tau_shift = o->tau_shift;
     so.budget = (uint64_t)(o->budget_mib * 1048576.0);
     so.extra_bytes = extra;
     so.check_recall = o->check_recall;
@@ -829,7 +833,7 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
 static int parse_args(int argc, char **argv, cli_opts *o)
 {
     enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE,
-           O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP };
+           O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP, O_TAU };
     static const struct option longs[] = {
         {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
         {"tokens", required_argument, 0, 'n'},  {"temperature", required_argument, 0, 't'},
@@ -843,6 +847,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"window", required_argument, 0, O_WINDOW}, {"dram-budget", required_argument, 0, O_BUDGET},
         {"check-recall", no_argument, 0, O_RECALL}, {"compare-dense", no_argument, 0, O_CMPDENSE},
         {"readers", required_argument, 0, O_READERS}, {"mmap", no_argument, 0, O_MMAP},
+        {"threshold-shift", required_argument, 0, O_TAU},
         {0, 0, 0, 0},
     };
     o->n_gen = 128;
@@ -935,6 +940,13 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             o->sparse_opt = 1;
             break;
         case O_MMAP: o->mmap = 1; break;
+        case O_TAU:
+            if (cli_parse_f64(optarg, -100.0, 100.0, &o->tau_shift)) {
+                fprintf(stderr, "inflash: --threshold-shift: expected a number in [-100, 100], got '%s'\n", optarg);
+                return -1;
+            }
+            o->sparse_opt = 1;
+            break;
         case 'h': return 1;
         case ':':
             if (optopt > 0 && optopt < 256)
@@ -971,7 +983,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         return -1;
     }
     if (o->sparse_opt && o->mode == CLI_DENSE) {
-        fprintf(stderr, "inflash: --window, --dram-budget, --check-recall, --compare-dense and --readers go with "
+        fprintf(stderr, "inflash: --window, --dram-budget, --check-recall, --compare-dense, --readers and --threshold-shift go with "
                         "--mode oracle or predict\n");
         return -1;
     }

@@ -179,7 +179,7 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
                 break;
             }
             nf->rank[l] = cal.rank;
-            nf->tau[l] = cal.threshold;
+            nf->tau[l] = cal.threshold + o->tau_shift;
             if (cal.rank > nf->rmax)
                 nf->rmax = cal.rank;
         }

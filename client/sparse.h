@@ -45,6 +45,8 @@ typedef struct {
                                copy of the up/gate rows) for the recall figures */
     int      readers;       /* reader threads (default 4; 0: reads on the calling thread) */
     int64_t  warmup;        /* tokens left out of the after-warmup figures (default 16) */
+    double   tau_shift;     /* predict: added to every layer's calibrated threshold
+                               (> 0: fewer neurons predicted, lower recall; default 0) */
 } sparse_opts;
 
 void sparse_opts_init(sparse_opts *o, sparse_mode mode);

@@ -267,6 +267,21 @@ EOF
 then :; else
     bad "--stats predict --check-recall: $(cat "$T/rec.err")"
 fi
+# --threshold-shift moves the operating point: a higher threshold predicts and
+# reads fewer neurons at a lower recall
+if timeout 300 "$INFLASH" "$M/opt-f16" -f "$T/prompt1.txt" -n 48 -t 0 --mode predict --check-recall \
+       --threshold-shift 0.3 --stats "$T/rec-shift.json" >/dev/null 2>"$T/rec-shift.err" &&
+   python3 - "$T/rec.json" "$T/rec-shift.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert b["neurons_predicted_per_token"] < a["neurons_predicted_per_token"], (a["neurons_predicted_per_token"], b["neurons_predicted_per_token"])
+assert b["predictor_recall"] < a["predictor_recall"]
+print("ok   --threshold-shift 0.3: recall %.4f -> %.4f, predicted %.1f -> %.1f neurons per token" % (
+    a["predictor_recall"], b["predictor_recall"], a["neurons_predicted_per_token"], b["neurons_predicted_per_token"]))
+EOF
+then :; else
+    bad "--threshold-shift: $(cat "$T/rec-shift.err")"
+fi
 expect_usage() {  # expect_usage LABEL PATTERN INFLASH-ARGS...
     local label=$1 pat=$2
     shift 2
