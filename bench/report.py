@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--shape", required=True)
     ap.add_argument("--layers", type=int)
     ap.add_argument("--window", type=int, required=True)
+    ap.add_argument("--threshold-shift", type=float, default=0.0)
     ap.add_argument("--budget", type=int, required=True)
     ap.add_argument("--client-mib", type=int, required=True)
     ap.add_argument("--daemon-mib", type=int, required=True)
@@ -196,7 +197,8 @@ def main():
         },
         "settings": {
             "prompt_positions": a.prompt, "generated_tokens": a.gen, "dense_generated_tokens": a.dense_gen,
-            "window": a.window, "budget_bytes": a.budget, "client_budget_mib": a.client_mib,
+            "window": a.window, "threshold_shift": a.threshold_shift, "budget_bytes": a.budget,
+            "client_budget_mib": a.client_mib,
             "daemon_cache_mib": a.daemon_mib, "mount_options": a.mount_opts, "cgroup": a.cgroup,
             "sampling": "-t 1 --top-p 1 --seed 1", "readers": a.readers, "quick": a.quick,
         },
@@ -271,9 +273,11 @@ def main():
           "DRAM budget: %.0f MiB = %.2f x the model's bytes (the f16 store, %.0f MiB; the client keeps its "
           "weights in f16 too). inflash: client --dram-budget %d MiB + daemon cache %d MiB (%s). Every client "
           "ran under a %s cgroup memory cap of the whole budget (page cache included); the page cache was "
-          "dropped before each configuration. naive and mmap generated %d tokens, inflash %d; sampling %s." % (
+          "dropped before each configuration. naive and mmap generated %d tokens, inflash %d; sampling %s; "
+          "predictor thresholds as calibrated%s." % (
               mib(a.budget), a.budget / a.model_bytes, mib(a.model_bytes), a.client_mib,
-              a.daemon_mib, a.mount_opts, a.cgroup or "-", a.dense_gen, a.gen, res["settings"]["sampling"]),
+              a.daemon_mib, a.mount_opts, a.cgroup or "-", a.dense_gen, a.gen, res["settings"]["sampling"],
+              " + %g (--threshold-shift)" % a.threshold_shift if a.threshold_shift else ""),
           "", table_md(), ""]
     md += ["| target | measured | limit | |", "|---|---|---|---|"]
     for k, v in targets.items():

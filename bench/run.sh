@@ -42,6 +42,7 @@ run:
   --gen N            generated tokens (default 64)
   --dense-gen N      generated tokens in naive and mmap (default: --gen)
   --window K         inflash window (default 4)
+  --threshold-shift D  inflash: move the predictors' thresholds (inflash --help)
   --budget-frac F    DRAM budget as a fraction of the model's bytes (the
                      store's dense.bin + ffn.bin) (default 0.5)
   --budget-mib MIB   the DRAM budget in MiB instead of --budget-frac
@@ -64,7 +65,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 BIN=${INFLASH_BIN:-$here/build/bin}
 SHARED=${INFLASH_SHARED:-$here/../shared}
 shape=opt-6.7b layers="" store="" work=/tmp/inflash-bench calib_tokens="" calib_rank=128 reorder=1
-prompt=128 gen=64 dense_gen="" window=4 budget_frac=0.5 budget_mib="" daemon_mib="" mount_opts="chunk=16k" readers=16
+prompt=128 gen=64 dense_gen="" window=4 tau_shift=0 budget_frac=0.5 budget_mib="" daemon_mib="" mount_opts="chunk=16k" readers=16
 configs=naive,mmap,inflash,direct,device,quality out=$here/bench/results quick=0
 dev_sizes=4k,16k,64k,256k,1m,4m dev_qd=1,4,16,32 dev_seconds=2
 
@@ -82,6 +83,7 @@ while [ $# -gt 0 ]; do
     --gen) need "$@"; gen=$2; shift 2 ;;
     --dense-gen) need "$@"; dense_gen=$2; shift 2 ;;
     --window) need "$@"; window=$2; shift 2 ;;
+    --threshold-shift) need "$@"; tau_shift=$2; shift 2 ;;
     --budget-frac) need "$@"; budget_frac=$2; shift 2 ;;
     --budget-mib) need "$@"; budget_mib=$2; shift 2 ;;
     --daemon-cache) need "$@"; daemon_mib=$2; shift 2 ;;
@@ -103,6 +105,7 @@ for n in "$prompt" "$gen" "$dense_gen" "$window" "$calib_rank" "$readers" ${laye
          ${budget_mib:+"$budget_mib"} ${daemon_mib:+"$daemon_mib"}; do
     [[ "$n" =~ ^[0-9]+$ ]] || usage_error "not a count: '$n'"
 done
+[[ "$tau_shift" =~ ^-?[0-9]*\.?[0-9]+$ ]] || usage_error "--threshold-shift: not a number: '$tau_shift'"
 [[ "$budget_frac" =~ ^0?\.[0-9]+$|^1(\.0*)?$ ]] || usage_error "--budget-frac: a fraction in (0, 1]: '$budget_frac'"
 has() { [[ ",$configs," == *",$1,"* ]]; }
 for c in ${configs//,/ }; do
@@ -302,13 +305,15 @@ if has inflash; then
     log "inflash: predict, window $window, through the mount, client budget $client_mib MiB"
     drop_caches
     mount_it
-    client inflash "$mnt" -n "$gen" --mode predict --window "$window" --dram-budget "$client_mib" || failed+=(inflash)
+    client inflash "$mnt" -n "$gen" --mode predict --window "$window" --threshold-shift "$tau_shift" \
+        --dram-budget "$client_mib" || failed+=(inflash)
     umount_it inflash
 fi
 if has direct; then
     log "inflash direct: the same from the store (no FUSE)"
     drop_caches
-    client direct --store "$store" -n "$gen" --mode predict --window "$window" --dram-budget "$client_mib" ||
+    client direct --store "$store" -n "$gen" --mode predict --window "$window" --threshold-shift "$tau_shift" \
+        --dram-budget "$client_mib" ||
         failed+=(direct)
 fi
 if has device; then
@@ -340,7 +345,7 @@ fi
 
 log "report"
 python3 "$here/bench/report.py" --run "$run" --out "$out" --store "$store" --shape "$shape" \
-    ${layers:+--layers "$layers"} --window "$window" --budget "$budget" --client-mib "$client_mib" \
+    ${layers:+--layers "$layers"} --window "$window" --threshold-shift "$tau_shift" --budget "$budget" --client-mib "$client_mib" \
     --daemon-mib "$daemon_mib" --model-bytes "$model_bytes" --prompt "$prompt" \
     --gen "$gen" --dense-gen "$dense_gen" --mount-opts "cache=${daemon_mib}m${mount_opts:+,$mount_opts}" \
     --cgroup "$cg_kind" --readers "$readers" $([ "$quick" = 1 ] && echo --quick)
