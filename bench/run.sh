@@ -255,23 +255,7 @@ umount_it() {   # NAME: record the daemon's peak RSS and stats first
     cp "$mnt/stats.json" "$run/$1.daemon_stats.json" 2>/dev/null || true
     "$here/mount.sh" -u "$mnt" >/dev/null
 }
-client() {   # NAME ARGS...: run the client in the cgroup, time it, keep its output
-    local name=$1
-    shift
-    cg_reset_peak
-    local t0 t1
-    t0=$(date +%s.%N)
-    if ! cg_exec "$BIN/inflash" "$@" --readers "$readers" --prompt-ids "$ids" "${sample[@]}" --ids \
-            --stats "$run/$name.json" > "$run/$name.out" 2> "$run/$name.err"; then
-        echo "$prog: $name failed:" >&2
-        tail -3 "$run/$name.err" >&2
-        return 1
-    fi
-    t1=$(date +%s.%N)
-    cg_peak > "$run/$name.cg_peak"
-    echo "$t0 $t1" > "$run/$name.wall"
-}
-client_dense() {   # NAME ARGS...: as client, without sparse-only options
+client_dense() {   # NAME ARGS...: run the client in the cgroup, time it, keep its output
     local name=$1
     shift
     cg_reset_peak
@@ -286,6 +270,11 @@ client_dense() {   # NAME ARGS...: as client, without sparse-only options
     t1=$(date +%s.%N)
     cg_peak > "$run/$name.cg_peak"
     echo "$t0 $t1" > "$run/$name.wall"
+}
+client() {   # NAME ARGS...: the same for the sparse modes, with the reader threads
+    local name=$1
+    shift
+    client_dense "$name" "$@" --readers "$readers"
 }
 
 failed=()

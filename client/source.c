@@ -619,28 +619,13 @@ int source_read_ffn(source *s, int64_t layer, uint64_t off, void *dst, size_t le
     return pread_full(s->ffn_fd[layer], dst, len, off, what, err);
 }
 
-/* The model's tokenizer as the source serves it: tokenizer.json if there is
- * one, else GPT-2 vocab.json + merges.txt. */
+static int source_tok_file(void *ctx, const char *name, char **data, size_t *len, ierr *err)
+{
+    return source_tokfile(ctx, name, data, len, err);
+}
+
+/* The model's tokenizer as the source serves it (tok_new_files). */
 int source_tok(source *src, tok **out, ierr *err)
 {
-    char *a = NULL, *b = NULL;
-    size_t al = 0, bl = 0;
-    int rc = source_tokfile(src, "tokenizer.json", &a, &al, err);
-    if (rc == 0) {
-        rc = tok_new_hf(a, al, out, err);
-        free(a);
-        return rc;
-    }
-    if (rc != -ENOENT)
-        return rc;
-    rc = source_tokfile(src, "vocab.json", &a, &al, err);
-    if (rc == 0)
-        rc = source_tokfile(src, "merges.txt", &b, &bl, err);
-    if (rc == 0)
-        rc = tok_new_gpt2(a, al, b, bl, out, err);
-    else if (rc == -ENOENT)
-        ierr_wrap(err, rc, "no tokenizer (tokenizer.json or vocab.json + merges.txt)");
-    free(a);
-    free(b);
-    return rc;
+    return tok_new_files(source_tok_file, src, out, err);
 }

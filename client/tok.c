@@ -1578,3 +1578,27 @@ size_t tok_stream_end(tok_stream *s, char *out, size_t cap)
     emit_pending(s, &k, true);
     return k.w;
 }
+
+int tok_new_files(tok_file_fn get, void *ctx, tok **out, ierr *err)
+{
+    char *a = NULL, *b = NULL;
+    size_t al = 0, bl = 0;
+    int rc = get(ctx, "tokenizer.json", &a, &al, err);
+    if (rc == 0) {
+        rc = tok_new_hf(a, al, out, err);
+        free(a);
+        return rc;
+    }
+    if (rc != -ENOENT)
+        return rc;
+    rc = get(ctx, "vocab.json", &a, &al, err);
+    if (rc == 0)
+        rc = get(ctx, "merges.txt", &b, &bl, err);
+    if (rc == 0)
+        rc = tok_new_gpt2(a, al, b, bl, out, err);
+    else if (rc == -ENOENT)
+        ierr_wrap(err, rc, "no tokenizer (tokenizer.json or vocab.json + merges.txt)");
+    free(a);
+    free(b);
+    return rc;
+}

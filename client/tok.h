@@ -23,6 +23,12 @@ typedef struct tok tok;   /* immutable after construction */
 int  tok_new_gpt2(const char *vocab_json, size_t vocab_len,
                   const char *merges_txt, size_t merges_len, tok **out, ierr *err);
 int  tok_new_hf(const char *tokenizer_json, size_t len, tok **out, ierr *err);
+/* Gets one tokenizer file by name: *data malloc'd (caller frees), -ENOENT
+ * if the model has no such file. */
+typedef int (*tok_file_fn)(void *ctx, const char *name, char **data, size_t *len, ierr *err);
+/* A model's tokenizer from its files: tokenizer.json if there is one, else
+ * GPT-2 vocab.json + merges.txt (-ENOENT if neither). */
+int  tok_new_files(tok_file_fn get, void *ctx, tok **out, ierr *err);
 void tok_free(tok *t);
 
 tok_scheme tok_scheme_of(const tok *t);

@@ -935,35 +935,17 @@ static json_t *config_json(const mk_opts *o, const hp_config *hp)
 
 /* ---- tokenizer and unigram frequencies ----------------------------------------- */
 
-static int load_tok(const char *dir, tok **out, ierr *err)
+/* A tokenizer file of the folder ctx (a tok_file_fn). */
+static int dir_file(void *ctx, const char *name, char **data, size_t *len, ierr *err)
 {
-    char *p = io_join(dir, "tokenizer.json"), *a = NULL, *b = NULL;
-    size_t al = 0, bl = 0;
+    char *p = io_join(ctx, name);
     if (!p)
         return ierr_set(err, -ENOMEM, "out of memory");
-    int rc = io_read_file(p, MAX_TEXT, &a, &al, err);
+    int rc = io_read_file(p, MAX_TEXT, data, len, err);
     free(p);
-    if (rc == 0) {
-        rc = tok_new_hf(a, al, out, err);
-        free(a);
-        return rc;
-    }
-    if (rc != -ENOENT)
-        return rc;
-    char *pv = io_join(dir, "vocab.json"), *pm = io_join(dir, "merges.txt");
-    rc = pv && pm ? io_read_file(pv, MAX_TEXT, &a, &al, err) : ierr_set(err, -ENOMEM, "out of memory");
-    if (rc == 0)
-        rc = io_read_file(pm, MAX_TEXT, &b, &bl, err);
-    if (rc == 0)
-        rc = tok_new_gpt2(a, al, b, bl, out, err);
-    else if (rc == -ENOENT)
-        ierr_wrap(err, rc, "%s: no tokenizer.json or vocab.json + merges.txt", dir);
-    free(pv);
-    free(pm);
-    free(a);
-    free(b);
     return rc;
 }
+
 
 /* Log unigram frequencies of the text's tokens (add-one), minus their
  * frequency-weighted mean; all zero without a text. */
@@ -1173,7 +1155,7 @@ static int run(const mk_opts *o, ierr *err)
         rc = ierr_set(err, -ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = load_tok(tokdir, &tk, err)) != 0)
+    if ((rc = tok_new_files(dir_file, (void *)tokdir, &tk, err)) != 0)
         goto out;
 
     hp_config hp;
