@@ -171,7 +171,7 @@ def main():
                 f["device_ms_at_read_size"] = f["bytes_per_token"] / (p["mb_per_s"] * 1e6) * 1e3
                 f["device_point_at_read_size"] = p
 
-    # ---- targets (issue 7) ----
+    # ---- targets ----
     t = {}
     if "inflash" in cfg:
         i = cfg["inflash"]

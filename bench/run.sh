@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh: the inflash benchmark (issue 7). On one store, side by side,
+# bench/run.sh: the inflash benchmark. On one store, side by side,
 # with the page cache dropped before each configuration:
 #   naive    dense mode through the mount: the whole FFN read every token
 #   mmap     dense mode over the memory-mapped store (--store --mmap: every

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 #define COAL_MAX_BYTES_DEFAULT (1024u * 1024u)
 

@@ -1022,7 +1022,7 @@ int main(int argc, char **argv)
     if (o.threads > 0)
         openblas_set_num_threads(o.threads);
 
-    ierr err = {{0}};
+    ierr err = IERR_INIT;
     source *src = NULL;
     tok *tk = NULL;
     int rc = o.mmap ? source_open_store_mapped(o.store_dir, &src, &err)

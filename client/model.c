@@ -2,7 +2,7 @@
  * loaded through the source, batched attention with a KV cache, the dense
  * bundle-layout FFN, and the small kernels they use. */
 #include "model.h"
-#include "wmat.h"
+#include "weight_matrix.h"
 
 #include <cblas.h>
 #include <errno.h>

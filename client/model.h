@@ -19,11 +19,11 @@
 #include <stdint.h>
 
 #include "hparams.h"
-#include "ierr.h"
+#include "error.h"
 #include "source.h"
 
 /* Resident weights. The big matrices (marked wdt) stay in the store's
- * dtype (f16 halves the DRAM of an f32 copy; client/wmat.h computes with
+ * dtype (f16 halves the DRAM of an f32 copy; client/weight_matrix.h computes with
  * them); norms, biases and positions are f32. Per-layer matrices are
  * arrays of n_layers pointers. q_dim = n_heads * head_dim, kv_dim =
  * n_kv_heads * head_dim, bundle_len = (gated ? 3 : 2) * d_model. Every
@@ -77,7 +77,7 @@ typedef struct {
     float *act;          /* [max_batch][ffn_block] activation of one block */
     void  *ffn_raw;      /* [ffn_block * bundle_bytes] store bytes of one block (wdt) */
     float *bgather;      /* [2][ffn_block] up/gate biases of a block in slot order (mapped) */
-    float *wscratch;     /* [wm_scratch_floats(max(d_model, q_dim))] for client/wmat.h */
+    float *wscratch;     /* [wm_scratch_floats(max(d_model, q_dim))] for client/weight_matrix.h */
     float *key_cache;    /* [n_layers][seq_len][kv_dim] */
     float *value_cache;  /* [n_layers][seq_len][kv_dim] */
     float *rope_cos;     /* [seq_len][head_dim / 2]; Llama only, else NULL */
@@ -164,13 +164,13 @@ void model_softmax(float *x, int64_t n);
  *   gpre[i][j] = gate_j . x_i + b_gate[j]    (gated only; stride ldp)
  *   act[i][j]  = gated ? act(gpre) * pre : act(pre)   (act [n][nb])
  *   y[i]      += sum_j act[i][j] * down_j    (y [n][d], accumulated)
- * Biases may be NULL. w is of dtype dt (client/wmat.h); scratch has
+ * Biases may be NULL. w is of dtype dt (client/weight_matrix.h); scratch has
  * wm_scratch_floats(d) floats (unused for f32). */
 void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, hp_act act,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
                        float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);
 /* The same over bundles ldw >= bundle_len elements apart (e.g. the rows of
- * a neuron matrix, client/nmat.h); model_ffn_bundles is ldw = bundle_len. */
+ * a neuron matrix, client/neuron_matrix.h); model_ffn_bundles is ldw = bundle_len. */
 void model_ffn_rows(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, int gated, hp_act act,
                     const float *b_up, const float *b_gate, const float *x, int64_t n,
                     float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);

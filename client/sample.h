@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 /* xorshift64* generator; state must not be 0. */
 typedef struct {

@@ -10,7 +10,7 @@
 
 #include "format.h"
 #include "hparams.h"
-#include "ierr.h"
+#include "error.h"
 #include "store.h"
 
 typedef struct source source;

@@ -14,8 +14,8 @@
 #include <time.h>
 
 #include "coalesce.h"
-#include "ioq.h"
-#include "nmat.h"
+#include "read_pool.h"
+#include "neuron_matrix.h"
 #include "predictor.h"
 #include "store.h"
 #include "window.h"

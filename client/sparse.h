@@ -2,7 +2,7 @@
  * replaces the model's FFN (model_ffn_fn) and reads only the neurons a
  * token needs from the layers' neuron files.
  *
- * Per layer: a neuron matrix (nmat.h) whose capacity comes from the DRAM
+ * Per layer: a neuron matrix (neuron_matrix.h) whose capacity comes from the DRAM
  * budget, and a sliding window (window.h) of the last k selected sets.
  * Per token and layer:
  *   select   predict: the low-rank predictor on the FFN input (pred_select);
@@ -12,7 +12,7 @@
  *            evict the ids that fell out (nmat_delete)
  *   load     the selected ids not resident: one coalesced plan
  *            (coalesce.h), its requests read concurrently by the reader pool
- *            (ioq.h) straight into reserved matrix rows, converted to f32 in
+ *            (read_pool.h) straight into reserved matrix rows, converted to f32 in
  *            place
  *   compute  the FFN over every resident row with OpenBLAS (model_ffn_rows):
  *            up rows times x, bias gathered by id, activation, down columns
@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 #include "model.h"
 
 typedef enum { SPARSE_ORACLE = 1, SPARSE_PREDICT = 2 } sparse_mode;

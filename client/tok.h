@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 typedef enum { TOK_GPT2 = 0, TOK_SP_BPE = 1, TOK_BYTELEVEL = 2 } tok_scheme;
 

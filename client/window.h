@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 typedef struct window window;
 

@@ -23,7 +23,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "ierr.h"
+#include "error.h"
 
 #define CHUNK_ALIGN    4096u           /* buffer, offset and length alignment */
 #define CHUNK_MIN      4096u

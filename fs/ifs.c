@@ -31,7 +31,7 @@
 
 #include "io.h"
 #include "stats.h"
-#include "xlate.h"
+#include "slot_map.h"
 
 /* Verification state of one dense tensor. */
 typedef struct {
@@ -656,7 +656,7 @@ static int verify_ffn(ifs *m, int64_t layer, const xlate_ext *ext, size_t n_ext,
                 break;
             }
             atomic_fetch_add(&m->ver_errors, 1);
-            ierr line;
+            ierr line = IERR_INIT;
             store_bundle_problem(m->st, layer, s, -EIO, problem, &line);
             fprintf(stderr, "inflashfs: %s\n", line.msg);
             rc = ierr_set(err, -EIO, "%s", line.msg);
@@ -814,7 +814,7 @@ static int verify_tensor(ifs *m, size_t i, const void *got, uint64_t off, uint64
     const store_tensor *t = store_tensor_at(m->st, i);
     ifs_tensor *ts = &m->tens[i];
     uint64_t t0 = fsstat_now_ns();
-    ierr line;
+    ierr line = IERR_INIT;
     int rc;
     if (off == 0 && len == t->bytes) {
         rc = XXH64(got, (size_t)len, 0) == t->xxh64 ? 0
@@ -851,7 +851,7 @@ static int read_tensor(ifs *m, int64_t i, uint64_t off, uint64_t len, ifs_reply 
     int rc = store_read_dense(m->st, t->offset + off, r->buf, len, err);
     atomic_fetch_add(&m->dense_reads, 1);
     if (rc < 0) {
-        ierr line;
+        ierr line = IERR_INIT;
         store_tensor_problem(t, -EIO, err ? err->msg : "read failed", &line);
         fprintf(stderr, "inflashfs: %s\n", line.msg);
         free(r->buf);

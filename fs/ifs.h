@@ -11,7 +11,7 @@
 #include <sys/uio.h>
 
 #include "chunk.h"
-#include "ierr.h"
+#include "error.h"
 #include "store.h"
 #include "tree.h"
 

@@ -2,7 +2,7 @@
  * (config.json, tokenizer files, tensors/<name>, layers/NN/ffn,
  * layers/NN/neurons.tsv, stats). This file is only the libfuse low-level
  * glue: option parsing, the ops table, replies. The logic lives in ifs.c
- * (read path), tree.c, xlate.c, chunk.c and stats.c. Everything is
+ * (read path), tree.c, slot_map.c, chunk.c and stats.c. Everything is
  * read-only: every modifying operation answers EROFS. */
 #define FUSE_USE_VERSION 312
 
@@ -181,7 +181,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     ifs_file *f;
-    ierr err;
+    ierr err = IERR_INIT;
     int rc = ifs_file_open(d->m, n, &f, &err);
     if (rc < 0) {
         fuse_reply_err(req, -rc);
@@ -214,7 +214,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     /* the file may be released as soon as the reply is out: take what we need now */
     const tree_node *node = ifs_file_node(f);
     ifs_reply r;
-    ierr err;
+    ierr err = IERR_INIT;
     int rc = off < 0 ? -EINVAL : ifs_read(d->m, f, (uint64_t)off, size, &r, &err);
     if (rc < 0)
         fuse_reply_err(req, -rc);
@@ -539,7 +539,7 @@ int main(int argc, char *argv[])
     }
     if (parse_size_opt("chunk", c.chunk, &io.chunk_bytes) < 0 || parse_size_opt("cache", c.cache, &io.cache_bytes) < 0)
         goto out;
-    ierr err;
+    ierr err = IERR_INIT;
     if (ifs_opts_check(&io, &err) < 0) {
         fprintf(stderr, PROG ": -o %s\n", err.msg);
         goto out;

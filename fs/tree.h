@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 #define TREE_ROOT_INO  1u          /* == FUSE_ROOT_ID */
 #define TREE_NAME_MAX  255u

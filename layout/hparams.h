@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "format.h"
-#include "ierr.h"
+#include "error.h"
 
 typedef enum { HP_OPT = 0, HP_LLAMA = 1 } hp_family;   /* llama also covers mistral */
 typedef enum { HP_RELU = 0, HP_SILU = 1 } hp_act;

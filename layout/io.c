@@ -168,7 +168,7 @@ static void fault_init(void)
     const char *spec = getenv("INFLASH_FAULT");
     if (!spec || !*spec)
         return;
-    ierr err;
+    ierr err = IERR_INIT;
     if (fault_install(spec, &err) < 0)
         fprintf(stderr, "%s; fault injection is off\n", err.msg);
     else

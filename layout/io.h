@@ -1,6 +1,6 @@
 /* io.h: small file helpers shared inside layout/ and by the tools: full
  * pread/pwrite with EINTR and short-transfer handling, path joining, and
- * reading a whole (bounded) file. Errors follow ierr.h and name the path.
+ * reading a whole (bounded) file. Errors follow error.h and name the path.
  * The store read path (io_pread_full, io_preadv) carries the fault
  * injection test hook INFLASH_FAULT (io.c). */
 #ifndef INFLASH_IO_H
@@ -11,7 +11,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "ierr.h"
+#include "error.h"
 
 /* Read exactly len bytes at off; end of file first is -EIO "unexpected end". */
 int io_pread_full(int fd, void *dst, size_t len, uint64_t off, const char *path, ierr *err);

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "format.h"
-#include "ierr.h"
+#include "error.h"
 
 #define ST_MAX_DIMS 8
 

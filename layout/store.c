@@ -1004,7 +1004,7 @@ int store_verify_tensor(const store *s, const store_tensor *t, ierr *err)
         rc = ierr_set(err, -ENOMEM, "%s: tensor %s: out of memory", IFL_DENSE_NAME, t->name);
     for (uint64_t done = 0; rc == 0 && done < t->bytes;) {
         size_t n = t->bytes - done < cap ? (size_t)(t->bytes - done) : cap;
-        ierr rerr;
+        ierr rerr = IERR_INIT;
         rc = store_read_dense(s, t->offset + done, buf, n, &rerr);
         if (rc < 0)
             rc = store_tensor_problem(t, -EIO, rerr.msg, err);
@@ -1034,12 +1034,12 @@ int64_t store_verify_bundles(const store *s, int64_t layer, int64_t slot0, int64
     int64_t n_bad = 0;
     for (int64_t at = slot0; at < slot0 + n;) {
         int64_t k = slot0 + n - at < per ? slot0 + n - at : per;
-        ierr line;
+        ierr line = IERR_INIT;
         int block_ok = store_read_ffn(s, L->offset + (uint64_t)at * B, buf, (size_t)((uint64_t)k * B), &line) == 0;
         for (int64_t i = 0; i < k; i++) {
             int64_t slot = at + i;
             unsigned char *b = buf + (uint64_t)i * B;
-            ierr rerr;
+            ierr rerr = IERR_INIT;
             /* after a failed block read, each bundle alone: find the bad ones */
             if (!block_ok && store_read_ffn(s, L->offset + (uint64_t)slot * B, b, (size_t)B, &rerr) < 0)
                 store_bundle_problem(s, layer, slot, -EIO, rerr.msg, &line);

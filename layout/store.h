@@ -8,7 +8,7 @@
 
 #include "format.h"
 #include "hparams.h"
-#include "ierr.h"
+#include "error.h"
 
 #define STORE_MAX_DIMS 4
 

@@ -6,17 +6,33 @@
 # clang build in build-fuzz/ (tests/fuzz/run.sh), and ends with one line
 # "N passed, N failed". A ThreadSanitizer build of the daemon and of
 # test_fs_chunk alone, in build-test-tsan/, runs the concurrency tests a
-# second time (the *_tsan tests of tests/concurrency.cmake); if it does not
-# build, that counts as one failed test.
+# second time (the tests labelled tsan in tests/CMakeLists.txt); if it does
+# not build, that counts as one failed test.
+#
+#   scripts/test.sh               everything (CI runs this)
+#   scripts/test.sh --quick       the developers' loop: the same sanitizer
+#                                 build, only the tests labelled quick (unit
+#                                 tests and the core end-to-end path), no TSan
+#                                 build, no fuzzing
+#   scripts/test.sh [--quick] -R NAME   extra arguments go to ctest
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+quick=0
+if [ "${1:-}" = "--quick" ]; then
+    quick=1
+    shift
+    set -- -L quick "$@"
+fi
+case "${1:-}" in -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 bash scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bdir=${INFLASH_TEST_BUILD:-build-test}
 export INFLASH_SHARED=${INFLASH_SHARED:-$(cd "$top/../shared" 2>/dev/null && pwd || echo "$top/../shared")}
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
 tdir=$bdir-tsan tsan_bin="" tsan_failed=0
-if cmake -S . -B "$tdir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLASH_TSAN=ON -DINFLASH_WERROR=ON \
+if [ "$quick" = 1 ]; then
+    :   # no ThreadSanitizer build: the quick loop runs no tsan test
+elif cmake -S . -B "$tdir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLASH_TSAN=ON -DINFLASH_WERROR=ON \
          -DINFLASH_SHARED_DIR="$INFLASH_SHARED" >"$tdir.log" 2>&1 &&
    cmake --build "$tdir" -j"$(nproc)" --target inflashfs test_fs_chunk >>"$tdir.log" 2>&1; then
     tsan_bin=$(cd "$tdir" && pwd)/bin
@@ -48,7 +64,7 @@ total=$((total + tsan_failed))
 failed=$((failed + tsan_failed))
 [ "$tsan_failed" -eq 0 ] || rc=1
 # The fuzz targets: each one counts as one test.
-if [ "${INFLASH_FUZZ_TIME:-60}" != 0 ]; then
+if [ "$quick" = 0 ] && [ "${INFLASH_FUZZ_TIME:-60}" != 0 ]; then
     flog=$(mktemp)
     bash tests/fuzz/run.sh -b "${INFLASH_FUZZ_BUILD:-build-fuzz}" -t "${INFLASH_FUZZ_TIME:-60}" -j "$(nproc)" 2>&1 |
         tee "$flog"

@@ -16,7 +16,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: calib_bundles STORE_DIR\n");
         return 2;
     }
-    ierr err;
+    ierr err = IERR_INIT;
     store *s;
     if (store_open(argv[1], &s, &err)) {
         fprintf(stderr, "calib_bundles: %s\n", err.msg);

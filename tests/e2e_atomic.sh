@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # e2e_atomic.sh: a kill -9 at any moment of inflash-pack or inflash-calibrate
 # leaves at OUT either the complete old store or the complete new one, never
-# a mix and never nothing (issue 8). Two ways to pick the moments:
+# a mix and never nothing. Two ways to pick the moments:
 #   - every kill point: the LD_PRELOAD library killshim (tests/killshim.c)
 #     numbers each call that changes a file (write, fsync, open O_CREAT,
 #     mkdir, link, rename, remove, ...) and SIGKILLs the program just before

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_bench.sh: smoke test of the benchmark tools (issue 7), no timings
+# e2e_bench.sh: smoke test of the benchmark tools, no timings
 # asserted. inflash-mkmodel writes the tiny OPT shape in one file and in
 # 1 MiB shards (with the index): both pack into byte-identical stores; the
 # tiny Llama shape packs and generates; inflash-actstats measures the tiny

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_concurrency.sh: many readers through one inflashfs mount (issue 8).
+# e2e_concurrency.sh: many readers through one inflashfs mount.
 # Packs opt-relu-shakespeare (f16), calibrates it briefly with --reorder
 # (scattered slots; predict mode), mounts it with a 1 MiB cache (every
 # request evicts; concurrent ones read into transient buffers) and checks:

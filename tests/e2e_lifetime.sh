@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# e2e_lifetime.sh: the ends of an inflashfs mount's life and a long run
-# (issue 8). Checks:
+# e2e_lifetime.sh: the ends of an inflashfs mount's life and a long run.
+# Checks:
 #  1. mount.sh -u while dd loops, randread.py and clients (generation and
 #     perplexity) read through the mount: the unmount succeeds (a busy mount
 #     is detached, then the daemon stopped), the daemon exits with status 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_security.sh: the security promises of issue 8, from the outside.
+# e2e_security.sh: the security promises of the daemon and the tools, from the outside.
 # The daemon (through mount.sh, as root):
 #   - default mount options: ro, nosuid, nodev, default_permissions, no
 #     allow_other; "-o rw" does not make it writable;

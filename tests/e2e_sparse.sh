@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_sparse.sh: sparse inference from flash end to end (issue 6). Packs
+# e2e_sparse.sh: sparse inference from flash end to end. Packs
 # opt-relu-shakespeare (f16 and f32) and stories260K, calibrates OPT (f16)
 # on the training part of tinyshakespeare and stories260K at target
 # sparsity 0.5 and 0.7, mounts the stores, and checks:

@@ -35,7 +35,7 @@ static void test_empty(void **state)
     (void)state;
     coal_params cp;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     coal_params_init(&cp, 100, 64);
     assert_int_equal(cp.max_gap, 0);
     assert_int_equal(cp.max_bytes, 1024 * 1024);
@@ -53,7 +53,7 @@ static void test_adjacent(void **state)
     (void)state;
     coal_params cp;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     coal_params_init(&cp, 100, 100);
     assert_int_equal(coal_build(&p, &cp, (int32_t[]){5, 3, 10, 4, 99, 0}, 6, &e), 0);
     assert_int_equal(p.n_reqs, 4);
@@ -83,7 +83,7 @@ static void test_duplicates(void **state)
     (void)state;
     coal_params cp;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     coal_params_init(&cp, 10, 8);
     assert_int_equal(coal_build(&p, &cp, (int32_t[]){7, 7, 3, 7, 3, 8, 8}, 7, &e), 0);
     assert_int_equal(p.n_reqs, 2);
@@ -104,7 +104,7 @@ static void test_max_bytes(void **state)
     (void)state;
     coal_params cp;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     int32_t ids[10];
     for (int32_t i = 0; i < 10; i++)
         ids[i] = 9 - i;
@@ -148,7 +148,7 @@ static void test_gaps(void **state)
     (void)state;
     coal_params cp;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     const int32_t ids[] = {10, 0, 2, 6, 5};
     coal_params_init(&cp, 20, 10);
 
@@ -199,7 +199,7 @@ static void test_bad_input(void **state)
     (void)state;
     coal_params cp;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     coal_params_init(&cp, 10, 100);
     e.msg[0] = 0;
     assert_int_equal(coal_build(&p, &cp, (int32_t[]){1, 10}, 2, &e), -EINVAL);
@@ -230,7 +230,7 @@ static void test_reserve(void **state)
     (void)state;
     coal_params cp;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     assert_int_equal(coal_plan_reserve(&p, 64, &e), 0);
     coal_req *r = p.reqs;
     coal_item *it = p.items;
@@ -256,7 +256,7 @@ static void test_random(void **state)
 {
     (void)state;
     coal_plan p = {0};
-    ierr e;
+    ierr e = IERR_INIT;
     int32_t ids[600];
     unsigned char want[500];
     unsigned char *staging = NULL;

@@ -121,7 +121,7 @@ static chunk_cache *make_cache(fakedev *f, uint64_t cb, uint64_t budget, unsigne
         .readv = fake_readv, .ctx = f, .log = fake_log, .log_ctx = f,
     };
     chunk_cache *c = NULL;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(chunk_cache_new(&o, &c, &err), 0);
     return c;
 }
@@ -165,7 +165,7 @@ static void test_data_hits_and_coalescing(void **state)
     assert_int_equal(chunk_count(c), 11);
     chunk *pins[16];
     size_t n;
-    ierr err;
+    ierr err = IERR_INIT;
     /* 4 missing neighbours: one readv of 4 iovecs */
     assert_int_equal(chunk_pin_range(c, 4096 + 5, 3 * 4096, pins, 16, &n, &err), 0);
     assert_int_equal(n, 4);
@@ -207,7 +207,7 @@ static void test_budget_eviction(void **state)
     fake_init(&f, 256 * 8192);
     const uint64_t cb = 8192, budget = 5 * 8192 + 100;   /* room for 5 chunks */
     chunk_cache *c = make_cache(&f, cb, budget, 0);
-    ierr err;
+    ierr err = IERR_INIT;
     uint64_t x = 12345;
     for (int it = 0; it < 2000; it++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
@@ -253,7 +253,7 @@ static void test_transient_when_all_pinned(void **state)
     chunk_cache *c = make_cache(&f, 4096, 4 * 4096, 0);
     chunk *held[4], *more[3];
     size_t n;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(chunk_pin_range(c, 0, 4 * 4096, held, 4, &n, &err), 0);
     assert_int_equal(chunk_pin_range(c, 10 * 4096, 3 * 4096, more, 3, &n, &err), 0);
     for (size_t i = 0; i < 3; i++)
@@ -286,7 +286,7 @@ static void *pin_thread(void *arg)
 {
     pinner *p = arg;
     chunk *pins[4];
-    ierr err;
+    ierr err = IERR_INIT;
     p->rc = chunk_pin(p->c, p->idx, p->n, pins, &err);
     if (p->rc == 0) {
         p->ok = 1;
@@ -375,7 +375,7 @@ static void test_eio_propagation(void **state)
     /* the error names the device and offset for the caller too */
     chunk *pins[4];
     size_t n;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(chunk_pin_range(c, 2 * 4096, 2 * 4096, pins, 4, &n, &err), -EIO);
     assert_non_null(strstr(err.msg, "ffn.bin"));
     assert_non_null(strstr(err.msg, "8192"));
@@ -417,7 +417,7 @@ static void test_regions(void **state)
         .log_ctx = &f,
     };
     chunk_cache *c;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(chunk_cache_new(&o, &c, &err), 0);
     assert_int_equal(chunk_count(c), 6);
     assert_int_equal(chunk_region_first(c, 0), 0);
@@ -480,7 +480,7 @@ static void test_bounds(void **state)
     chunk_cache *c = make_cache(&f, 4096, 4 * 4096, 0);
     chunk *pins[8];
     size_t n;
-    ierr err;
+    ierr err = IERR_INIT;
     uint64_t bad[1] = { 4 };
     assert_int_equal(chunk_pin(c, bad, 1, pins, &err), -EINVAL);
     uint64_t unsorted[2] = { 2, 1 };
@@ -514,7 +514,7 @@ static void test_readahead(void **state)
     chunk_cache *c = make_cache(&f, 4096, 32 * 4096, 3);
     chunk *pins[4];
     size_t n;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(chunk_pin_range(c, 0, 4096, pins, 4, &n, &err), 0);
     chunk_unpin(c, pins, n);
     chunk_stats st;
@@ -556,7 +556,7 @@ static void *hammer_thread(void *arg)
             cnt = nc - first;
         chunk *pins[4];
         size_t n;
-        ierr err;
+        ierr err = IERR_INIT;
         if (chunk_pin_range(h->c, first * cb, cnt * cb, pins, 4, &n, &err) != 0) {
             h->bad++;
             continue;

@@ -48,7 +48,7 @@ static void bundle_of(int layer, int j, unsigned char *out)
 static void write_store(const char *dir)
 {
     storew *w;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     hp_config hp = {
         .family = HP_OPT, .d_model = D, .n_layers = L, .n_heads = 2, .n_kv_heads = 2, .d_ffn = F,
         .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = HP_RELU,
@@ -133,7 +133,7 @@ static ifs *open_ifs(const char *dir, uint64_t chunk, uint64_t cache, int buffer
     o.cache_bytes = cache;
     o.buffered = buffered;
     ifs *m = NULL;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     if (ifs_open(dir, &o, &m, &err))
         fail_msg("ifs_open: %s", err.msg);
     return m;
@@ -167,7 +167,7 @@ static int read_path(ifs *m, const char *path, uint64_t off, uint64_t len, unsig
 static unsigned char *expected_layer(ifs *m, int layer)
 {
     unsigned char *want = malloc((size_t)(F * B));
-    ierr err;
+    ierr err = IERR_INIT;
     for (int j = 0; j < F; j++)
         assert_int_equal(store_read_bundle(ifs_store(m), layer, j, want + j * B, &err), 0);
     return want;
@@ -177,7 +177,7 @@ static void check_ranges(ifs *m)
 {
     unsigned char *buf = malloc((size_t)(F * B) + 64);
     uint64_t x = 99, got;
-    ierr err;
+    ierr err = IERR_INIT;
     for (int l = 0; l < L; l++) {
         unsigned char *want = expected_layer(m, l);
         char path[32];
@@ -227,7 +227,7 @@ static void test_tree_and_sizes(void **state)
     /* config.json: the source keys plus the store's */
     unsigned char buf[8192];
     uint64_t got;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(read_path(m, "config.json", 0, sizeof buf - 1, buf, &got, &err), 0);
     buf[got] = 0;
     assert_non_null(strstr((char *)buf, "\"ffn_dim\": 2048"));
@@ -269,7 +269,7 @@ static void test_tensor_and_eof(void **state)
     ifs *m = open_ifs(g_store, 8192, 1 << 20, 0);
     float emb[V * D];
     uint64_t got;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(read_path(m, "tensors/model.decoder.embed_tokens.weight", 0, 1 << 20,
                                (unsigned char *)emb, &got, &err), 0);
     assert_int_equal(got, sizeof emb);
@@ -326,7 +326,7 @@ static void test_eio(void **state)
     assert_int_equal(truncate(ffn, 4096 + F * B), 0);     /* layer 1 gone */
     unsigned char buf[4096];
     uint64_t got;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     assert_int_equal(read_path(m, "layers/01/ffn", 0, 64, buf, &got, &err), -EIO);
     assert_non_null(strstr(err.msg, "ffn.bin"));
     assert_int_equal(read_path(m, "layers/00/ffn", 5 * B, B, buf, &got, &err), 0);
@@ -362,7 +362,7 @@ static void test_options(void **state)
     assert_int_equal(ifs_parse_size("99999999999999999999", &v), -EINVAL);
     assert_int_equal(ifs_parse_size("17179869184g", &v), -EINVAL);
     ifs_opts o;
-    ierr err;
+    ierr err = IERR_INIT;
     ifs_opts_default(&o);
     assert_int_equal(ifs_opts_check(&o, &err), 0);
     o.chunk_bytes = 3000;

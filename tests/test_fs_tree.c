@@ -18,7 +18,7 @@
 static tree *mount_like(void)
 {
     tree *t;
-    ierr err;
+    ierr err = IERR_INIT;
     static const char cfg[] = "{\"model_type\": \"opt\"}";
     assert_int_equal(tree_new(&t, &err), 0);
     assert_int_equal(tree_add(t, "config.json", TREE_MEM, sizeof cfg - 1, 0, cfg, NULL, &err), 0);
@@ -110,7 +110,7 @@ static void test_errors(void **state)
     (void)state;
     tree *t = mount_like();
     const tree_node *n;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(tree_resolve(t, "nope", &n), -ENOENT);
     assert_int_equal(tree_resolve(t, "layers/12/ffn", &n), -ENOENT);
     assert_int_equal(tree_resolve(t, "layers/3/ffn", &n), -ENOENT);      /* zero-padded only */
@@ -151,7 +151,7 @@ static void test_many_sorted(void **state)
 {
     (void)state;
     tree *t;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(tree_new(&t, &err), 0);
     enum { N = 2000 };
     for (unsigned i = 0; i < N; i++) {

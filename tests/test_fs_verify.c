@@ -79,7 +79,7 @@ static int rd(int fd, const char *name, uint64_t off, size_t n, ierr *err)
 
 static void set_faults(const char *spec)
 {
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     if (io_fault_set(spec, &err) < 0)
         fail_msg("io_fault_set(%s): %s", spec, err.msg);
 }
@@ -88,7 +88,7 @@ static void test_hook_fail(void **state)
 {
     (void)state;
     int fd = pattern_file("f.bin");
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     set_faults("file=f.bin,off=1000,len=10,mode=fail");
     assert_int_equal(rd(fd, "f.bin", 0, 1000, &err), 0);          /* ends where the range starts */
     assert_int_equal(rd(fd, "f.bin", 1010, 100, &err), 0);        /* starts where it ends */
@@ -117,7 +117,7 @@ static void test_hook_short_slow(void **state)
 {
     (void)state;
     int fd = pattern_file("f.bin");
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     set_faults("file=f.bin,off=1000,len=10,mode=short ; file=f.bin,off=5000,len=1,mode=slow,ms=5");
     /* io_preadv: the bytes before the range, the rest of what was read is 0xA5 */
     unsigned char a[600], b[600];
@@ -158,7 +158,7 @@ static void test_hook_syntax(void **state)
         { "file=f.bin,mode=fail;file=g.bin", "needs file= and mode=" },
     };
     int fd = pattern_file("f.bin");
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     set_faults("file=f.bin,off=0,len=1,mode=fail");
     for (size_t i = 0; i < sizeof badspec / sizeof badspec[0]; i++) {
         assert_int_equal(io_fault_set(badspec[i][0], &err), -EINVAL);
@@ -203,7 +203,7 @@ static void test_chunk_gen_discard(void **state)
     chunk_opts o = { .chunk_bytes = 4096, .budget_bytes = 2 * 4096, .dev_bytes = 8 * 4096, .name = "mem",
                      .readv = mem_readv };
     chunk_cache *c;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(chunk_cache_new(&o, &c, &err), 0);
     chunk *p[2];
     uint64_t idx[2] = { 0, 1 };
@@ -278,7 +278,7 @@ static ifs *open_v(uint64_t chunk, uint64_t cache, int verify)
     o.cache_bytes = cache;
     o.verify = verify;
     ifs *m = NULL;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     if (ifs_open(g_store, &o, &m, &err))
         fail_msg("ifs_open: %s", err.msg);
     return m;
@@ -360,7 +360,7 @@ static void test_verify_once_per_fill(void **state)
     const uint64_t size = (uint64_t)(g_n * g_B);
     unsigned char *buf = malloc(size);
     uint64_t got;
-    ierr err;
+    ierr err = IERR_INIT;
     /* a cache that holds the layer: ragged reads hash each bundle once */
     ifs *m = open_v(4096, 256 << 10, 1);
     ifs_file *f = vopen(m, "layers/02/ffn");
@@ -397,7 +397,7 @@ static void test_damaged_bundle(void **state)
     (void)state;
     unsigned char buf[4 * 384], good[4 * 384];
     uint64_t got;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     ifs *m = open_v(4096, 64 << 10, 1);
     ifs_file *f = vopen(m, "layers/02/ffn");
     assert_int_equal(vread(m, f, (VJ - 1) * g_B, 3 * g_B, good, &got, &err), 0);   /* neurons 9..11, cached */
@@ -457,7 +457,7 @@ static void test_damaged_tensor(void **state)
     assert_non_null(t);
     unsigned char *buf = malloc(t->bytes), *good = malloc(t->bytes);
     uint64_t got;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     assert_int_equal(store_read_dense(ifs_store(m), t->offset, good, t->bytes, NULL), 0);
     const uint64_t at = t->offset + t->bytes - 5;
     ifs_close(m);
@@ -491,7 +491,7 @@ static void test_fault_through_ifs(void **state)
     (void)state;
     unsigned char buf[2 * 384];
     uint64_t got;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     for (int verify = 0; verify <= 1; verify++) {
         ifs *m = open_v(4096, 64 << 10, verify);
         char spec[200];

@@ -45,7 +45,7 @@ static int parse(json_t *root, hp_config *hp, ierr *err)
 static void expect_fail(json_t *root, const char *needle1, const char *needle2)
 {
     hp_config hp;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     int rc = parse(root, &hp, &err);
     if (rc == 0 || !strstr(err.msg, needle1) || (needle2 && !strstr(err.msg, needle2)))
         fail_msg("expected an error with \"%s\" / \"%s\", got %d: %s", needle1, needle2 ? needle2 : "", rc, err.msg);
@@ -58,7 +58,7 @@ static void test_opt_real(void **state)
     (void)state;
     char *text;
     size_t len;
-    ierr err;
+    ierr err = IERR_INIT;
     hp_config hp;
     assert_int_equal(io_read_file(config_path("opt-relu-shakespeare"), 1 << 20, &text, &len, &err), 0);
     int rc = hp_from_json(text, len, "config.json", &hp, &err);
@@ -92,7 +92,7 @@ static void test_llama_real(void **state)
     (void)state;
     json_t *root = load_config("stories260K");
     hp_config hp;
-    ierr err;
+    ierr err = IERR_INIT;
     if (parse(root, &hp, &err))
         fail_msg("%s", err.msg);
     assert_int_equal(hp.family, HP_LLAMA);
@@ -179,7 +179,7 @@ static void test_bad_values(void **state)
     with(llama, "tie_word_embeddings", json_integer(1), "tie_word_embeddings", "true or false");
 
     hp_config hp;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     assert_int_not_equal(hp_from_json("{\"model_type\":", 14, "broken.json", &hp, &err), 0);
     assert_non_null(strstr(err.msg, "broken.json"));
     assert_non_null(strstr(err.msg, "invalid JSON"));

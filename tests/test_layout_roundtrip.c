@@ -41,7 +41,7 @@ static char *model_dir(const char *model)
 static char *read_whole(const char *dir, const char *name, size_t *len)
 {
     char *p = io_join(dir, name), *data = NULL;
-    ierr err;
+    ierr err = IERR_INIT;
     if (io_read_file(p, 64u << 20, &data, len, &err))
         data = NULL;
     free(p);
@@ -69,7 +69,7 @@ static void expected_elem(fmt_dtype from, const unsigned char *src, fmt_dtype to
 static unsigned char *read_src(const st_set *set, const st_tensor *t)
 {
     unsigned char *buf = malloc((size_t)t->bytes + 1);
-    ierr err;
+    ierr err = IERR_INIT;
     assert_non_null(buf);
     if (st_read_raw(set, t, 0, buf, (size_t)t->bytes, &err))
         fail_msg("%s", err.msg);
@@ -97,7 +97,7 @@ static int ffn_role(const char *name, int64_t *layer)
 static void check_dense(const st_set *set, const store *s, fmt_dtype dt)
 {
     size_t n_dense = 0;
-    ierr err;
+    ierr err = IERR_INIT;
     for (size_t i = 0; i < st_count(set); i++) {
         const st_tensor *t = st_at(set, i);
         int64_t layer;
@@ -132,7 +132,7 @@ static void check_bundles(const st_set *set, const store *s, fmt_dtype dt)
     const hp_config *hp = store_hparams(s);
     size_t d = (size_t)hp->d_model, f = (size_t)hp->d_ffn, es = fmt_dtype_size(dt);
     int64_t B = store_bundle_bytes(s);
-    ierr err;
+    ierr err = IERR_INIT;
     unsigned char *got = malloc((size_t)B), want[4];
     for (int64_t l = 0; l < hp->n_layers; l++) {
         const st_tensor *m[3] = { NULL, NULL, NULL };
@@ -284,7 +284,7 @@ static void roundtrip(const char *src, const char *name, const char *dtype_name,
         fail_msg("failed: %s (see %s.log)", cmd, out);
     store *s;
     st_set *set;
-    ierr err;
+    ierr err = IERR_INIT;
     if (store_open(out, &s, &err))
         fail_msg("%s", err.msg);
     if (st_open_dir(src, &set, &err))
@@ -368,7 +368,7 @@ static void write_bf16_shard(const st_set *set, size_t first, size_t last, const
     fwrite(text, 1, hl, f);
     for (size_t i = hl; i < padded; i++)
         fputc(' ', f);
-    ierr err;
+    ierr err = IERR_INIT;
     for (size_t i = first; i < last; i++) {
         const st_tensor *t = st_at(set, i);
         size_t n = (size_t)st_numel(t);
@@ -395,7 +395,7 @@ static void test_bf16_sharded(void **state)
              model_dir("stories260K"), dir);
     assert_int_equal(system(cmd), 0);
     st_set *set;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(st_open_dir(model_dir("stories260K"), &set, &err), 0);
     json_t *map = json_object();
     size_t half = st_count(set) / 2;
@@ -427,7 +427,7 @@ static void test_default_dtype(void **state)
                  model_dir(cases[i].model), out);
         assert_int_equal(system(cmd), 0);
         store *s;
-        ierr err;
+        ierr err = IERR_INIT;
         assert_int_equal(store_open(out, &s, &err), 0);
         assert_string_equal(fmt_dtype_name(store_dtype(s)), cases[i].dt);
         store_close(s);

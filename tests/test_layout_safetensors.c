@@ -52,7 +52,7 @@ static char *path_of(const char *name)
 static void expect_error(const char *path, const char *needle1, const char *needle2)
 {
     st_set *set = NULL;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     int rc = st_open_file(path, &set, &err);
     if (rc == 0 || !strstr(err.msg, needle1) || (needle2 && !strstr(err.msg, needle2)))
         fail_msg("expected an error with \"%s\"/\"%s\", got rc %d: %s", needle1, needle2 ? needle2 : "", rc,
@@ -91,7 +91,7 @@ static void test_valid_file(void **state)
              "\"empty\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[36,36]}}",
              data, sizeof data, 0);
     st_set *set;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     int rc = st_open_file(path_of("ok.safetensors"), &set, &err);
     if (rc)
         fail_msg("%s", err.msg);
@@ -233,7 +233,7 @@ static void test_sharded_dir(void **state)
           "\"b\":\"model-00002-of-00002.safetensors\"}}", f);
     fclose(f);
     st_set *set;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     int rc = st_open_dir(dir, &set, &err);
     if (rc)
         fail_msg("%s", err.msg);
@@ -281,7 +281,7 @@ static void test_mutations(void **state)
             buf[rand() % n] = alphabet[rand() % (sizeof alphabet - 1)];
         size_t len = n - (size_t)(rand() % 3 == 0 ? rand() % n : 0);
         st_set *set = NULL;
-        ierr err;
+        ierr err = IERR_INIT;
         assert_int_equal(st_open_file(path_of("empty.safetensors"), &set, &err), 0);
         uint64_t file_bytes = 8 + len + (uint64_t)(rand() % 48);
         if (st_parse_header(set, buf, len, file_bytes, 0, "mutant", &err) == 0) {

@@ -109,7 +109,7 @@ static const char tokfile_data[] = "{\"model\": {\"type\": \"BPE\"}}\0binary";
 static void write_tiny(const char *dir, int gated, fmt_dtype dt, int force)
 {
     storew *w;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     hp_config hp = tiny_hp(gated);
     int rc = storew_new(dir, force, &w, &err);
     if (rc)
@@ -157,7 +157,7 @@ static void write_tiny(const char *dir, int gated, fmt_dtype dt, int force)
 static void check_tiny(const char *dir, int gated, fmt_dtype dt)
 {
     store *s;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     int rc = store_open(dir, &s, &err);
     if (rc)
         fail_msg("%s", err.msg);
@@ -288,7 +288,7 @@ static void test_config_json(void **state)
     (void)state;
     write_tiny(path_of("cfg"), 1, FMT_F16, 0);
     store *s;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(store_open(path_of("cfg"), &s, &err), 0);
     char *text = store_config_json(s, &err);
     assert_non_null(text);
@@ -373,7 +373,7 @@ static const char *copy_base(int k)
 static void expect_broken(const char *dir, const char *file, const char *needle)
 {
     store *s = NULL;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     int rc = store_open(dir, &s, &err);
     if (rc == 0 || !strstr(err.msg, file) || (needle && !strstr(err.msg, needle)))
         fail_msg("%s: expected an error naming %s (%s), got %d: %s", dir, file, needle ? needle : "", rc, err.msg);
@@ -484,7 +484,7 @@ static void test_reordered_slots(void **state)
              (long long)B, (long long)B);
     sql(d, stmt);
     store *s;
-    ierr err;
+    ierr err = IERR_INIT;
     int rc = store_open(d, &s, &err);
     if (rc)
         fail_msg("%s", err.msg);
@@ -516,7 +516,7 @@ static void test_force_and_abort(void **state)
 {
     (void)state;
     storew *w = NULL;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     write_tiny(path_of("exists"), 0, FMT_F32, 0);
     assert_int_equal(storew_new(path_of("exists"), 0, &w, &err), -EEXIST);
     assert_null(w);
@@ -555,7 +555,7 @@ static void test_writer_misuse(void **state)
 {
     (void)state;
     storew *w;
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     hp_config hp = tiny_hp(1), bad = hp;
     unsigned char b[3 * D * 4] = { 0 };
     int64_t shape[1] = { 3 };

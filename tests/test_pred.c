@@ -311,7 +311,7 @@ static void test_pca_start(void **state)
     pred *p = NULL, *q = NULL;
     assert_int_equal(pred_new(d, n, r, &p, NULL), 0);
     assert_int_equal(pred_new(d, n, r, &q, NULL), 0);
-    ierr e = {{0}};
+    ierr e = IERR_INIT;
     int rc = pred_init_pca(p, W, b, X, m, 9, &e);
     if (rc)
         fail_msg("%s", e.msg);
@@ -349,7 +349,7 @@ static void test_new_rejects_bad_rank(void **state)
 {
     (void)state;
     pred *p = (pred *)1;
-    ierr e = {{0}};
+    ierr e = IERR_INIT;
     assert_int_equal(pred_new(64, 172, 65, &p, &e), -EINVAL);
     assert_null(p);
     assert_non_null(strstr(e.msg, "rank 65"));
@@ -449,7 +449,7 @@ static void test_train_planted_low_rank(void **state)
     o.progress = log_progress;
     o.ctx = &log;
     double loss = 0.0;
-    ierr e = {{0}};
+    ierr e = IERR_INIT;
     int rc = pred_train(p, X, L, m, &o, &loss, &e);
     if (rc)
         fail_msg("%s", e.msg);
@@ -609,7 +609,7 @@ static void test_pick_threshold_hand_made(void **state)
     assert_true(p->tau == nextafterf(51.0f, -INFINITY));   /* top 25: 99..51 */
     assert_int_equal(pred_pick_threshold(p, X, L, 10, 0.0, NULL), 0);
     assert_true(p->tau == FLT_MAX);
-    ierr e = {{0}};
+    ierr e = IERR_INIT;
     assert_int_equal(pred_pick_threshold(p, X, L, 10, 1.5, &e), -EINVAL);
     assert_true(e.msg[0] != '\0');
     for (double t = 0.01; t < 1.0; t += 0.0625)
@@ -678,7 +678,7 @@ static void test_threshold_for_sparsity(void **state)
     assert_int_equal(pred_threshold_for_sparsity(v, 100, 0.75, &t, NULL), 0);
     assert_float_equal(t, 5.0f, 0.0f);
 
-    ierr e = {{0}};
+    ierr e = IERR_INIT;
     v[5] = NAN;
     assert_int_equal(pred_threshold_for_sparsity(v, 100, 0.5, &t, &e), -EINVAL);
     assert_non_null(strstr(e.msg, "NaN"));

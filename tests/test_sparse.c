@@ -32,7 +32,7 @@
 #include "source.h"
 #include "sparse.h"
 #include "store.h"
-#include "storeu.h"
+#include "store_update.h"
 #include "testutil.h"
 
 #define D     16
@@ -87,7 +87,7 @@ static void add_tensor(storew *w, fmt_dtype dt, const char *name, int ndim, int6
     if (keep)
         memcpy(keep, v, (size_t)n * sizeof *v);
     fmt_from_f32(dt, v, raw, (size_t)n);
-    ierr err;
+    ierr err = IERR_INIT;
     int rc = storew_add_tensor(w, name, dt, ndim, shape, raw, (size_t)n * fmt_dtype_size(dt), &err);
     if (rc)
         fail_msg("%s", err.msg);
@@ -99,7 +99,7 @@ static void add_tensor(storew *w, fmt_dtype dt, const char *name, int ndim, int6
  * and a reversed neuron order. */
 static void make_store(const char *name, int gated, fmt_dtype dt, int calibrated, char *dir, size_t dirlen)
 {
-    ierr err;
+    ierr err = IERR_INIT;
     storew *w;
     snprintf(dir, dirlen, "%s/%s", g_root, name);
     g_rng = 12345;
@@ -282,7 +282,7 @@ static int64_t g_shrinks, g_overflows;   /* of the budget runs of run_tokens */
  * overflows are added to g_shrinks / g_overflows. Returns their sum. */
 static int64_t run_tokens(const char *dir, const run_cfg *rc_, int T)
 {
-    ierr err;
+    ierr err = IERR_INIT;
     source *src;
     model *m;
     sparse *sp;
@@ -457,7 +457,7 @@ static void test_budget(void **state)
     (void)state;
     char dir[512];
     make_store("budget", 0, FMT_F16, 1, dir, sizeof dir);
-    ierr err;
+    ierr err = IERR_INIT;
     source *src;
     model *m;
     assert_int_equal(source_open_store(dir, &src, &err), 0);
@@ -508,7 +508,7 @@ static void test_forward(void **state)
     (void)state;
     char dir[512];
     make_store("forward", 0, FMT_F16, 1, dir, sizeof dir);
-    ierr err;
+    ierr err = IERR_INIT;
     source *src;
     model *dm, *sm;
     sparse *sp;
@@ -548,7 +548,7 @@ static void test_uncalibrated(void **state)
 {
     (void)state;
     char dir[512];
-    ierr err;
+    ierr err = IERR_INIT;
     source *src;
     model *m;
     sparse *sp;

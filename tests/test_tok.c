@@ -62,7 +62,7 @@ static tok *load_opt(void)
     char *v = slurp("models/opt-relu-shakespeare/vocab.json", &vl);
     char *m = slurp("models/opt-relu-shakespeare/merges.txt", &ml);
     tok *t = NULL;
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     if (tok_new_gpt2(v, vl, m, ml, &t, &e) < 0)
         fail_msg("tok_new_gpt2: %s", e.msg);
     free(v);
@@ -73,7 +73,7 @@ static tok *load_opt(void)
 static tok *hf_from_string(const char *s)
 {
     tok *t = NULL;
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     if (tok_new_hf(s, strlen(s), &t, &e) < 0)
         fail_msg("tok_new_hf: %s", e.msg);
     return t;
@@ -93,7 +93,7 @@ static tok *load_sp(void)
     size_t n;
     char *s = slurp("models/stories260K/tokenizer.json", &n);
     tok *t = NULL;
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     if (tok_new_hf(s, n, &t, &e) < 0)
         fail_msg("tok_new_hf: %s", e.msg);
     free(s);
@@ -102,7 +102,7 @@ static tok *load_sp(void)
 
 static void encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n)
 {
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     if (tok_encode(t, text, len, ids, n, &e) < 0)
         fail_msg("tok_encode: %s", e.msg);
 }
@@ -516,7 +516,7 @@ static void check_bad_utf8(const tok *t)
         { "\xe6\x97", 2, 0 },        { "\xf0\x9f\x98", 3, 0 },
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        ierr e = { "" };
+        ierr e = IERR_INIT;
         static int32_t dummy;
         int32_t *ids = &dummy;
         size_t n = 99;
@@ -545,7 +545,7 @@ static void test_invalid_utf8(void **state)
 static void expect_gpt2_error(const char *vocab, const char *merges, const char *part)
 {
     tok *t = (tok *)1;
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     assert_true(tok_new_gpt2(vocab, strlen(vocab), merges, strlen(merges), &t, &e) < 0);
     assert_null(t);
     if (!strstr(e.msg, part))
@@ -574,7 +574,7 @@ static void test_malformed_gpt2(void **state)
 
     /* and a minimal valid one */
     tok *t = NULL;
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     assert_int_equal(tok_new_gpt2(v, strlen(v), "#version: 0.2\r\na b\r\n", 20, &t, &e), 0);
     int32_t *ids;
     size_t n;
@@ -592,7 +592,7 @@ static void test_malformed_gpt2(void **state)
 static void expect_hf_error(const char *json, const char *part)
 {
     tok *t = (tok *)1;
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     assert_true(tok_new_hf(json, strlen(json), &t, &e) < 0);
     assert_null(t);
     if (!strstr(e.msg, part))
@@ -666,7 +666,7 @@ static void test_malformed_hf(void **state)
 
     /* no unk and no byte fallback: an error naming the character */
     t = hf_from_string(HF_MODEL("}"));
-    ierr e = { "" };
+    ierr e = IERR_INIT;
     assert_true(tok_encode(t, "z", 1, &ids, &n, &e) < 0);
     assert_non_null(strstr(e.msg, "U+007A"));
     tok_free(t);
@@ -873,7 +873,7 @@ static void test_random(void **state)
         for (int k = 0; k < 2; k++) {
             int32_t *ids;
             size_t n;
-            ierr e = { "" };
+            ierr e = IERR_INIT;
             if (tok_encode(toks[k], text, len, &ids, &n, &e) == 0) {
                 free(ids);
                 check_roundtrip(toks[k], text, len);

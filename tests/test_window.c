@@ -95,7 +95,7 @@ static void run_random(int64_t k0, int64_t steps, uint64_t seed, int vary_k)
 {
     window *w;
     window_delta d;
-    ierr e;
+    ierr e = IERR_INIT;
     static ref_t r;
     unsigned char before[N];
     int32_t ids[100];
@@ -160,7 +160,7 @@ static void test_scenario(void **state)
     (void)state;
     window *w;
     window_delta d;
-    ierr e;
+    ierr e = IERR_INIT;
     assert_int_equal(window_new(10, 2, &w, &e), 0);
     assert_int_equal(window_delta_init(&d, 10, &e), 0);
 
@@ -227,7 +227,7 @@ static void test_errors(void **state)
     (void)state;
     window *w;
     window_delta d;
-    ierr e;
+    ierr e = IERR_INIT;
     e.msg[0] = 0;
     assert_int_equal(window_new(0, 2, &w, &e), -EINVAL);
     assert_null(w);

@@ -791,7 +791,7 @@ int main(int argc, char **argv)
     int pa = parse_args(argc, argv, &o);
     if (pa)
         return pa > 0 ? 0 : EXIT_USAGE;   /* 1: --help printed */
-    ierr err = {{0}};
+    ierr err = IERR_INIT;
     source *src = NULL;
     int rc = o.store_dir ? source_open_store(o.store_dir, &src, &err) : source_open_mount(o.mount, &src, &err);
     if (rc) {

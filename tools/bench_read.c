@@ -400,7 +400,7 @@ int main(int argc, char **argv)
     }
 
     store *st;
-    ierr err;
+    ierr err = IERR_INIT;
     if (store_open(c.store_dir, &st, &err) < 0) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         return 1;

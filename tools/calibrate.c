@@ -3,17 +3,17 @@
  * neurons are active, trains a low-rank activation predictor per layer
  * (tools/predictor.h), records each neuron's activation frequency, can put
  * the neurons of ffn.bin in hot-first order, and writes it all into the
- * store atomically (layout/storeu.h). With --eval it measures the
+ * store atomically (layout/store_update.h). With --eval it measures the
  * predictors on held-out text. */
 #include "cli.h"
 #include "hparams.h"
 #include "io.h"
 #include "model.h"
-#include "wmat.h"
+#include "weight_matrix.h"
 #include "predictor.h"
 #include "source.h"
 #include "store.h"
-#include "storeu.h"
+#include "store_update.h"
 #include "tok.h"
 
 #include <cblas.h>
@@ -966,7 +966,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    ierr err;
+    ierr err = IERR_INIT;
     if (calibrate(&o, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         return EXIT_RUNTIME;

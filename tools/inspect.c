@@ -230,7 +230,7 @@ static int verify_store(const store *s)
     drop_cache(s, IFL_DENSE_NAME);
     drop_cache(s, IFL_FFN_NAME);
     int64_t bad_tensors = 0;
-    ierr err;
+    ierr err = IERR_INIT;
     for (size_t i = 0; i < store_tensor_count(s); i++) {
         const store_tensor *t = store_tensor_at(s, i);
         int rc = store_verify_tensor(s, t, &err);
@@ -284,7 +284,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": expected [--verify] STORE_DIR (usage: " PROG " [--verify] STORE_DIR; see --help)\n");
         return 2;
     }
-    ierr err;
+    ierr err = IERR_INIT;
     store *s;
     if (store_open(dir, &s, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);

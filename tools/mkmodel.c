@@ -1324,7 +1324,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    ierr err = {{0}};
+    ierr err = IERR_INIT;
     int rc = run(&o, &err);
     if (rc) {
         fprintf(stderr, PROG ": %s\n", err.msg);

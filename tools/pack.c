@@ -930,7 +930,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    ierr err = { "" };
+    ierr err = IERR_INIT;
     struct stat st;
     double t0 = now();
     int rc;

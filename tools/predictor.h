@@ -19,7 +19,7 @@
  *
  * Nothing here keeps global state. A pred is not locked: scoring from
  * several threads at once is safe, changing it (init, train, threshold)
- * is not. Errors follow ierr.h (0 or a negative errno, one line in err).
+ * is not. Errors follow error.h (0 or a negative errno, one line in err).
  *
  * Recipe (measured on opt-relu-shakespeare's real activations): start with
  * pred_init_pca or pred_init_svd, pred_train with the defaults (low
@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 typedef struct {
     int64_t d;      /* FFN input width (d_model) */

@@ -11,7 +11,7 @@
 /* What every accepted configuration promises. */
 static void check_hp(const hp_config *hp)
 {
-    ierr err;
+    ierr err = IERR_INIT;
     FZ_CHECK(hp_validate(hp, "accepted", &err) == 0, "an accepted config fails hp_validate: %s", err.msg);
     FZ_CHECK(hp_head_dim(hp) * hp->n_heads == hp->d_model, "head_dim %lld", (long long)hp_head_dim(hp));
     FZ_CHECK(hp_bundle_bytes(hp, FMT_F32) > 0, "bundle bytes %lld", (long long)hp_bundle_bytes(hp, FMT_F32));
@@ -21,7 +21,7 @@ static void check_calib(const char *text, size_t len, const hp_config *hp)
 {
     store_calib *calib = calloc((size_t)hp->n_layers, sizeof *calib);
     int present = -1;
-    ierr err;
+    ierr err = IERR_INIT;
     int64_t rmax = hp->d_model < hp->d_ffn ? hp->d_model : hp->d_ffn;
     if (!calib)
         abort();
@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hp_config hp;
     fmt_dtype dtype;
     int64_t bundle;
-    ierr err;
+    ierr err = IERR_INIT;
 
     if (hp_from_json(text, size, "config.json", &hp, &err) == 0)
         check_hp(&hp);

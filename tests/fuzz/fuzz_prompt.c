@@ -21,7 +21,7 @@ static tok *load(const char *a, const char *b)
     char *pa = fz_shared_path(a), *pb = b ? fz_shared_path(b) : NULL, *da, *db = NULL;
     size_t la, lb = 0;
     tok *t = NULL;
-    ierr err;
+    ierr err = IERR_INIT;
     const char *paths[2] = { pa, pb };
     for (int i = 0; i < 2 && paths[i]; i++)
         if (access(paths[i], R_OK) != 0) {
@@ -57,7 +57,7 @@ static void prompt(const tok *t, const char *text, size_t len)
 {
     int32_t *ids = NULL;
     size_t n = 0, out_len;
-    ierr err;
+    ierr err = IERR_INIT;
     int rc = tok_encode(t, text, len, &ids, &n, &err);
     if (!fz_utf8_valid((const unsigned char *)text, len)) {
         FZ_CHECK(rc == -EILSEQ, "invalid UTF-8 gave %d, not -EILSEQ", rc);

@@ -99,7 +99,7 @@ static void read_all(st_set *set)
         size_t numel = (size_t)st_numel(t);
         float *f = malloc((numel ? numel : 1) * sizeof *f);
         unsigned char raw[16];
-        ierr err;
+        ierr err = IERR_INIT;
         if (!f)
             abort();
         int rc = st_read_f32(set, t, 0, f, numel, &err);
@@ -116,7 +116,7 @@ static void read_all(st_set *set)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *json = (const char *)data;
-    ierr err;
+    ierr err = IERR_INIT;
 
     /* 1. the input as a header, for a file with 64 KiB of data after it:
      * into a set holding one empty file (st_set has no public constructor),

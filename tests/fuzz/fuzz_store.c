@@ -85,7 +85,7 @@ static void add_tensor_f(storew *w, const char *name, fmt_dtype dt, int ndim, co
         numel *= shape[i];
     float *v = malloc((size_t)numel * sizeof *v);
     unsigned char *b = malloc((size_t)numel * 4);
-    ierr err;
+    ierr err = IERR_INIT;
     if (!v || !b)
         abort();
     for (int64_t i = 0; i < numel; i++)
@@ -123,7 +123,7 @@ static void make_template(const char *dir, int llama, tmpl *out)
           "\"activation_function\": \"relu\", \"bos_token_id\": 0, \"eos_token_id\": 2, \"pad_token_id\": 1}";
     fmt_dtype dt = llama ? FMT_F32 : FMT_F16;
     storew *w;
-    ierr err;
+    ierr err = IERR_INIT;
     char path[4096];
 
     must(storew_new(dir, 1, &w, &err), &err);
@@ -407,7 +407,7 @@ static void read_store(const store *s)
 {
     const hp_config *hp = store_hparams(s);
     int64_t B = store_bundle_bytes(s);
-    ierr err;
+    ierr err = IERR_INIT;
     FZ_CHECK(hp_validate(hp, "store", &err) == 0, "accepted hparams fail hp_validate: %s", err.msg);
     FZ_CHECK(B == hp_bundle_bytes(hp, store_dtype(s)), "bundle bytes %lld", (long long)B);
     for (size_t i = 0; i < store_meta_count(s); i++) {
@@ -496,7 +496,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_in in = { data, size };
     const tmpl *tp = &g_tmpl[fz_u8(&in) & 1];
     store *s;
-    ierr err;
+    ierr err = IERR_INIT;
 
     if (g_replaced) {             /* else rewriting the files in place is enough */
         fz_rm_tree(g_work);

@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *p = (const char *)data, *end = p + size;
     const char *z1 = memchr(p, 0, size), *z2;
     tok *t = NULL;
-    ierr err;
+    ierr err = IERR_INIT;
     if (!z1)
         return 0;
     z2 = memchr(z1 + 1, 0, (size_t)(end - z1 - 1));

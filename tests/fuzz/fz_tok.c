@@ -14,7 +14,7 @@ static void encode_one(const tok *t, const char *text, size_t len)
 {
     int32_t *ids = NULL;
     size_t n = 0, out_len;
-    ierr err;
+    ierr err = IERR_INIT;
     int valid = fz_utf8_valid((const unsigned char *)text, len);
     int rc = tok_encode(t, text, len, &ids, &n, &err);
     if (!valid) {

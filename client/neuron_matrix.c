@@ -1,5 +1,5 @@
-/* nmat.c: the preallocated per-layer neuron matrix (see nmat.h). */
-#include "nmat.h"
+/* neuron_matrix.c: the preallocated per-layer neuron matrix (see neuron_matrix.h). */
+#include "neuron_matrix.h"
 
 #include <errno.h>
 #include <stdlib.h>

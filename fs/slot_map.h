@@ -1,4 +1,4 @@
-/* xlate.h: offset translation for the neuron files of an inflashfs mount.
+/* slot_map.h: offset translation for the neuron files of an inflashfs mount.
  * A neuron file shows a layer's bundles in neuron-id order (bytes
  * [j*B, (j+1)*B) = bundle of neuron j); in ffn.bin neuron j sits at physical
  * slot slot_of[j]. xlate turns a byte range of the neuron file into the list
@@ -6,8 +6,8 @@
  * order, merging neighbours whose slots are adjacent. With slot_of NULL the
  * file is the layer in physical order (ffn.slots: slot j at [j*B, (j+1)*B)).
  * Pure functions, no I/O. */
-#ifndef INFLASH_FS_XLATE_H
-#define INFLASH_FS_XLATE_H
+#ifndef INFLASH_FS_SLOT_MAP_H
+#define INFLASH_FS_SLOT_MAP_H
 
 #include <stddef.h>
 #include <stdint.h>

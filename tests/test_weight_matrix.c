@@ -1,4 +1,4 @@
-/* test_client_kernels.c: cmocka tests of the client's kernels (layernorm,
+/* test_weight_matrix.c: cmocka tests of the client's kernels (layernorm,
  * rmsnorm, rotate-half RoPE, softmax, the bundle-strided FFN against a naive
  * loop) and of sampling (greedy tie-break, top-p, seeded RNG), plus the
  * "not an inflash mount" check of the weight source. */
@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "model.h"
-#include "wmat.h"
+#include "weight_matrix.h"
 #include "sample.h"
 #include "source.h"
 
@@ -219,7 +219,7 @@ static void test_ffn_bundles(void **state)
             }
 }
 
-/* Products large enough to be split over two threads (client/wmat.c),
+/* Products large enough to be split over two threads (client/weight_matrix.c),
  * against double-precision loops, for both directions. */
 static void test_wm_large(void **state)
 {
@@ -331,7 +331,7 @@ static void test_not_a_mount(void **state)
     char dir[] = "/tmp/inflash-test-client-XXXXXX";
     assert_non_null(mkdtemp(dir));
     source *s = NULL;
-    ierr err = {{0}};
+    ierr err = IERR_INIT;
     int rc = source_open_mount(dir, &s, &err);
     assert_true(rc < 0);
     assert_null(s);

@@ -1,4 +1,4 @@
-/* storew.c: the store writer. Everything goes into "<out_dir>.tmp.<pid>":
+/* store_write.c: the store writer. Everything goes into "<out_dir>.tmp.<pid>":
  * dense.bin and ffn.bin through big write buffers (their header blocks are
  * written last), the index through one sqlite transaction. storew_commit
  * syncs and renames the directory into place; storew_free without a commit
@@ -6,7 +6,7 @@
  * writer leaves is removed by the next one: storeu_make_tmp). */
 #include "store.h"
 #include "io.h"
-#include "storeu.h"
+#include "store_update.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-/* nmat.h: the neuron matrix of one FFN layer — the resident neurons' bundles
+/* neuron_matrix.h: the neuron matrix of one FFN layer — the resident neurons' bundles
  * (up row, [gate row], down column, as f32 or kept in the store's 16-bit
  * dtype) in a matrix that is allocated once and never reallocated or
  * shifted.
@@ -7,7 +7,7 @@
  * order; row_to_id[] says which neuron each row holds and id_to_row[] the
  * reverse (-1: not resident). Insert appends at row `used`; delete moves the
  * last used row into the hole (one row memcpy) and fixes both maps. The
- * sparse FFN runs straight over the used rows (model_ffn_rows, client/wmat.h);
+ * sparse FFN runs straight over the used rows (model_ffn_rows, client/weight_matrix.h);
  * for f32 rows that is, with OpenBLAS:
  *
  *   const float *A = nmat_data(m);  int64_t ld = nmat_stride(m), u = nmat_used(m);
@@ -19,13 +19,13 @@
  * Not thread-safe: one owner per matrix. Rows obtained from nmat_reserve may
  * be filled concurrently by reader threads (distinct rows), provided no
  * nmat_insert/reserve/delete/clear runs until they are all filled. */
-#ifndef INFLASH_NMAT_H
-#define INFLASH_NMAT_H
+#ifndef INFLASH_NEURON_MATRIX_H
+#define INFLASH_NEURON_MATRIX_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 typedef struct nmat nmat;
 

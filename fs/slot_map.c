@@ -1,5 +1,5 @@
-/* xlate.c: neuron-file byte ranges -> physical extents of ffn.bin (xlate.h). */
-#include "xlate.h"
+/* slot_map.c: neuron-file byte ranges -> physical extents of ffn.bin (slot_map.h). */
+#include "slot_map.h"
 
 #include <errno.h>
 

@@ -1,4 +1,4 @@
-/* test_fs_xlate.c: neuron-file offset translation (fs/xlate.c) against a
+/* test_fs_slot_map.c: neuron-file offset translation (fs/slot_map.c) against a
  * byte-by-byte reference, with identity and permuted slot tables: arbitrary
  * ranges including partial bundles, clamping at the end, coalescing of
  * bundles whose slots are adjacent, and the error cases. */
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "xlate.h"
+#include "slot_map.h"
 
 static uint64_t rng_state = 88172645463325252ull;
 static uint64_t rnd(void)

@@ -1,9 +1,9 @@
-/* storeu.c: the atomic store update (storeu.h). The changes wait in memory;
+/* store_update.c: the atomic store update (store_update.h). The changes wait in memory;
  * storeu_commit writes the whole new store into "<dir>.tmp.<pid>" step by
  * step (dense.bin, ffn.bin, index.sqlite, fsync, verification with
  * store_open) and swaps the two directories with renameat2(RENAME_EXCHANGE),
  * then removes the old tree, which the exchange left at the temporary name. */
-#include "storeu.h"
+#include "store_update.h"
 #include "io.h"
 
 #include <dirent.h>

@@ -1,4 +1,4 @@
-/* test_nmat.c: cmocka tests of the neuron matrix (client/nmat.c): long
+/* test_neuron_matrix.c: cmocka tests of the neuron matrix (client/neuron_matrix.c): long
  * seeded random insert/reserve/delete sequences checked after every step
  * against a reference set with per-id contents, plus the error cases. */
 #include <errno.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "nmat.h"
+#include "neuron_matrix.h"
 #include "testutil.h"
 
 /* The content of element j of neuron id's bundle (exact in f32). */
@@ -60,7 +60,7 @@ static void check_all(const nmat *m, const refset *ref, const float *base)
 static void random_ops(int64_t n, int64_t cap, int64_t d, int gated, int64_t ops, uint64_t seed)
 {
     nmat *m;
-    ierr e;
+    ierr e = IERR_INIT;
     tu_rng_seed(seed);
     assert_int_equal(nmat_new(n, cap, d, gated, sizeof(float), &m, &e), 0);
     int64_t row_len = nmat_row_len(d, gated);
@@ -162,7 +162,7 @@ static void test_errors(void **state)
 {
     (void)state;
     nmat *m;
-    ierr e;
+    ierr e = IERR_INIT;
     float b[8] = {0};
     void *row;
     assert_int_equal(nmat_new(10, 2, 4, 0, sizeof(float), &m, &e), 0);
@@ -210,7 +210,7 @@ static void test_shape(void **state)
 {
     (void)state;
     nmat *m;
-    ierr e;
+    ierr e = IERR_INIT;
     assert_int_equal(nmat_row_len(8, 0), 16);
     assert_int_equal(nmat_row_len(8, 1), 24);
 
@@ -267,7 +267,7 @@ static void test_rows_as_matrix(void **state)
 {
     (void)state;
     nmat *m;
-    ierr e;
+    ierr e = IERR_INIT;
     const int64_t d = 6;
     assert_int_equal(nmat_new(50, 20, d, 1, sizeof(float), &m, &e), 0);
     float bundle[18];

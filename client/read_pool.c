@@ -1,7 +1,7 @@
-/* ioq.c: the reader pool of the sparse FFN (see ioq.h): threads sleeping on
+/* read_pool.c: the reader pool of the sparse FFN (see read_pool.h): threads sleeping on
  * a condition variable, jobs claimed one by one under a mutex (a job is a
  * whole read request, so the lock is cheap next to it). */
-#include "ioq.h"
+#include "read_pool.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -32,7 +32,7 @@ struct ioq {
 /* Run one claimed job and record its outcome (called without the lock). */
 static void run_job(ioq *q, int64_t job)
 {
-    ierr e = {{0}};
+    ierr e = IERR_INIT;
     int rc = q->fn(q->ctx, job, &e);
     pthread_mutex_lock(&q->mu);
     if (rc && !q->rc) {

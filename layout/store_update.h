@@ -1,4 +1,4 @@
-/* storeu.h: updating an existing store atomically (format.h section 6), as
+/* store_update.h: updating an existing store atomically (format.h section 6), as
  * inflash-calibrate does: new or replaced f32 tensors in dense.bin (the
  * predictors), the calib table, neuron frequencies, a new neuron order in
  * ffn.bin and meta keys. Changes are collected in memory; storeu_commit
@@ -9,13 +9,13 @@
  * store at dir is untouched: a failed or killed update leaves it as it was
  * (a killed one may leave the "<dir>.tmp.<pid>" directory behind, which the
  * next update or inflash-pack of that store removes: storeu_make_tmp). */
-#ifndef INFLASH_STOREU_H
-#define INFLASH_STOREU_H
+#ifndef INFLASH_STORE_UPDATE_H
+#define INFLASH_STORE_UPDATE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 #include "store.h"
 
 typedef struct storeu storeu;       /* one updater, one thread */

@@ -1,4 +1,4 @@
-/* test_calib_storeu.c: the atomic store update (layout/storeu.h) and the
+/* test_store_update.c: the atomic store update (layout/store_update.h) and the
  * calibration in store.h, on tiny stores this test writes itself: a failure
  * injected at every commit step leaves the store byte for byte as it was
  * and no temporary directory; a successful update makes the calib table,
@@ -25,7 +25,7 @@
 
 #include "io.h"
 #include "store.h"
-#include "storeu.h"
+#include "store_update.h"
 #include "testutil.h"
 
 #define D 8
@@ -33,7 +33,7 @@
 #define F 16
 #define V 10
 
-static char g_root[] = "/tmp/test_calib_storeu.XXXXXX";
+static char g_root[] = "/tmp/test_store_update.XXXXXX";
 static char g_dir[400];                  /* the store of the current test */
 
 static hp_config tiny_hp(void)
@@ -53,7 +53,7 @@ static float bundle_value(int64_t l, int64_t j, int64_t k) { return (float)(l * 
  * with distinct contents, tokenizer rows, hf_config. */
 static void make_store(const char *name)
 {
-    ierr err;
+    ierr err = IERR_INIT;
     storew *w;
     hp_config hp = tiny_hp();
     snprintf(g_dir, sizeof g_dir, "%s/%s", g_root, name);
@@ -94,7 +94,7 @@ static const char *const files[3] = { IFL_INDEX_NAME, IFL_DENSE_NAME, IFL_FFN_NA
 
 static void snap(snapshot *s)
 {
-    ierr err;
+    ierr err = IERR_INIT;
     for (int i = 0; i < 3; i++) {
         char *p = io_join(g_dir, files[i]);
         assert_int_equal(io_read_file(p, 1 << 26, &s->data[i], &s->len[i], &err), 0);
@@ -135,7 +135,7 @@ static void assert_no_leftovers(void)
  * a test meta key, and with `reorder` the hot-first slots. */
 static void stage_update(storeu *u, int64_t r, int reorder, store_calib *rows, double freq[L][F])
 {
-    ierr err;
+    ierr err = IERR_INIT;
     for (int64_t l = 0; l < L; l++) {
         char name[STORE_PRED_NAME_MAX];
         float A[F * D], B[F * D], c[F];
@@ -195,7 +195,7 @@ static void test_order_by_freq(void **state)
 static void test_setters_refuse(void **state)
 {
     (void)state;
-    ierr err;
+    ierr err = IERR_INIT;
     storeu *u;
     make_store("refuse");
     assert_int_equal(storeu_open(g_dir, &u, &err), 0);
@@ -221,7 +221,7 @@ static void test_setters_refuse(void **state)
 static void test_fail_each_step(void **state)
 {
     (void)state;
-    ierr err;
+    ierr err = IERR_INIT;
     snapshot before, after;
     make_store("fail");
     snap(&before);
@@ -268,7 +268,7 @@ static void test_fail_each_step(void **state)
 static void test_verify_rejects(void **state)
 {
     (void)state;
-    ierr err;
+    ierr err = IERR_INIT;
     snapshot before, after;
     storeu *u;
     store_calib rows[L];
@@ -304,7 +304,7 @@ typedef struct {
 
 static void read_content(store *s, content *c)
 {
-    ierr err;
+    ierr err = IERR_INIT;
     for (int64_t l = 0; l < L; l++)
         for (int64_t j = 0; j < F; j++)
             assert_int_equal(store_read_bundle(s, l, j, c->bundle[l][j], &err), 0);
@@ -314,7 +314,7 @@ static void read_content(store *s, content *c)
 
 static void assert_calibrated(store *s, int64_t r, const store_calib *rows, double freq[L][F], int reordered)
 {
-    ierr err;
+    ierr err = IERR_INIT;
     for (int64_t l = 0; l < L; l++) {
         const store_calib *c = store_calib_at(s, l);
         assert_non_null(c);
@@ -355,7 +355,7 @@ static ino_t ffn_inode(void)
 static void test_update_and_reorder(void **state)
 {
     (void)state;
-    ierr err;
+    ierr err = IERR_INIT;
     store *s;
     storeu *u;
     store_calib rows[L];
@@ -426,7 +426,7 @@ static void test_update_and_reorder(void **state)
 static void test_config_json(void **state)
 {
     (void)state;
-    ierr err;
+    ierr err = IERR_INIT;
     store *s;
     storeu *u;
     store_calib rows[L], back[L];
@@ -483,7 +483,7 @@ static void test_calib_damage(void **state)
         { "UPDATE calib SET layer = 5 WHERE layer = 1", "layer 5" },
         { "UPDATE tensors SET dtype = 'f16', bytes = bytes / 2 WHERE name = 'inflash.pred.1.c'", "f32" },
     };
-    ierr err;
+    ierr err = IERR_INIT;
     storeu *u;
     store_calib rows[L];
     double freq[L][F];

@@ -1,5 +1,5 @@
-/* test_sparse_ioq.c: cmocka tests of the sparse FFN's reader pool
- * (client/ioq.h): every job of a batch runs exactly once, with 0, 1 and 4
+/* test_read_pool.c: cmocka tests of the sparse FFN's reader pool
+ * (client/read_pool.h): every job of a batch runs exactly once, with 0, 1 and 4
  * threads and over many batches; the first error comes back while the other
  * jobs still run; ioq_start returns before the jobs are done and refuses a
  * second batch; real preads land at the right places. */
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ioq.h"
+#include "read_pool.h"
 
 #define NJOBS 1000
 
@@ -42,7 +42,7 @@ static int count_job(void *vctx, int64_t job, ierr *err)
 static void every_job_once(int threads)
 {
     ioq *q;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(ioq_new(threads, &q, &err), 0);
     assert_int_equal(ioq_threads(q), threads);
     assert_true(ioq_bytes(q) > 0);
@@ -67,7 +67,7 @@ static void test_error(void **state)
 {
     (void)state;
     ioq *q;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(ioq_new(4, &q, &err), 0);
     static count_ctx c;
     memset(&c, 0, sizeof c);
@@ -89,7 +89,7 @@ static void test_async(void **state)
 {
     (void)state;
     ioq *q;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(ioq_new(2, &q, &err), 0);
     static count_ctx c;
     memset(&c, 0, sizeof c);
@@ -128,7 +128,7 @@ static int pread_job(void *vctx, int64_t j, ierr *err)
 static void test_preads(void **state)
 {
     (void)state;
-    char path[] = "/tmp/test_sparse_ioq.XXXXXX";
+    char path[] = "/tmp/test_read_pool.XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     unlink(path);
@@ -140,7 +140,7 @@ static void test_preads(void **state)
         src[i] = (unsigned char)(i * 131 + i / 4096);
     assert_int_equal(write(fd, src, block * nb), (ssize_t)(block * nb));
     ioq *q;
-    ierr err;
+    ierr err = IERR_INIT;
     assert_int_equal(ioq_new(4, &q, &err), 0);
     pread_ctx c = {fd, dst, block};
     assert_int_equal(ioq_run(q, (int64_t)nb, pread_job, &c, &err), 0);

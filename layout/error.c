@@ -1,11 +1,11 @@
-/* ierr.c: formatting of error messages for the ierr convention. */
-#include "ierr.h"
+/* error.c: formatting of error messages for the ierr convention (error.h). */
+#include "error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-int ierr_set(ierr *err, int rc, const char *fmt, ...)
+void ierr_format(ierr *err, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -13,7 +13,6 @@ int ierr_set(ierr *err, int rc, const char *fmt, ...)
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
     }
-    return rc;
 }
 
 /* Append s to dst[*used..] without passing the terminating NUL of a
@@ -28,7 +27,7 @@ static void append(char *dst, size_t *used, const char *s)
     dst[*used] = '\0';
 }
 
-int ierr_wrap(ierr *err, int rc, const char *fmt, ...)
+void ierr_prefix(ierr *err, const char *fmt, ...)
 {
     if (err) {
         char prefix[IERR_LEN], old[IERR_LEN];
@@ -43,5 +42,4 @@ int ierr_wrap(ierr *err, int rc, const char *fmt, ...)
         append(err->msg, &used, ": ");
         append(err->msg, &used, old);
     }
-    return rc;
 }

@@ -1,8 +1,8 @@
-/* wmat.c: f32/f16/bf16 weight matrix products for the client (wmat.h):
+/* weight_matrix.c: f32/f16/bf16 weight matrix products for the client (weight_matrix.h):
  * OpenBLAS for f32, a fused AVX2+FMA+F16C kernel for one f16 vector (its
  * rows split with one helper thread on a multi-core machine), and block
  * conversion + OpenBLAS for everything else. */
-#include "wmat.h"
+#include "weight_matrix.h"
 
 #include <cblas.h>
 #include <pthread.h>

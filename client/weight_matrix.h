@@ -1,4 +1,4 @@
-/* wmat.h: matrix products over weights kept in the store's dtype (f32, f16
+/* weight_matrix.h: matrix products over weights kept in the store's dtype (f32, f16
  * or bf16), so that a 7B model's resident weights take half the DRAM of an
  * f32 copy. Activations are always f32. f32 weights go straight to
  * OpenBLAS; f16/bf16 weights either go through a fused kernel (x86-64 with
@@ -9,8 +9,8 @@
  * A weight matrix is `rows` rows of `cols` elements, row r starting
  * ld elements after row r-1 (ld >= cols), e.g. the up rows of a neuron
  * matrix whose rows are whole bundles. */
-#ifndef INFLASH_WMAT_H
-#define INFLASH_WMAT_H
+#ifndef INFLASH_WEIGHT_MATRIX_H
+#define INFLASH_WEIGHT_MATRIX_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* ioq.h: the sparse FFN's reader pool — a few threads that run one batch of
+/* read_pool.h: the sparse FFN's reader pool — a few threads that run one batch of
  * read jobs at a time, so that all the read requests of a layer reach the
  * daemon at once (queue depth) instead of one after another.
  *
@@ -11,13 +11,13 @@
  * One batch at a time, started and waited for by one owner thread; the
  * callback runs on several threads at once and must be thread-safe for
  * distinct jobs. */
-#ifndef INFLASH_IOQ_H
-#define INFLASH_IOQ_H
+#ifndef INFLASH_READ_POOL_H
+#define INFLASH_READ_POOL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ierr.h"
+#include "error.h"
 
 typedef struct ioq ioq;
 
