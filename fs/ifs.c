@@ -90,31 +90,6 @@ void ifs_opts_default(ifs_opts *o)
     };
 }
 
-int ifs_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    if (!s || !isdigit((unsigned char)*s))
-        return -EINVAL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -EINVAL;
-    unsigned shift = 0;
-    switch (tolower((unsigned char)*end)) {
-    case '\0': break;
-    case 'k': shift = 10; end++; break;
-    case 'm': shift = 20; end++; break;
-    case 'g': shift = 30; end++; break;
-    default: return -EINVAL;
-    }
-    if (*end == 'b' || *end == 'B')
-        end++;
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return -EINVAL;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
 int ifs_opts_check(const ifs_opts *o, ierr *err)
 {
     uint64_t c = o->chunk_bytes;

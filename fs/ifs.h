@@ -52,8 +52,6 @@ typedef struct {
 } ifs_opts;
 
 void ifs_opts_default(ifs_opts *o);
-/* "65536", "64k", "4m", "1g" (case-insensitive suffix): 0 or -EINVAL. */
-int ifs_parse_size(const char *s, uint64_t *out);
 /* Check option values: 0 or -EINVAL with a message naming the option. */
 int ifs_opts_check(const ifs_opts *o, ierr *err);
 

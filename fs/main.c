@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ifs.h"
 #include "stats.h"
 
@@ -469,7 +470,7 @@ static void usage(FILE *f)
 
 static int parse_size_opt(const char *name, const char *val, uint64_t *out)
 {
-    if (val && ifs_parse_size(val, out) < 0) {
+    if (val && cli_parse_size(val, 1, out) < 0) {
         fprintf(stderr, PROG ": -o %s=%s: not a size (e.g. 64k, 4m)\n", name, val);
         return -1;
     }

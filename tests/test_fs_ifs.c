@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ifs.h"
 #include "store.h"
 #include "testutil.h"
@@ -345,22 +346,37 @@ static void test_options(void **state)
 {
     (void)state;
     uint64_t v;
-    assert_int_equal(ifs_parse_size("65536", &v), 0);
+    assert_int_equal(cli_parse_size("65536", 1, &v), 0);
     assert_int_equal(v, 65536);
-    assert_int_equal(ifs_parse_size("64k", &v), 0);
+    assert_int_equal(cli_parse_size("64k", 1, &v), 0);
     assert_int_equal(v, 65536);
-    assert_int_equal(ifs_parse_size("4M", &v), 0);
+    assert_int_equal(cli_parse_size("4M", 1, &v), 0);
     assert_int_equal(v, 4 << 20);
-    assert_int_equal(ifs_parse_size("1g", &v), 0);
+    assert_int_equal(cli_parse_size("1g", 1, &v), 0);
     assert_int_equal(v, 1ull << 30);
-    assert_int_equal(ifs_parse_size("256mb", &v), 0);
+    assert_int_equal(cli_parse_size("256mb", 1, &v), 0);
     assert_int_equal(v, 256ull << 20);
-    assert_int_equal(ifs_parse_size("", &v), -EINVAL);
-    assert_int_equal(ifs_parse_size("k", &v), -EINVAL);
-    assert_int_equal(ifs_parse_size("12q", &v), -EINVAL);
-    assert_int_equal(ifs_parse_size("-4k", &v), -EINVAL);
-    assert_int_equal(ifs_parse_size("99999999999999999999", &v), -EINVAL);
-    assert_int_equal(ifs_parse_size("17179869184g", &v), -EINVAL);
+    /* the MiB flags: a bare number keeps its old unit, suffixes override */
+    assert_int_equal(cli_parse_size("512", 1u << 20, &v), 0);
+    assert_int_equal(v, 512ull << 20);
+    assert_int_equal(cli_parse_size("0.5", 1u << 20, &v), 0);
+    assert_int_equal(v, 512ull << 10);
+    assert_int_equal(cli_parse_size("2g", 1u << 20, &v), 0);
+    assert_int_equal(v, 2ull << 30);
+    assert_int_equal(cli_parse_size("1.5k", 1u << 20, &v), 0);
+    assert_int_equal(v, 1536);
+    assert_int_equal(cli_parse_size("nan", 1u << 20, &v), -1);
+    assert_int_equal(cli_parse_size("4 m", 1, &v), -1);
+    assert_int_equal(cli_parse_size("0x10", 1, &v), -1);
+    assert_int_equal(cli_parse_size("1e3", 1, &v), -1);
+    assert_int_equal(cli_parse_size("256mb", 1u << 20, &v), 0);
+    assert_int_equal(v, 256ull << 20);
+    assert_int_equal(cli_parse_size("", 1, &v), -1);
+    assert_int_equal(cli_parse_size("k", 1, &v), -1);
+    assert_int_equal(cli_parse_size("12q", 1, &v), -1);
+    assert_int_equal(cli_parse_size("-4k", 1, &v), -1);
+    assert_int_equal(cli_parse_size("99999999999999999999", 1, &v), -1);
+    assert_int_equal(cli_parse_size("17179869184g", 1, &v), -1);
     ifs_opts o;
     ierr err = IERR_INIT;
     ifs_opts_default(&o);

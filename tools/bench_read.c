@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ifs.h"
 #include "stats.h"
 #include "store.h"
@@ -267,7 +268,7 @@ static int parse_list(const char *s, int sizes, uint64_t *out, size_t *n)
     *n = 0;
     for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         uint64_t v;
-        if (*n == MAX_LIST || (sizes ? ifs_parse_size(tok, &v) : (v = strtoull(tok, NULL, 10), v == 0 ? -1 : 0)) < 0) {
+        if (*n == MAX_LIST || (sizes ? cli_parse_size(tok, 1, &v) : (v = strtoull(tok, NULL, 10), v == 0 ? -1 : 0)) < 0) {
             free(dup);
             return -1;
         }
