@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
+
 #define PROG         "inflash-devcurve"
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE   2
@@ -170,18 +172,11 @@ static int run_point(int fd, uint64_t file_bytes, uint64_t size, unsigned qd, co
     return 0;
 }
 
+/* A read size: cli_parse_size's syntax, a multiple of 4 KiB up to 64 MiB. */
 static int parse_size(const char *s, uint64_t *out)
 {
-    char *e;
-    errno = 0;
-    unsigned long long v = strtoull(s, &e, 10);
-    if (errno || e == s)
-        return -1;
-    if (*e == 'k' || *e == 'K')
-        v <<= 10, e++;
-    else if (*e == 'm' || *e == 'M')
-        v <<= 20, e++;
-    if (*e || v == 0 || v % ALIGN || v > (64u << 20))
+    uint64_t v;
+    if (cli_parse_size(s, 1, &v) < 0 || v == 0 || v % ALIGN || v > (64u << 20))
         return -1;
     *out = v;
     return 0;
@@ -226,60 +221,104 @@ static void usage(FILE *f)
             "Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
 }
 
-int main(int argc, char **argv)
+/* The command line into o: 0, 1 after --help, or -1 after a usage message. */
+static int parse_args(int argc, char **argv, dc_opts *o)
 {
     enum { O_SIZES = 256, O_QD, O_MB, O_SEC, O_JSON, O_SEED };
     static const struct option lo[] = {{"sizes", required_argument, 0, O_SIZES}, {"qd", required_argument, 0, O_QD},
                                        {"mb", required_argument, 0, O_MB},       {"seconds", required_argument, 0, O_SEC},
                                        {"json", required_argument, 0, O_JSON},   {"seed", required_argument, 0, O_SEED},
                                        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
-    dc_opts o;
-    memset(&o, 0, sizeof o);
-    o.cap_bytes = 512ull << 20;
-    o.seconds = 2.0;
-    o.seed = 1;
+    memset(o, 0, sizeof *o);
+    o->cap_bytes = 512ull << 20;
+    o->seconds = 2.0;
+    o->seed = 1;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         char *e;
         int bad = 0;
         switch (c) {
-        case 'h': usage(stdout); return 0;
-        case O_SIZES: bad = parse_list(optarg, 1, &o); break;
-        case O_QD: bad = parse_list(optarg, 0, &o); break;
+        case 'h': usage(stdout); return 1;
+        case O_SIZES: bad = parse_list(optarg, 1, o); break;
+        case O_QD: bad = parse_list(optarg, 0, o); break;
         case O_MB: {
             unsigned long long v = strtoull(optarg, &e, 10);
             bad = *e || v == 0;
-            o.cap_bytes = (uint64_t)v << 20;
+            o->cap_bytes = (uint64_t)v << 20;
             break;
         }
-        case O_SEC: o.seconds = strtod(optarg, &e); bad = *e || !(o.seconds > 0); break;
-        case O_JSON: o.json = optarg; break;
-        case O_SEED: o.seed = strtoull(optarg, &e, 10); bad = *e; break;
+        case O_SEC: o->seconds = strtod(optarg, &e); bad = *e || !(o->seconds > 0); break;
+        case O_JSON: o->json = optarg; break;
+        case O_SEED: o->seed = strtoull(optarg, &e, 10); bad = *e; break;
         default:
             fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
+            return -1;
         }
         if (bad) {
             fprintf(stderr, PROG ": bad value '%s' for %s\n", optarg, argv[optind - 2 >= 0 ? optind - 2 : 0]);
-            return EXIT_USAGE;
+            return -1;
         }
     }
     if (optind + 1 != argc) {
         fprintf(stderr, PROG ": give one FILE (see --help)\n");
-        return EXIT_USAGE;
+        return -1;
     }
-    o.file = argv[optind];
-    if (!o.n_sizes) {
+    o->file = argv[optind];
+    if (!o->n_sizes) {
         static const uint64_t def[] = {4096, 16384, 65536, 262144, 1048576, 4194304};
-        memcpy(o.sizes, def, sizeof def);
-        o.n_sizes = 6;
+        memcpy(o->sizes, def, sizeof def);
+        o->n_sizes = 6;
     }
-    if (!o.n_qd) {
+    if (!o->n_qd) {
         static const unsigned def[] = {1, 4, 16, 32};
-        memcpy(o.qd, def, sizeof def);
-        o.n_qd = 4;
+        memcpy(o->qd, def, sizeof def);
+        o->n_qd = 4;
     }
+    return 0;
+}
+
+/* Every (size, qd) point of o over fd (fb bytes): the table on stdout, the
+ * points into jf (may be NULL). 0 or a negative errno (reported here). */
+static int run_points(int fd, uint64_t fb, const dc_opts *o, FILE *jf)
+{
+    printf("MB/s of random O_DIRECT reads of %s (%.2f GB)\n%-8s", o->file, (double)fb / 1e9, "size");
+    for (size_t q = 0; q < o->n_qd; q++)
+        printf("  qd=%-5u", o->qd[q]);
+    printf("\n");
+    int rc = 0, first = 1;
+    for (size_t s = 0; rc == 0 && s < o->n_sizes; s++) {
+        if (o->sizes[s] > fb)
+            continue;
+        printf("%-8" PRIu64, o->sizes[s] >> 10);
+        for (size_t q = 0; rc == 0 && q < o->n_qd; q++) {
+            double mbps = 0, lat = 0;
+            rc = run_point(fd, fb, o->sizes[s], o->qd[q], o, &mbps, &lat);
+            if (rc) {
+                if (rc == -EAGAIN)
+                    fprintf(stderr, PROG ": could not start %u reader threads\n", o->qd[q]);
+                else
+                    fprintf(stderr, PROG ": %s: read failed: %s\n", o->file, strerror(-rc));
+                break;
+            }
+            printf("  %8.1f", mbps);
+            fflush(stdout);
+            if (jf)
+                fprintf(jf, "%s    {\"size\": %" PRIu64 ", \"qd\": %u, \"mb_per_s\": %.3f, \"lat_us\": %.1f}",
+                        first ? "" : ",\n", o->sizes[s], o->qd[q], mbps, lat);
+            first = 0;
+        }
+        printf("   (KiB)\n");
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    dc_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
     int fd = open(o.file, O_RDONLY | O_DIRECT | O_CLOEXEC);
     if (fd < 0) {
         fprintf(stderr, PROG ": %s: %s\n", o.file, strerror(errno));
@@ -300,34 +339,7 @@ int main(int argc, char **argv)
     }
     if (jf)
         fprintf(jf, "{\n  \"file\": \"%s\",\n  \"file_bytes\": %" PRIu64 ",\n  \"points\": [\n", o.file, fb);
-    printf("MB/s of random O_DIRECT reads of %s (%.2f GB)\n%-8s", o.file, (double)fb / 1e9, "size");
-    for (size_t q = 0; q < o.n_qd; q++)
-        printf("  qd=%-5u", o.qd[q]);
-    printf("\n");
-    int rc = 0, first = 1;
-    for (size_t s = 0; rc == 0 && s < o.n_sizes; s++) {
-        if (o.sizes[s] > fb)
-            continue;
-        printf("%-8" PRIu64, o.sizes[s] >> 10);
-        for (size_t q = 0; rc == 0 && q < o.n_qd; q++) {
-            double mbps = 0, lat = 0;
-            rc = run_point(fd, fb, o.sizes[s], o.qd[q], &o, &mbps, &lat);
-            if (rc) {
-                if (rc == -EAGAIN)
-                    fprintf(stderr, PROG ": could not start %u reader threads\n", o.qd[q]);
-                else
-                    fprintf(stderr, PROG ": %s: read failed: %s\n", o.file, strerror(-rc));
-                break;
-            }
-            printf("  %8.1f", mbps);
-            fflush(stdout);
-            if (jf)
-                fprintf(jf, "%s    {\"size\": %" PRIu64 ", \"qd\": %u, \"mb_per_s\": %.3f, \"lat_us\": %.1f}",
-                        first ? "" : ",\n", o.sizes[s], o.qd[q], mbps, lat);
-            first = 0;
-        }
-        printf("   (KiB)\n");
-    }
+    rc = run_points(fd, fb, &o, jf);
     close(fd);
     if (jf) {
         fprintf(jf, "\n  ]\n}\n");
