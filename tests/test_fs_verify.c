@@ -81,7 +81,7 @@ static void set_faults(const char *spec)
 {
     ierr err = IERR_INIT;
     if (io_fault_set(spec, &err) < 0)
-        fail_msg("io_fault_set(%s): %s", spec, err.msg);
+        fail_msg("io_fault_set(%s): %s", spec ? spec : "NULL", err.msg);
 }
 
 static void test_hook_fail(void **state)
