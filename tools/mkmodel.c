@@ -35,6 +35,7 @@
  * dimension (a "massive activation", as real Llama models have) that the
  * gate rows read as their bias, aimed so that P(gate.x > 1) = p_j; the
  * unigram logits ride on the same dimension. */
+#include "checkpoint.h"
 #include "cli.h"
 #include "format.h"
 #include "hparams.h"
@@ -47,7 +48,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +60,6 @@
 #define EXIT_USAGE    2
 #define SHARD_BYTES   ((uint64_t)2 << 30)     /* ~2 GiB per safetensors shard (default) */
 #define MAX_TEXT      ((size_t)256 << 20)
-#define MAX_TENSORS   4096
 #define P_MIN         1e-6                    /* activation probability floor */
 #define P_MAX         0.5                     /* ... and ceiling */
 #define GATE_REF      1.0                     /* llama: "active" reference, gate.x > 1 */
@@ -317,97 +316,46 @@ static double layer_density(int64_t l, int64_t L, double sparsity)
 
 /* ---- the tensor plan ----------------------------------------------------------- */
 
-typedef enum {
-    T_EMB, T_POS, T_ONES, T_ZEROS, T_QK, T_V, T_OUT, T_UP, T_UP_B, T_DOWN, T_DOWN_B, T_FINAL_W, T_FINAL_B,
-    T_GATE
-} t_kind;
-
+/* One tensor to write: a tensor of the table (layout/checkpoint.h), and
+ * where it goes. */
 typedef struct {
-    char     name[128];
-    t_kind   kind;
-    int64_t  layer;          /* -1 for model-wide tensors */
-    int64_t  rows, cols;     /* cols == 0: a vector of `rows` */
+    ckpt_tensor t;           /* name, weight, layer (-1 model-wide), shape */
+    int64_t  rows, cols;     /* t.shape; cols == 0: a vector of `rows` */
     int      shard;
     uint64_t offset;         /* in the shard's data section */
     uint64_t bytes;
 } t_entry;
 
 typedef struct {
-    t_entry *t;
+    t_entry *t;              /* owned, [n], in forward order */
     size_t   n;
     const char *st_dtype;    /* "F16" | "F32" */
     int      n_shards;
     uint64_t total;
 } t_plan;
 
-static int plan_add(t_plan *p, t_kind kind, int64_t layer, int64_t rows, int64_t cols, size_t esize, const char *fmt,
-                    ...) __attribute__((format(printf, 7, 8)));
-
-static int plan_add(t_plan *p, t_kind kind, int64_t layer, int64_t rows, int64_t cols, size_t esize, const char *fmt,
-                    ...)
-{
-    if (p->n == MAX_TENSORS)
-        return -1;
-    t_entry *e = &p->t[p->n++];
-    memset(e, 0, sizeof *e);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->name, sizeof e->name, fmt, ap);
-    va_end(ap);
-    e->kind = kind;
-    e->layer = layer;
-    e->rows = rows;
-    e->cols = cols;
-    e->bytes = (uint64_t)rows * (uint64_t)(cols ? cols : 1) * esize;
-    return 0;
-}
-
+/* Every tensor of the table for hp (but a tied lm_head) in forward order,
+ * in shards of about shard_bytes. -ENOMEM or 0. */
 static int plan_build(t_plan *p, const hp_config *hp, fmt_dtype dt, uint64_t shard_bytes)
 {
-    size_t es = fmt_dtype_size(dt);
+    ckpt_tensor *ts;
+    size_t n;
     p->st_dtype = dt == FMT_F16 ? "F16" : "F32";
-    int64_t d = hp->d_model, f = hp->d_ffn, V = hp->vocab_size, hd = d / hp->n_heads, kv = hp->n_kv_heads * hd;
-    int rc = 0;
-    if (hp->family == HP_OPT) {
-        const char *p0 = "model.decoder.";
-        rc |= plan_add(p, T_EMB, -1, V, d, es, "%sembed_tokens.weight", p0);
-        rc |= plan_add(p, T_POS, -1, hp->max_pos + hp->pos_offset, d, es, "%sembed_positions.weight", p0);
-        for (int64_t l = 0; l < hp->n_layers; l++) {
-            static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-            static const t_kind pk[] = {T_QK, T_QK, T_V, T_OUT};
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%slayers.%" PRId64 ".self_attn_layer_norm.weight", p0, l);
-            rc |= plan_add(p, T_ZEROS, l, d, 0, es, "%slayers.%" PRId64 ".self_attn_layer_norm.bias", p0, l);
-            for (int k = 0; k < 4; k++) {
-                rc |= plan_add(p, pk[k], l, d, d, es, "%slayers.%" PRId64 ".self_attn.%s.weight", p0, l, proj[k]);
-                rc |= plan_add(p, T_ZEROS, l, d, 0, es, "%slayers.%" PRId64 ".self_attn.%s.bias", p0, l, proj[k]);
-            }
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%slayers.%" PRId64 ".final_layer_norm.weight", p0, l);
-            rc |= plan_add(p, T_ZEROS, l, d, 0, es, "%slayers.%" PRId64 ".final_layer_norm.bias", p0, l);
-            rc |= plan_add(p, T_UP, l, f, d, es, "%slayers.%" PRId64 ".fc1.weight", p0, l);
-            rc |= plan_add(p, T_UP_B, l, f, 0, es, "%slayers.%" PRId64 ".fc1.bias", p0, l);
-            rc |= plan_add(p, T_DOWN, l, d, f, es, "%slayers.%" PRId64 ".fc2.weight", p0, l);
-            rc |= plan_add(p, T_DOWN_B, l, d, 0, es, "%slayers.%" PRId64 ".fc2.bias", p0, l);
-        }
-        rc |= plan_add(p, T_FINAL_W, -1, d, 0, es, "%sfinal_layer_norm.weight", p0);
-        rc |= plan_add(p, T_FINAL_B, -1, d, 0, es, "%sfinal_layer_norm.bias", p0);
-    } else {
-        rc |= plan_add(p, T_EMB, -1, V, d, es, "model.embed_tokens.weight");
-        for (int64_t l = 0; l < hp->n_layers; l++) {
-            const char *p0 = "model.layers.";
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%s%" PRId64 ".input_layernorm.weight", p0, l);
-            rc |= plan_add(p, T_QK, l, d, d, es, "%s%" PRId64 ".self_attn.q_proj.weight", p0, l);
-            rc |= plan_add(p, T_QK, l, kv, d, es, "%s%" PRId64 ".self_attn.k_proj.weight", p0, l);
-            rc |= plan_add(p, T_V, l, kv, d, es, "%s%" PRId64 ".self_attn.v_proj.weight", p0, l);
-            rc |= plan_add(p, T_OUT, l, d, d, es, "%s%" PRId64 ".self_attn.o_proj.weight", p0, l);
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%s%" PRId64 ".post_attention_layernorm.weight", p0, l);
-            rc |= plan_add(p, T_GATE, l, f, d, es, "%s%" PRId64 ".mlp.gate_proj.weight", p0, l);
-            rc |= plan_add(p, T_UP, l, f, d, es, "%s%" PRId64 ".mlp.up_proj.weight", p0, l);
-            rc |= plan_add(p, T_DOWN, l, d, f, es, "%s%" PRId64 ".mlp.down_proj.weight", p0, l);
-        }
-        rc |= plan_add(p, T_FINAL_W, -1, d, 0, es, "model.norm.weight");
+    if (ckpt_list(hp, CKPT_FORWARD_ORDER, &ts, &n) != 0)
+        return -ENOMEM;
+    p->t = calloc(n ? n : 1, sizeof *p->t);
+    for (size_t i = 0; p->t && i < n; i++) {
+        if (ts[i].optional)
+            continue;
+        t_entry *e = &p->t[p->n++];
+        e->t = ts[i];
+        e->rows = ts[i].shape[0];
+        e->cols = ts[i].shape[1];
+        e->bytes = (uint64_t)e->rows * (uint64_t)(e->cols ? e->cols : 1) * fmt_dtype_size(dt);
     }
-    if (rc)
-        return -1;
+    free(ts);
+    if (!p->t)
+        return -ENOMEM;
     /* shards of about SHARD_BYTES, tensors in plan order */
     uint64_t cur = 0;
     int shard = 0;
@@ -505,8 +453,8 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
     const mk_opts *o = g->o;
     int64_t d = hp->d_model, n = e->cols;
     double dd = (double)d;
-    switch (e->kind) {
-    case T_EMB: {
+    switch (e->t.weight) {
+    case CKPT_TOK_EMB: {
         /* token embedding: N(0, 1) per element, orthogonal to u (OPT) /
          * constant dimension 0 (Llama), plus the unigram offset on it */
         rng_fill(r, row, n, 1.0);
@@ -523,37 +471,45 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
         }
         break;
     }
-    case T_POS:
+    case CKPT_POS_EMB:
         break;   /* gen_tensor runs the AR(1) process */
-    case T_ONES:
+    case CKPT_ATTN_NORM_W:
+    case CKPT_FFN_NORM_W:
         for (int64_t k = 0; k < (n ? n : 1); k++)
             row[k] = 1.0f;
         break;
-    case T_ZEROS:
-    case T_DOWN_B:
-    case T_UP_B:
+    case CKPT_ATTN_NORM_B:
+    case CKPT_FFN_NORM_B:
+    case CKPT_BQ:
+    case CKPT_BK:
+    case CKPT_BV:
+    case CKPT_BO:
+    case CKPT_GATE_B:
+    case CKPT_UP_B:
+    case CKPT_DOWN_B:
         row[0] = 0.0f;
         break;
-    case T_QK:
+    case CKPT_WQ:
+    case CKPT_WK:
         /* scores q.k / sqrt(hd) have std ~ o->qk: q, k elements std sqrt(qk) */
         rng_fill(r, row, n, sqrt(o->qk) / sqrt(dd));
         if (hp->family == HP_LLAMA)
             row[0] = 0.0f;
         break;
-    case T_V:
+    case CKPT_WV:
         rng_fill(r, row, n, 1.0 / sqrt(dd));
         if (hp->family == HP_LLAMA)
             row[0] = 0.0f;
         break;
-    case T_OUT:
+    case CKPT_WO:
         /* attention output ~ an average of v (unit elements): scale to
          * attn_out, along the residual spectrum */
         rng_fill(r, row, n, o->attn_out * g->sd[i] / sqrt(dd));
         if (hp->family == HP_LLAMA && i == 0)
             memset(row, 0, (size_t)n * sizeof *row);
         break;
-    case T_UP: {
-        layer_probs(g, e->layer);
+    case CKPT_UP_W: {
+        layer_probs(g, e->t.layer);
         rng_fill(r, row, n, 1.0 / sqrt(dd));
         if (hp->family == HP_LLAMA) {
             row[0] = 0.0f;   /* the up value is symmetric: E[act] = 0 */
@@ -570,12 +526,12 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
         g->m2sum += m2;
         break;
     }
-    case T_GATE: {
+    case CKPT_GATE_W: {
         /* gate.x = (rows 1..d-1).x + row[0] * x0: the constant dimension sets
          * each neuron's offset so that P(gate.x > GATE_REF) = p_j */
-        layer_probs(g, e->layer);
+        layer_probs(g, e->t.layer);
         rng_fill(r, row, n, 1.0 / sqrt(dd));
-        double nn = 0, v = resid_var(g, e->layer), x0 = llama_x0(g, e->layer);
+        double nn = 0, v = resid_var(g, e->t.layer), x0 = llama_x0(g, e->t.layer);
         for (int64_t k = 1; k < n; k++)
             nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
         /* RMSNorm: the other elements have mean square v * (d / (c0^2 + (d-1) v)) */
@@ -586,7 +542,7 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
         g->m2sum += silu2_moment(mu, s);   /* times E[up^2] = 1 */
         break;
     }
-    case T_DOWN: {
+    case CKPT_DOWN_W: {
         /* FFN output per element ~ N(0, ffn_out^2): sum_j E[act_j^2] w^2 */
         double sd = o->ffn_out * g->sd[i] / sqrt(g->m2sum > 0 ? g->m2sum : 1.0);
         rng_fill(r, row, n, sd);
@@ -600,15 +556,18 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
         }
         break;
     }
-    case T_FINAL_W:
+    case CKPT_FINAL_NORM_W:
         /* tiny: the context term of the logits stays well below the unigram
          * term (else the tied embedding makes the model repeat its input) */
         row[0] = (float)(0.5 / dd);
         if (hp->family == HP_LLAMA && i == 0)
             row[0] = 1.0f;
         break;
-    case T_FINAL_B:
+    case CKPT_FINAL_NORM_B:
         row[0] = (float)(g->u_scale * g->u[i]);
+        break;
+    case CKPT_LM_HEAD:       /* tied: not written */
+    case CKPT_N_WEIGHTS:
         break;
     }
 }
@@ -689,7 +648,7 @@ static int shard_header(const t_plan *p, int shard, char **out, size_t *len)
         json_object_set_new(t, "dtype", json_string(p->st_dtype));
         json_object_set_new(t, "shape", sh);
         json_object_set_new(t, "data_offsets", off);
-        json_object_set_new(root, e->name, t);
+        json_object_set_new(root, e->t.name, t);
     }
     char *s = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(root);
@@ -759,13 +718,13 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
     mk_rng r;
     /* the stream depends on the tensor's name only */
     uint64_t h = 1469598103934665603ull;
-    for (const char *c = e->name; *c; c++)
+    for (const char *c = e->t.name; *c; c++)
         h = (h ^ (unsigned char)*c) * 1099511628211ull;
     rng_seed(&r, g->seed, h, 0);
     const hp_config *hp = g->hp;
-    if (e->kind == T_UP_B || e->kind == T_DOWN_B) {
+    if (e->t.weight == CKPT_UP_B || e->t.weight == CKPT_DOWN_B) {
         /* computed along the rows of fc1 / fc2 */
-        const double *src = e->kind == T_UP_B ? g->bias : g->bias + hp->d_ffn;
+        const double *src = e->t.weight == CKPT_UP_B ? g->bias : g->bias + hp->d_ffn;
         for (int64_t i = 0; i < e->rows; i++)
             row[i] = (float)src[i];
         return out_put(w, row, (size_t)e->rows, g->o->dtype, err);
@@ -775,7 +734,7 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
             gen_row(g, e, &r, i, row + i);
         return out_put(w, row, (size_t)e->rows, g->o->dtype, err);
     }
-    if (e->kind == T_POS) {
+    if (e->t.weight == CKPT_POS_EMB) {
         /* AR(1) over the positions: p_{t+1} = a p_t + sqrt(1 - a^2) eps */
         double a = exp(-1.0 / g->o->slow_len), sd = sqrt(g->o->slow);
         float *prev = row + e->cols;
@@ -798,7 +757,7 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
         if ((rc = out_put(w, row, (size_t)e->cols, g->o->dtype, err)) != 0)
             return rc;
         if ((i & 1023) == 1023 && w->tty)
-            progress(w, e->name, 0);
+            progress(w, e->t.name, 0);
     }
     return 0;
 }
@@ -1175,8 +1134,7 @@ static int run(const mk_opts *o, ierr *err)
     hp.gated = sh->family == HP_LLAMA;
     hp.tie_embeddings = 1;
 
-    plan.t = calloc(MAX_TENSORS, sizeof *plan.t);
-    if (!plan.t || plan_build(&plan, &hp, o->dtype, o->shard_bytes) != 0) {
+    if (plan_build(&plan, &hp, o->dtype, o->shard_bytes) != 0) {
         rc = ierr_set(err, -ENOMEM, "out of memory planning the tensors");
         goto out;
     }
@@ -1249,13 +1207,13 @@ static int run(const mk_opts *o, ierr *err)
             plan.n_shards, plan.n_shards == 1 ? "" : "s", o->out);
     int64_t last_layer = -2;
     for (size_t i = 0; rc == 0 && i < plan.n; i++) {
-        if (plan.t[i].layer != last_layer && last_layer >= 0) {
+        if (plan.t[i].t.layer != last_layer && last_layer >= 0) {
             char what[64];
             snprintf(what, sizeof what, "layer %" PRId64 "/%" PRId64 " (density %.4f)", last_layer + 1, hp.n_layers,
                      g.dens_used);
             progress(&w, what, !w.tty);
         }
-        last_layer = plan.t[i].layer;
+        last_layer = plan.t[i].t.layer;
         rc = gen_tensor(&g, &w, &plan, tmp, i, row, err);
     }
     if (rc)
@@ -1273,7 +1231,7 @@ static int run(const mk_opts *o, ierr *err)
         for (size_t i = 0; i < plan.n; i++) {
             char name[64];
             shard_name(name, sizeof name, plan.t[i].shard, plan.n_shards);
-            json_object_set_new(map, plan.t[i].name, json_string(name));
+            json_object_set_new(map, plan.t[i].t.name, json_string(name));
         }
         json_object_set_new(idx, "metadata", meta);
         json_object_set_new(idx, "weight_map", map);
