@@ -446,6 +446,80 @@ static void layer_probs(mk_gen *g, int64_t l)
     g->layer_of_p = l;
 }
 
+/* Row i of the token embedding: N(0, 1) per element, orthogonal to u
+ * (OPT) / constant dimension 0 (Llama), plus the unigram offset on it. */
+static void emb_row(mk_gen *g, mk_rng *r, int64_t i, float *row, int64_t n)
+{
+    rng_fill(r, row, n, 1.0);
+    for (int64_t k = 0; k < n; k++)
+        row[k] *= g->sd[k];
+    if (g->hp->family == HP_OPT) {
+        double dot = 0;
+        for (int64_t k = 0; k < n; k++)
+            dot += (double)row[k] * g->u[k];
+        for (int64_t k = 0; k < n; k++)
+            row[k] = (float)(row[k] - dot * g->u[k] + g->ulogit[i] / g->u_scale * g->u[k]);
+    } else {
+        row[0] = (float)(g->c0 + g->ulogit[i] / llama_x0(g, g->hp->n_layers));
+    }
+}
+
+/* Up row i of `layer`; OPT: also neuron i's up bias and moments. */
+static void up_row(mk_gen *g, mk_rng *r, int64_t layer, int64_t i, float *row, int64_t n)
+{
+    layer_probs(g, layer);
+    rng_fill(r, row, n, 1.0 / sqrt((double)g->hp->d_model));
+    if (g->hp->family == HP_LLAMA) {
+        row[0] = 0.0f;   /* the up value is symmetric: E[act] = 0 */
+        return;
+    }
+    /* over tokens, w.x has variance sum_k w_k^2 E[x_k^2] = sum_k w_k^2 sd_k^2 */
+    double nn = 0;
+    for (int64_t k = 0; k < n; k++)
+        nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
+    double s = sqrt(nn), b = -s * norm_inv(1.0 - g->p[i]), m1, m2;
+    relu_moments(b, s, &m1, &m2);
+    g->bias[i] = b;
+    g->m1[i] = m1;
+    g->m2sum += m2;
+}
+
+/* Gate row i of `layer` (Llama): gate.x = (rows 1..d-1).x + row[0] * x0:
+ * the constant dimension sets each neuron's offset so that
+ * P(gate.x > GATE_REF) = p_j. */
+static void gate_row(mk_gen *g, mk_rng *r, int64_t layer, int64_t i, float *row, int64_t n)
+{
+    double dd = (double)g->hp->d_model;
+    layer_probs(g, layer);
+    rng_fill(r, row, n, 1.0 / sqrt(dd));
+    double nn = 0, v = resid_var(g, layer), x0 = llama_x0(g, layer);
+    for (int64_t k = 1; k < n; k++)
+        nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
+    /* RMSNorm: the other elements have mean square v * (d / (c0^2 + (d-1) v)) */
+    double s = sqrt(nn * v * dd / (g->c0 * g->c0 + (dd - 1) * v));
+    double mu = GATE_REF - s * norm_inv(1.0 - g->p[i]);
+    row[0] = (float)(mu / x0);
+    g->m1[i] = 0;
+    g->m2sum += silu2_moment(mu, s);   /* times E[up^2] = 1 */
+}
+
+/* Down row i: FFN output per element ~ N(0, ffn_out^2) = sum_j E[act_j^2] w^2;
+ * OPT: also element i of the down bias. */
+static void down_row(mk_gen *g, mk_rng *r, int64_t i, float *row, int64_t n)
+{
+    const hp_config *hp = g->hp;
+    double sd = g->o->ffn_out * g->sd[i] / sqrt(g->m2sum > 0 ? g->m2sum : 1.0);
+    rng_fill(r, row, n, sd);
+    if (hp->family == HP_LLAMA && i == 0)
+        memset(row, 0, (size_t)n * sizeof *row);
+    if (hp->family == HP_OPT) {
+        double c = 0;
+        for (int64_t k = 0; k < n; k++)
+            c += (double)row[k] * g->m1[k];
+        g->bias[hp->d_ffn + i] = -c;   /* b2, centring the output */
+    }
+}
+
 /* Row `i` of tensor e (cols values, or one value of a vector at index i). */
 static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *row)
 {
@@ -454,23 +528,9 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
     int64_t d = hp->d_model, n = e->cols;
     double dd = (double)d;
     switch (e->t.weight) {
-    case CKPT_TOK_EMB: {
-        /* token embedding: N(0, 1) per element, orthogonal to u (OPT) /
-         * constant dimension 0 (Llama), plus the unigram offset on it */
-        rng_fill(r, row, n, 1.0);
-        for (int64_t k = 0; k < n; k++)
-            row[k] *= g->sd[k];
-        if (hp->family == HP_OPT) {
-            double dot = 0;
-            for (int64_t k = 0; k < n; k++)
-                dot += (double)row[k] * g->u[k];
-            for (int64_t k = 0; k < n; k++)
-                row[k] = (float)(row[k] - dot * g->u[k] + g->ulogit[i] / g->u_scale * g->u[k]);
-        } else {
-            row[0] = (float)(g->c0 + g->ulogit[i] / llama_x0(g, hp->n_layers));
-        }
+    case CKPT_TOK_EMB:
+        emb_row(g, r, i, row, n);
         break;
-    }
     case CKPT_POS_EMB:
         break;   /* gen_tensor runs the AR(1) process */
     case CKPT_ATTN_NORM_W:
@@ -508,54 +568,15 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
         if (hp->family == HP_LLAMA && i == 0)
             memset(row, 0, (size_t)n * sizeof *row);
         break;
-    case CKPT_UP_W: {
-        layer_probs(g, e->t.layer);
-        rng_fill(r, row, n, 1.0 / sqrt(dd));
-        if (hp->family == HP_LLAMA) {
-            row[0] = 0.0f;   /* the up value is symmetric: E[act] = 0 */
-            break;
-        }
-        /* over tokens, w.x has variance sum_k w_k^2 E[x_k^2] = sum_k w_k^2 sd_k^2 */
-        double nn = 0;
-        for (int64_t k = 0; k < n; k++)
-            nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
-        double s = sqrt(nn), b = -s * norm_inv(1.0 - g->p[i]), m1, m2;
-        relu_moments(b, s, &m1, &m2);
-        g->bias[i] = b;
-        g->m1[i] = m1;
-        g->m2sum += m2;
+    case CKPT_UP_W:
+        up_row(g, r, e->t.layer, i, row, n);
         break;
-    }
-    case CKPT_GATE_W: {
-        /* gate.x = (rows 1..d-1).x + row[0] * x0: the constant dimension sets
-         * each neuron's offset so that P(gate.x > GATE_REF) = p_j */
-        layer_probs(g, e->t.layer);
-        rng_fill(r, row, n, 1.0 / sqrt(dd));
-        double nn = 0, v = resid_var(g, e->t.layer), x0 = llama_x0(g, e->t.layer);
-        for (int64_t k = 1; k < n; k++)
-            nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
-        /* RMSNorm: the other elements have mean square v * (d / (c0^2 + (d-1) v)) */
-        double s = sqrt(nn * v * dd / (g->c0 * g->c0 + (dd - 1) * v));
-        double mu = GATE_REF - s * norm_inv(1.0 - g->p[i]);
-        row[0] = (float)(mu / x0);
-        g->m1[i] = 0;
-        g->m2sum += silu2_moment(mu, s);   /* times E[up^2] = 1 */
+    case CKPT_GATE_W:
+        gate_row(g, r, e->t.layer, i, row, n);
         break;
-    }
-    case CKPT_DOWN_W: {
-        /* FFN output per element ~ N(0, ffn_out^2): sum_j E[act_j^2] w^2 */
-        double sd = o->ffn_out * g->sd[i] / sqrt(g->m2sum > 0 ? g->m2sum : 1.0);
-        rng_fill(r, row, n, sd);
-        if (hp->family == HP_LLAMA && i == 0)
-            memset(row, 0, (size_t)n * sizeof *row);
-        if (hp->family == HP_OPT) {
-            double c = 0;
-            for (int64_t k = 0; k < n; k++)
-                c += (double)row[k] * g->m1[k];
-            g->bias[hp->d_ffn + i] = -c;   /* b2, centring the output */
-        }
+    case CKPT_DOWN_W:
+        down_row(g, r, i, row, n);
         break;
-    }
     case CKPT_FINAL_NORM_W:
         /* tiny: the context term of the logits stays well below the unigram
          * term (else the tied embedding makes the model repeat its input) */
@@ -1060,9 +1081,10 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         case O_QK: if (cli_parse_f64(optarg, 0.0, 100.0, &o->qk)) bad = "--qk"; break;
         case O_TAU: if (cli_parse_f64(optarg, 0.5, 1e9, &o->spec_tau)) bad = "--spectrum-tau"; break;
         case O_FLOOR: if (cli_parse_f64(optarg, 0.0, 1.0, &o->spec_floor)) bad = "--spectrum-floor"; break;
-        case O_SHARD:
-            if (cli_parse_f64(optarg, 1, 1 << 20, &v) || v != floor(v)) bad = "--shard-mb";
-            else o->shard_bytes = (uint64_t)v << 20;
+        case O_SHARD:   /* a size; a bare number in MiB */
+            if (cli_parse_size(optarg, (uint64_t)1 << 20, &o->shard_bytes) || o->shard_bytes < 1 ||
+                o->shard_bytes > (uint64_t)1 << 40)
+                bad = "--shard-mb";
             break;
         default:
             fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
@@ -1094,6 +1116,182 @@ static char *default_path(const char *rel)
     return io_join(INFLASH_SOURCE_DIR, rel);
 }
 
+/* The shape's hyperparameters (--layers applied), with the tokenizer's
+ * vocabulary; the rest as the real models have them. */
+static void shape_config(const mk_opts *o, const tok *tk, hp_config *hp)
+{
+    const mk_shape *sh = o->shape;
+    memset(hp, 0, sizeof *hp);
+    hp->family = sh->family;
+    hp->d_model = sh->d;
+    hp->n_layers = o->layers ? o->layers : sh->layers;
+    hp->n_heads = sh->heads;
+    hp->n_kv_heads = sh->kv_heads;
+    hp->d_ffn = sh->ffn;
+    hp->vocab_size = tok_vocab_size(tk);
+    hp->max_pos = sh->max_pos;
+    hp->pos_offset = sh->family == HP_OPT ? 2 : 0;
+    hp->norm_eps = sh->family == HP_OPT ? 1e-5 : 1e-6;   /* as the real models */
+    hp->rope_theta = sh->family == HP_OPT ? 0 : 10000.0;
+    hp->act = sh->family == HP_OPT ? HP_RELU : HP_SILU;
+    hp->gated = sh->family == HP_LLAMA;
+    hp->tie_embeddings = 1;
+}
+
+static void gen_free(mk_gen *g)
+{
+    free(g->ulogit);
+    free(g->u);
+    free(g->p);
+    free(g->bias);
+    free(g->m1);
+    free(g->sd);
+}
+
+/* The generator for hp: its arrays, and what is model-wide: the unigram
+ * logits of `text` (its first text_bytes bytes, 0 = all; "" = none), their
+ * carrier direction, the residual spectrum. gen_free frees it, also after
+ * an error. */
+static int gen_init(mk_gen *g, const mk_opts *o, const hp_config *hp, const tok *tk, const char *text,
+                    uint64_t text_bytes, ierr *err)
+{
+    int64_t d = hp->d_model, F = hp->d_ffn;
+    memset(g, 0, sizeof *g);
+    g->o = o;
+    g->hp = hp;
+    g->seed = o->seed;
+    g->layer_of_p = -1;
+    g->ulogit = calloc((size_t)hp->vocab_size, sizeof *g->ulogit);
+    g->u = calloc((size_t)d, sizeof *g->u);
+    g->p = calloc((size_t)F, sizeof *g->p);
+    g->bias = calloc((size_t)(F + d), sizeof *g->bias);
+    g->m1 = calloc((size_t)F, sizeof *g->m1);
+    g->sd = calloc((size_t)d, sizeof *g->sd);
+    if (!g->ulogit || !g->u || !g->p || !g->bias || !g->m1 || !g->sd)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    int rc = unigram(text, text_bytes, tk, g->ulogit, hp->vocab_size, err);
+    if (rc)
+        return rc;
+    /* the unigram carrier: a random unit direction; the final LayerNorm bias
+     * u_scale * u turns e_v's component ulogit_v / u_scale into the logit */
+    mk_rng r;
+    rng_seed(&r, o->seed, 0x44495245ull, 0);   /* "DIRE" */
+    double nn = 0;
+    for (int64_t k = 0; k < d; k++) {
+        g->u[k] = (float)rng_normal(&r);
+        nn += (double)g->u[k] * g->u[k];
+    }
+    for (int64_t k = 0; k < d; k++)
+        g->u[k] = (float)(g->u[k] / sqrt(nn));
+    g->u_scale = sqrt((double)d) / 4.0;
+    residual_spectrum(g, o, hp);
+    g->c0 = sqrt((double)d);
+    return 0;
+}
+
+/* *tmp = DIR.tmp.<pid> (malloc'd), created; DIR must not exist without
+ * --force. */
+static int make_tmp(const mk_opts *o, char **tmp, ierr *err)
+{
+    struct stat st;
+    *tmp = NULL;
+    if (stat(o->out, &st) == 0 && !o->force)
+        return ierr_set(err, -EEXIST, "%s: exists (use --force to replace it)", o->out);
+    size_t tl = strlen(o->out) + 32;
+    if (!(*tmp = malloc(tl)))
+        return ierr_set(err, -ENOMEM, "out of memory");
+    snprintf(*tmp, tl, "%s.tmp.%ld", o->out, (long)getpid());
+    if (mkdir(*tmp, 0755) != 0) {
+        int rc = ierr_set(err, -errno, "%s: %s", *tmp, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+/* config.json, and the tokenizer files of tokdir that exist, into dir. */
+static int write_side_files(const mk_opts *o, const hp_config *hp, const char *tokdir, const char *dir, ierr *err)
+{
+    static const char *tokfiles[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                                     "special_tokens_map.json", "generation_config.json"};
+    json_t *cfg = config_json(o, hp);
+    int rc = write_json_file(dir, "config.json", cfg, err);
+    json_decref(cfg);
+    for (size_t i = 0; rc == 0 && i < sizeof tokfiles / sizeof *tokfiles; i++)
+        rc = copy_file(tokdir, dir, tokfiles[i], 1, err);
+    return rc;
+}
+
+/* Generate every tensor of the plan into its shard in dir, with a
+ * progress line per layer. */
+static int write_tensors(mk_gen *g, const t_plan *plan, const char *dir, ierr *err)
+{
+    const mk_opts *o = g->o;
+    const hp_config *hp = g->hp;
+    int64_t d = hp->d_model, F = hp->d_ffn, maxc = d > F ? d : F;
+    mk_out w;
+    memset(&w, 0, sizeof w);
+    w.shard = -1;
+    w.total = plan->total;
+    w.buf = malloc((size_t)maxc * 4);
+    float *row = calloc((size_t)(2 * maxc + hp->max_pos + 2), sizeof *row);
+    int rc = w.buf && row ? 0 : ierr_set(err, -ENOMEM, "out of memory");
+    w.t0 = now_s();
+    w.tty = isatty(2);
+    if (!rc)
+        fprintf(stderr, PROG ": %s%s, %" PRId64 " layers, %s, %.2f GB in %d shard%s -> %s\n", o->shape->name,
+                o->layers ? " (layers overridden)" : "", hp->n_layers, fmt_dtype_name(o->dtype),
+                (double)plan->total / 1e9, plan->n_shards, plan->n_shards == 1 ? "" : "s", o->out);
+    int64_t last_layer = -2;
+    for (size_t i = 0; rc == 0 && i < plan->n; i++) {
+        if (plan->t[i].t.layer != last_layer && last_layer >= 0) {
+            char what[64];
+            snprintf(what, sizeof what, "layer %" PRId64 "/%" PRId64 " (density %.4f)", last_layer + 1,
+                     hp->n_layers, g->dens_used);
+            progress(&w, what, !w.tty);
+        }
+        last_layer = plan->t[i].t.layer;
+        rc = gen_tensor(g, &w, plan, dir, i, row, err);
+    }
+    if (w.f && fclose(w.f) != 0 && !rc)
+        rc = ierr_set(err, -EIO, "%s: write error", w.path);
+    if (!rc)
+        progress(&w, "done", 1);
+    free(w.path);
+    free(w.buf);
+    free(row);
+    return rc;
+}
+
+/* model.safetensors.index.json, the weight map of a sharded checkpoint. */
+static int write_index(const t_plan *plan, const char *dir, ierr *err)
+{
+    json_t *idx = json_object(), *meta = json_object(), *map = json_object();
+    json_object_set_new(meta, "total_size", json_integer((json_int_t)plan->total));
+    for (size_t i = 0; i < plan->n; i++) {
+        char name[64];
+        shard_name(name, sizeof name, plan->t[i].shard, plan->n_shards);
+        json_object_set_new(map, plan->t[i].t.name, json_string(name));
+    }
+    json_object_set_new(idx, "metadata", meta);
+    json_object_set_new(idx, "weight_map", map);
+    int rc = write_json_file(dir, "model.safetensors.index.json", idx, err);
+    json_decref(idx);
+    return rc;
+}
+
+/* The complete checkpoint tmp becomes DIR (replacing it with --force). */
+static int install(const mk_opts *o, const char *tmp, ierr *err)
+{
+    struct stat st;
+    if (o->force && stat(o->out, &st) == 0)
+        io_rm_tree(o->out);
+    if (rename(tmp, o->out) != 0)
+        return ierr_set(err, -errno, "rename %s -> %s: %s", tmp, o->out, strerror(errno));
+    return 0;
+}
+
 static int run(const mk_opts *o, ierr *err)
 {
     const mk_shape *sh = o->shape;
@@ -1102,167 +1300,34 @@ static int run(const mk_opts *o, ierr *err)
     uint64_t text_bytes = o->text ? 0 : sh->text_bytes;
     tok *tk = NULL;
     t_plan plan = {0};
+    hp_config hp;
     mk_gen g;
     memset(&g, 0, sizeof g);
-    mk_out w;
-    memset(&w, 0, sizeof w);
-    w.shard = -1;
-    float *row = NULL;
     char *tmp = NULL;
-    int rc = 0;
-    if (!tokdir || !text) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
+    int rc = tokdir && text ? 0 : ierr_set(err, -ENOMEM, "out of memory");
+    if (!rc)
+        rc = tok_new_files(dir_file, (void *)tokdir, &tk, err);
+    if (!rc) {
+        shape_config(o, tk, &hp);
+        if (plan_build(&plan, &hp, o->dtype, o->shard_bytes) != 0)
+            rc = ierr_set(err, -ENOMEM, "out of memory planning the tensors");
     }
-    if ((rc = tok_new_files(dir_file, (void *)tokdir, &tk, err)) != 0)
-        goto out;
-
-    hp_config hp;
-    memset(&hp, 0, sizeof hp);
-    hp.family = sh->family;
-    hp.d_model = sh->d;
-    hp.n_layers = o->layers ? o->layers : sh->layers;
-    hp.n_heads = sh->heads;
-    hp.n_kv_heads = sh->kv_heads;
-    hp.d_ffn = sh->ffn;
-    hp.vocab_size = tok_vocab_size(tk);
-    hp.max_pos = sh->max_pos;
-    hp.pos_offset = sh->family == HP_OPT ? 2 : 0;
-    hp.norm_eps = sh->family == HP_OPT ? 1e-5 : 1e-6;   /* as the real models */
-    hp.rope_theta = sh->family == HP_OPT ? 0 : 10000.0;
-    hp.act = sh->family == HP_OPT ? HP_RELU : HP_SILU;
-    hp.gated = sh->family == HP_LLAMA;
-    hp.tie_embeddings = 1;
-
-    if (plan_build(&plan, &hp, o->dtype, o->shard_bytes) != 0) {
-        rc = ierr_set(err, -ENOMEM, "out of memory planning the tensors");
-        goto out;
-    }
-    int64_t d = hp.d_model, F = hp.d_ffn, maxc = d > F ? d : F;
-    g.o = o;
-    g.hp = &hp;
-    g.seed = o->seed;
-    g.layer_of_p = -1;
-    g.ulogit = calloc((size_t)hp.vocab_size, sizeof *g.ulogit);
-    g.u = calloc((size_t)d, sizeof *g.u);
-    g.p = calloc((size_t)F, sizeof *g.p);
-    g.bias = calloc((size_t)(F + d), sizeof *g.bias);
-    g.m1 = calloc((size_t)F, sizeof *g.m1);
-    g.sd = calloc((size_t)d, sizeof *g.sd);
-    row = calloc((size_t)(2 * maxc + hp.max_pos + 2), sizeof *row);
-    w.buf = malloc((size_t)maxc * 4);
-    if (!g.ulogit || !g.u || !g.p || !g.bias || !g.m1 || !g.sd || !row || !w.buf) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    if ((rc = unigram(text, text_bytes, tk, g.ulogit, hp.vocab_size, err)) != 0)
-        goto out;
-    /* the unigram carrier: a random unit direction; the final LayerNorm bias
-     * u_scale * u turns e_v's component ulogit_v / u_scale into the logit */
-    mk_rng r;
-    rng_seed(&r, o->seed, 0x44495245ull, 0);   /* "DIRE" */
-    double nn = 0;
-    for (int64_t k = 0; k < d; k++) {
-        g.u[k] = (float)rng_normal(&r);
-        nn += (double)g.u[k] * g.u[k];
-    }
-    for (int64_t k = 0; k < d; k++)
-        g.u[k] = (float)(g.u[k] / sqrt(nn));
-    g.u_scale = sqrt((double)d) / 4.0;
-    residual_spectrum(&g, o, &hp);
-    g.c0 = sqrt((double)d);
-
-    /* write into DIR.tmp.<pid>, rename at the end */
-    struct stat st;
-    if (stat(o->out, &st) == 0 && !o->force) {
-        rc = ierr_set(err, -EEXIST, "%s: exists (use --force to replace it)", o->out);
-        goto out;
-    }
-    size_t tl = strlen(o->out) + 32;
-    tmp = malloc(tl);
-    if (!tmp) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    snprintf(tmp, tl, "%s.tmp.%ld", o->out, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) {
-        rc = ierr_set(err, -errno, "%s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    json_t *cfg = config_json(o, &hp);
-    rc = write_json_file(tmp, "config.json", cfg, err);
-    json_decref(cfg);
-    static const char *tokfiles[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                                     "special_tokens_map.json", "generation_config.json"};
-    for (size_t i = 0; rc == 0 && i < sizeof tokfiles / sizeof *tokfiles; i++)
-        rc = copy_file(tokdir, tmp, tokfiles[i], 1, err);
-    if (rc)
-        goto out;
-
-    w.total = plan.total;
-    w.t0 = now_s();
-    w.tty = isatty(2);
-    fprintf(stderr, PROG ": %s%s, %" PRId64 " layers, %s, %.2f GB in %d shard%s -> %s\n", sh->name,
-            o->layers ? " (layers overridden)" : "", hp.n_layers, fmt_dtype_name(o->dtype), (double)plan.total / 1e9,
-            plan.n_shards, plan.n_shards == 1 ? "" : "s", o->out);
-    int64_t last_layer = -2;
-    for (size_t i = 0; rc == 0 && i < plan.n; i++) {
-        if (plan.t[i].t.layer != last_layer && last_layer >= 0) {
-            char what[64];
-            snprintf(what, sizeof what, "layer %" PRId64 "/%" PRId64 " (density %.4f)", last_layer + 1, hp.n_layers,
-                     g.dens_used);
-            progress(&w, what, !w.tty);
-        }
-        last_layer = plan.t[i].t.layer;
-        rc = gen_tensor(&g, &w, &plan, tmp, i, row, err);
-    }
-    if (rc)
-        goto out;
-    if (w.f && fclose(w.f) != 0) {
-        w.f = NULL;
-        rc = ierr_set(err, -EIO, "%s: write error", w.path);
-        goto out;
-    }
-    w.f = NULL;
-    progress(&w, "done", 1);
-    if (plan.n_shards > 1) {
-        json_t *idx = json_object(), *meta = json_object(), *map = json_object();
-        json_object_set_new(meta, "total_size", json_integer((json_int_t)plan.total));
-        for (size_t i = 0; i < plan.n; i++) {
-            char name[64];
-            shard_name(name, sizeof name, plan.t[i].shard, plan.n_shards);
-            json_object_set_new(map, plan.t[i].t.name, json_string(name));
-        }
-        json_object_set_new(idx, "metadata", meta);
-        json_object_set_new(idx, "weight_map", map);
-        rc = write_json_file(tmp, "model.safetensors.index.json", idx, err);
-        json_decref(idx);
-        if (rc)
-            goto out;
-    }
-    if (o->force && stat(o->out, &st) == 0)
-        io_rm_tree(o->out);
-    if (rename(tmp, o->out) != 0) {
-        rc = ierr_set(err, -errno, "rename %s -> %s: %s", tmp, o->out, strerror(errno));
-        goto out;
-    }
-    free(tmp);
-    tmp = NULL;
-out:
-    if (w.f)
-        fclose(w.f);
+    if (!rc)
+        rc = gen_init(&g, o, &hp, tk, text, text_bytes, err);
+    if (!rc)
+        rc = make_tmp(o, &tmp, err);      /* write into DIR.tmp.<pid>, rename at the end */
+    if (!rc)
+        rc = write_side_files(o, &hp, tokdir, tmp, err);
+    if (!rc)
+        rc = write_tensors(&g, &plan, tmp, err);
+    if (!rc && plan.n_shards > 1)
+        rc = write_index(&plan, tmp, err);
+    if (!rc)
+        rc = install(o, tmp, err);
     if (tmp && rc)
         io_rm_tree(tmp);
     free(tmp);
-    free(w.path);
-    free(w.buf);
-    free(row);
-    free(g.ulogit);
-    free(g.u);
-    free(g.p);
-    free(g.bias);
-    free(g.m1);
-    free(g.sd);
+    gen_free(&g);
     free(plan.t);
     tok_free(tk);
     free(tokdir);
