@@ -2,6 +2,7 @@
  * loaded through the source, batched attention with a KV cache, the dense
  * bundle-layout FFN, and the small kernels they use. */
 #include "model.h"
+#include "checkpoint.h"
 #include "weight_matrix.h"
 
 #include <cblas.h>
@@ -166,9 +167,28 @@ static int alloc_f32(model *m, float **p, int64_t count, const char *what, ierr 
     return 0;
 }
 
-/* One tensor into a freshly allocated array. */
-static int load_one(model *m, float **dst, const char *name, int64_t numel, ierr *err)
+/* The name (for layer `layer`) and element count of weight wt in this
+ * model's family (layout/checkpoint.h); NULL if the family has none. */
+static const ckpt_entry *tensor_of(const model *m, ckpt_weight wt, int64_t layer, char name[CKPT_NAME_MAX],
+                                   int64_t *numel)
 {
+    const ckpt_entry *e = ckpt_find(m->cfg.family, wt);
+    if (e) {
+        ckpt_name(e, layer, name, CKPT_NAME_MAX);
+        *numel = ckpt_numel(e, &m->cfg);
+    }
+    return e;
+}
+
+/* A model-wide tensor into a freshly allocated array; left NULL if the
+ * family has none. */
+static int load_one(model *m, float **dst, ckpt_weight wt, ierr *err)
+{
+    char name[CKPT_NAME_MAX];
+    int64_t numel;
+    *dst = NULL;
+    if (!tensor_of(m, wt, -1, name, &numel))
+        return 0;
     int rc = alloc_f32(m, dst, numel, name, err);
     if (rc == 0)
         rc = source_tensor_f32(m->src, name, *dst, numel, err);
@@ -194,115 +214,80 @@ static int load_mat(model *m, const void **dst, const char *name, int64_t numel,
     return source_tensor(m->src, name, m->w.wdt, p, numel, err);
 }
 
-/* The (wdt) matrix `fmt` (with %lld = layer) of every layer: an array of
- * n_layers pointers. */
-static int load_mats(model *m, const void ***dst, const char *fmt, int64_t numel, ierr *err)
+/* The (wdt) matrix wt of layer `layer`; left NULL if the family has none. */
+static int load_wmat(model *m, const void **dst, ckpt_weight wt, int64_t layer, ierr *err)
 {
-    char name[256];
+    char name[CKPT_NAME_MAX];
+    int64_t numel;
+    *dst = NULL;
+    return tensor_of(m, wt, layer, name, &numel) ? load_mat(m, dst, name, numel, err) : 0;
+}
+
+/* The (wdt) matrix wt of every layer: an array of n_layers pointers. */
+static int load_mats(model *m, const void ***dst, ckpt_weight wt, ierr *err)
+{
     *dst = calloc((size_t)m->cfg.n_layers, sizeof **dst);
     if (!*dst)
         return ierr_set(err, -ENOMEM, "out of memory");
     int rc = 0;
-    for (int64_t l = 0; rc == 0 && l < m->cfg.n_layers; l++) {
-        snprintf(name, sizeof name, fmt, (long long)l);
-        rc = load_mat(m, &(*dst)[l], name, numel, err);
-    }
+    for (int64_t l = 0; rc == 0 && l < m->cfg.n_layers; l++)
+        rc = load_wmat(m, &(*dst)[l], wt, l, err);
     return rc;
 }
 
-/* The tensor `fmt` (with %lld = layer) of every layer into one array of
- * [n_layers][numel]. fmt NULL: not part of this family, left NULL. Optional
- * tensors that layer 0 lacks are left NULL; then no layer may have one. */
-static int load_layers(model *m, float **dst, const char *fmt, int64_t numel, int required, ierr *err)
+/* The f32 tensor wt of every layer into one array of [n_layers][numel];
+ * left NULL if the family has none. A tensor a checkpoint need not have
+ * (CKPT_IF_PRESENT) that layer 0 lacks is left NULL; then no layer may
+ * have one. */
+static int load_layers(model *m, float **dst, ckpt_weight wt, ierr *err)
 {
-    char name[256];
+    char name[CKPT_NAME_MAX];
+    int64_t numel;
+    const ckpt_entry *e = tensor_of(m, wt, 0, name, &numel);
     *dst = NULL;
-    if (!fmt)
-        return 0;
-    snprintf(name, sizeof name, fmt, 0LL);
-    if (!required && !source_has_tensor(m->src, name))
+    if (!e || (e->presence != CKPT_ALWAYS && !source_has_tensor(m->src, name)))
         return 0;
     int rc = alloc_f32(m, dst, m->cfg.n_layers * numel, name, err);
-    for (int64_t l = 0; rc == 0 && l < m->cfg.n_layers; l++) {
-        snprintf(name, sizeof name, fmt, (long long)l);
-        rc = source_tensor_f32(m->src, name, *dst + l * numel, numel, err);
-    }
+    for (int64_t l = 0; rc == 0 && l < m->cfg.n_layers; l++)
+        rc = source_tensor_f32(m->src, ckpt_name(e, l, name, sizeof name), *dst + l * numel, numel, err);
     return rc;
 }
-
-/* Tensor names of one family (Hugging Face names as packed). */
-typedef struct {
-    const char *tok_emb, *pos_emb, *final_norm_w, *final_norm_b, *lm_head;
-    const char *attn_norm_w, *attn_norm_b, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
-    const char *ffn_norm_w, *ffn_norm_b, *b_up, *b_gate, *b_down;
-    int biases_required;   /* OPT: every bias is part of the model */
-} model_names;
-
-static const model_names NAMES_OPT = {
-    "model.decoder.embed_tokens.weight", "model.decoder.embed_positions.weight",
-    "model.decoder.final_layer_norm.weight", "model.decoder.final_layer_norm.bias", "lm_head.weight",
-    "model.decoder.layers.%lld.self_attn_layer_norm.weight", "model.decoder.layers.%lld.self_attn_layer_norm.bias",
-    "model.decoder.layers.%lld.self_attn.q_proj.weight", "model.decoder.layers.%lld.self_attn.k_proj.weight",
-    "model.decoder.layers.%lld.self_attn.v_proj.weight", "model.decoder.layers.%lld.self_attn.out_proj.weight",
-    "model.decoder.layers.%lld.self_attn.q_proj.bias", "model.decoder.layers.%lld.self_attn.k_proj.bias",
-    "model.decoder.layers.%lld.self_attn.v_proj.bias", "model.decoder.layers.%lld.self_attn.out_proj.bias",
-    "model.decoder.layers.%lld.final_layer_norm.weight", "model.decoder.layers.%lld.final_layer_norm.bias",
-    "model.decoder.layers.%lld.fc1.bias", NULL, "model.decoder.layers.%lld.fc2.bias",
-    1,
-};
-
-static const model_names NAMES_LLAMA = {
-    "model.embed_tokens.weight", NULL, "model.norm.weight", NULL, "lm_head.weight",
-    "model.layers.%lld.input_layernorm.weight", NULL,
-    "model.layers.%lld.self_attn.q_proj.weight", "model.layers.%lld.self_attn.k_proj.weight",
-    "model.layers.%lld.self_attn.v_proj.weight", "model.layers.%lld.self_attn.o_proj.weight",
-    "model.layers.%lld.self_attn.q_proj.bias", "model.layers.%lld.self_attn.k_proj.bias",
-    "model.layers.%lld.self_attn.v_proj.bias", "model.layers.%lld.self_attn.o_proj.bias",
-    "model.layers.%lld.post_attention_layernorm.weight", NULL,
-    "model.layers.%lld.mlp.up_proj.bias", "model.layers.%lld.mlp.gate_proj.bias",
-    "model.layers.%lld.mlp.down_proj.bias",
-    0,
-};
 
 static int load_weights(model *m, ierr *err)
 {
     const hp_config *c = &m->cfg;
-    const model_names *nm = c->family == HP_OPT ? &NAMES_OPT : &NAMES_LLAMA;
     model_weights *w = &m->w;
-    int64_t d = c->d_model;
-    int breq = nm->biases_required;
-    int rc = load_mat(m, &w->tok_emb, nm->tok_emb, c->vocab_size * d, err);
-    if (rc == 0 && nm->pos_emb)
-        rc = load_one(m, &w->pos_emb, nm->pos_emb, (c->max_pos + c->pos_offset) * d, err);
-    if (rc == 0)
-        rc = load_one(m, &w->final_norm_w, nm->final_norm_w, d, err);
-    if (rc == 0 && nm->final_norm_b)
-        rc = load_one(m, &w->final_norm_b, nm->final_norm_b, d, err);
-    if (rc == 0) rc = load_layers(m, &w->attn_norm_w, nm->attn_norm_w, d, 1, err);
-    if (rc == 0) rc = load_layers(m, &w->attn_norm_b, nm->attn_norm_b, d, 1, err);
-    if (rc == 0) rc = load_mats(m, &w->wq, nm->wq, m->q_dim * d, err);
-    if (rc == 0) rc = load_mats(m, &w->wk, nm->wk, m->kv_dim * d, err);
-    if (rc == 0) rc = load_mats(m, &w->wv, nm->wv, m->kv_dim * d, err);
-    if (rc == 0) rc = load_mats(m, &w->wo, nm->wo, d * m->q_dim, err);
-    if (rc == 0) rc = load_layers(m, &w->bq, nm->bq, m->q_dim, breq, err);
-    if (rc == 0) rc = load_layers(m, &w->bk, nm->bk, m->kv_dim, breq, err);
-    if (rc == 0) rc = load_layers(m, &w->bv, nm->bv, m->kv_dim, breq, err);
-    if (rc == 0) rc = load_layers(m, &w->bo, nm->bo, d, breq, err);
-    if (rc == 0) rc = load_layers(m, &w->ffn_norm_w, nm->ffn_norm_w, d, 1, err);
-    if (rc == 0) rc = load_layers(m, &w->ffn_norm_b, nm->ffn_norm_b, d, 1, err);
-    if (rc == 0) rc = load_layers(m, &w->ffn_b_up, nm->b_up, c->d_ffn, breq, err);
-    if (rc == 0 && c->gated) rc = load_layers(m, &w->ffn_b_gate, nm->b_gate, c->d_ffn, 0, err);
-    if (rc == 0) rc = load_layers(m, &w->ffn_b_down, nm->b_down, d, breq, err);
+    int rc = load_wmat(m, &w->tok_emb, CKPT_TOK_EMB, -1, err);
+    if (rc == 0) rc = load_one(m, &w->pos_emb, CKPT_POS_EMB, err);
+    if (rc == 0) rc = load_one(m, &w->final_norm_w, CKPT_FINAL_NORM_W, err);
+    if (rc == 0) rc = load_one(m, &w->final_norm_b, CKPT_FINAL_NORM_B, err);
+    if (rc == 0) rc = load_layers(m, &w->attn_norm_w, CKPT_ATTN_NORM_W, err);
+    if (rc == 0) rc = load_layers(m, &w->attn_norm_b, CKPT_ATTN_NORM_B, err);
+    if (rc == 0) rc = load_mats(m, &w->wq, CKPT_WQ, err);
+    if (rc == 0) rc = load_mats(m, &w->wk, CKPT_WK, err);
+    if (rc == 0) rc = load_mats(m, &w->wv, CKPT_WV, err);
+    if (rc == 0) rc = load_mats(m, &w->wo, CKPT_WO, err);
+    if (rc == 0) rc = load_layers(m, &w->bq, CKPT_BQ, err);
+    if (rc == 0) rc = load_layers(m, &w->bk, CKPT_BK, err);
+    if (rc == 0) rc = load_layers(m, &w->bv, CKPT_BV, err);
+    if (rc == 0) rc = load_layers(m, &w->bo, CKPT_BO, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_norm_w, CKPT_FFN_NORM_W, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_norm_b, CKPT_FFN_NORM_B, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_b_up, CKPT_UP_B, err);
+    if (rc == 0 && c->gated) rc = load_layers(m, &w->ffn_b_gate, CKPT_GATE_B, err);
+    if (rc == 0) rc = load_layers(m, &w->ffn_b_down, CKPT_DOWN_B, err);
     if (rc)
         return rc;
     /* q, k, v biases come together or not at all */
     if (!w->bq != !w->bk || !w->bq != !w->bv)
         return ierr_set(err, -EINVAL, "model: some but not all of the q/k/v projection biases are present");
-    if (c->tie_embeddings && !source_has_tensor(m->src, nm->lm_head)) {
+    char name[CKPT_NAME_MAX];
+    int64_t numel;
+    if (c->tie_embeddings && (!tensor_of(m, CKPT_LM_HEAD, -1, name, &numel) || !source_has_tensor(m->src, name))) {
         w->lm_head = w->tok_emb;
         return 0;
     }
-    return load_mat(m, &w->lm_head, nm->lm_head, c->vocab_size * d, err);
+    return load_wmat(m, &w->lm_head, CKPT_LM_HEAD, -1, err);
 }
 
 static int alloc_state(model *m, int64_t seq_len, int64_t max_batch, ierr *err)

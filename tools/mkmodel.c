@@ -35,6 +35,7 @@
  * dimension (a "massive activation", as real Llama models have) that the
  * gate rows read as their bias, aimed so that P(gate.x > 1) = p_j; the
  * unigram logits ride on the same dimension. */
+#include "checkpoint.h"
 #include "cli.h"
 #include "format.h"
 #include "hparams.h"
@@ -47,7 +48,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +60,6 @@
 #define EXIT_USAGE    2
 #define SHARD_BYTES   ((uint64_t)2 << 30)     /* ~2 GiB per safetensors shard (default) */
 #define MAX_TEXT      ((size_t)256 << 20)
-#define MAX_TENSORS   4096
 #define P_MIN         1e-6                    /* activation probability floor */
 #define P_MAX         0.5                     /* ... and ceiling */
 #define GATE_REF      1.0                     /* llama: "active" reference, gate.x > 1 */
@@ -317,97 +316,46 @@ static double layer_density(int64_t l, int64_t L, double sparsity)
 
 /* ---- the tensor plan ----------------------------------------------------------- */
 
-typedef enum {
-    T_EMB, T_POS, T_ONES, T_ZEROS, T_QK, T_V, T_OUT, T_UP, T_UP_B, T_DOWN, T_DOWN_B, T_FINAL_W, T_FINAL_B,
-    T_GATE
-} t_kind;
-
+/* One tensor to write: a tensor of the table (layout/checkpoint.h), and
+ * where it goes. */
 typedef struct {
-    char     name[128];
-    t_kind   kind;
-    int64_t  layer;          /* -1 for model-wide tensors */
-    int64_t  rows, cols;     /* cols == 0: a vector of `rows` */
+    ckpt_tensor t;           /* name, weight, layer (-1 model-wide), shape */
+    int64_t  rows, cols;     /* t.shape; cols == 0: a vector of `rows` */
     int      shard;
     uint64_t offset;         /* in the shard's data section */
     uint64_t bytes;
 } t_entry;
 
 typedef struct {
-    t_entry *t;
+    t_entry *t;              /* owned, [n], in forward order */
     size_t   n;
     const char *st_dtype;    /* "F16" | "F32" */
     int      n_shards;
     uint64_t total;
 } t_plan;
 
-static int plan_add(t_plan *p, t_kind kind, int64_t layer, int64_t rows, int64_t cols, size_t esize, const char *fmt,
-                    ...) __attribute__((format(printf, 7, 8)));
-
-static int plan_add(t_plan *p, t_kind kind, int64_t layer, int64_t rows, int64_t cols, size_t esize, const char *fmt,
-                    ...)
-{
-    if (p->n == MAX_TENSORS)
-        return -1;
-    t_entry *e = &p->t[p->n++];
-    memset(e, 0, sizeof *e);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->name, sizeof e->name, fmt, ap);
-    va_end(ap);
-    e->kind = kind;
-    e->layer = layer;
-    e->rows = rows;
-    e->cols = cols;
-    e->bytes = (uint64_t)rows * (uint64_t)(cols ? cols : 1) * esize;
-    return 0;
-}
-
+/* Every tensor of the table for hp (but a tied lm_head) in forward order,
+ * in shards of about shard_bytes. -ENOMEM or 0. */
 static int plan_build(t_plan *p, const hp_config *hp, fmt_dtype dt, uint64_t shard_bytes)
 {
-    size_t es = fmt_dtype_size(dt);
+    ckpt_tensor *ts;
+    size_t n;
     p->st_dtype = dt == FMT_F16 ? "F16" : "F32";
-    int64_t d = hp->d_model, f = hp->d_ffn, V = hp->vocab_size, hd = d / hp->n_heads, kv = hp->n_kv_heads * hd;
-    int rc = 0;
-    if (hp->family == HP_OPT) {
-        const char *p0 = "model.decoder.";
-        rc |= plan_add(p, T_EMB, -1, V, d, es, "%sembed_tokens.weight", p0);
-        rc |= plan_add(p, T_POS, -1, hp->max_pos + hp->pos_offset, d, es, "%sembed_positions.weight", p0);
-        for (int64_t l = 0; l < hp->n_layers; l++) {
-            static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-            static const t_kind pk[] = {T_QK, T_QK, T_V, T_OUT};
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%slayers.%" PRId64 ".self_attn_layer_norm.weight", p0, l);
-            rc |= plan_add(p, T_ZEROS, l, d, 0, es, "%slayers.%" PRId64 ".self_attn_layer_norm.bias", p0, l);
-            for (int k = 0; k < 4; k++) {
-                rc |= plan_add(p, pk[k], l, d, d, es, "%slayers.%" PRId64 ".self_attn.%s.weight", p0, l, proj[k]);
-                rc |= plan_add(p, T_ZEROS, l, d, 0, es, "%slayers.%" PRId64 ".self_attn.%s.bias", p0, l, proj[k]);
-            }
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%slayers.%" PRId64 ".final_layer_norm.weight", p0, l);
-            rc |= plan_add(p, T_ZEROS, l, d, 0, es, "%slayers.%" PRId64 ".final_layer_norm.bias", p0, l);
-            rc |= plan_add(p, T_UP, l, f, d, es, "%slayers.%" PRId64 ".fc1.weight", p0, l);
-            rc |= plan_add(p, T_UP_B, l, f, 0, es, "%slayers.%" PRId64 ".fc1.bias", p0, l);
-            rc |= plan_add(p, T_DOWN, l, d, f, es, "%slayers.%" PRId64 ".fc2.weight", p0, l);
-            rc |= plan_add(p, T_DOWN_B, l, d, 0, es, "%slayers.%" PRId64 ".fc2.bias", p0, l);
-        }
-        rc |= plan_add(p, T_FINAL_W, -1, d, 0, es, "%sfinal_layer_norm.weight", p0);
-        rc |= plan_add(p, T_FINAL_B, -1, d, 0, es, "%sfinal_layer_norm.bias", p0);
-    } else {
-        rc |= plan_add(p, T_EMB, -1, V, d, es, "model.embed_tokens.weight");
-        for (int64_t l = 0; l < hp->n_layers; l++) {
-            const char *p0 = "model.layers.";
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%s%" PRId64 ".input_layernorm.weight", p0, l);
-            rc |= plan_add(p, T_QK, l, d, d, es, "%s%" PRId64 ".self_attn.q_proj.weight", p0, l);
-            rc |= plan_add(p, T_QK, l, kv, d, es, "%s%" PRId64 ".self_attn.k_proj.weight", p0, l);
-            rc |= plan_add(p, T_V, l, kv, d, es, "%s%" PRId64 ".self_attn.v_proj.weight", p0, l);
-            rc |= plan_add(p, T_OUT, l, d, d, es, "%s%" PRId64 ".self_attn.o_proj.weight", p0, l);
-            rc |= plan_add(p, T_ONES, l, d, 0, es, "%s%" PRId64 ".post_attention_layernorm.weight", p0, l);
-            rc |= plan_add(p, T_GATE, l, f, d, es, "%s%" PRId64 ".mlp.gate_proj.weight", p0, l);
-            rc |= plan_add(p, T_UP, l, f, d, es, "%s%" PRId64 ".mlp.up_proj.weight", p0, l);
-            rc |= plan_add(p, T_DOWN, l, d, f, es, "%s%" PRId64 ".mlp.down_proj.weight", p0, l);
-        }
-        rc |= plan_add(p, T_FINAL_W, -1, d, 0, es, "model.norm.weight");
+    if (ckpt_list(hp, CKPT_FORWARD_ORDER, &ts, &n) != 0)
+        return -ENOMEM;
+    p->t = calloc(n ? n : 1, sizeof *p->t);
+    for (size_t i = 0; p->t && i < n; i++) {
+        if (ts[i].optional)
+            continue;
+        t_entry *e = &p->t[p->n++];
+        e->t = ts[i];
+        e->rows = ts[i].shape[0];
+        e->cols = ts[i].shape[1];
+        e->bytes = (uint64_t)e->rows * (uint64_t)(e->cols ? e->cols : 1) * fmt_dtype_size(dt);
     }
-    if (rc)
-        return -1;
+    free(ts);
+    if (!p->t)
+        return -ENOMEM;
     /* shards of about SHARD_BYTES, tensors in plan order */
     uint64_t cur = 0;
     int shard = 0;
@@ -498,6 +446,80 @@ static void layer_probs(mk_gen *g, int64_t l)
     g->layer_of_p = l;
 }
 
+/* Row i of the token embedding: N(0, 1) per element, orthogonal to u
+ * (OPT) / constant dimension 0 (Llama), plus the unigram offset on it. */
+static void emb_row(mk_gen *g, mk_rng *r, int64_t i, float *row, int64_t n)
+{
+    rng_fill(r, row, n, 1.0);
+    for (int64_t k = 0; k < n; k++)
+        row[k] *= g->sd[k];
+    if (g->hp->family == HP_OPT) {
+        double dot = 0;
+        for (int64_t k = 0; k < n; k++)
+            dot += (double)row[k] * g->u[k];
+        for (int64_t k = 0; k < n; k++)
+            row[k] = (float)(row[k] - dot * g->u[k] + g->ulogit[i] / g->u_scale * g->u[k]);
+    } else {
+        row[0] = (float)(g->c0 + g->ulogit[i] / llama_x0(g, g->hp->n_layers));
+    }
+}
+
+/* Up row i of `layer`; OPT: also neuron i's up bias and moments. */
+static void up_row(mk_gen *g, mk_rng *r, int64_t layer, int64_t i, float *row, int64_t n)
+{
+    layer_probs(g, layer);
+    rng_fill(r, row, n, 1.0 / sqrt((double)g->hp->d_model));
+    if (g->hp->family == HP_LLAMA) {
+        row[0] = 0.0f;   /* the up value is symmetric: E[act] = 0 */
+        return;
+    }
+    /* over tokens, w.x has variance sum_k w_k^2 E[x_k^2] = sum_k w_k^2 sd_k^2 */
+    double nn = 0;
+    for (int64_t k = 0; k < n; k++)
+        nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
+    double s = sqrt(nn), b = -s * norm_inv(1.0 - g->p[i]), m1, m2;
+    relu_moments(b, s, &m1, &m2);
+    g->bias[i] = b;
+    g->m1[i] = m1;
+    g->m2sum += m2;
+}
+
+/* Gate row i of `layer` (Llama): gate.x = (rows 1..d-1).x + row[0] * x0:
+ * the constant dimension sets each neuron's offset so that
+ * P(gate.x > GATE_REF) = p_j. */
+static void gate_row(mk_gen *g, mk_rng *r, int64_t layer, int64_t i, float *row, int64_t n)
+{
+    double dd = (double)g->hp->d_model;
+    layer_probs(g, layer);
+    rng_fill(r, row, n, 1.0 / sqrt(dd));
+    double nn = 0, v = resid_var(g, layer), x0 = llama_x0(g, layer);
+    for (int64_t k = 1; k < n; k++)
+        nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
+    /* RMSNorm: the other elements have mean square v * (d / (c0^2 + (d-1) v)) */
+    double s = sqrt(nn * v * dd / (g->c0 * g->c0 + (dd - 1) * v));
+    double mu = GATE_REF - s * norm_inv(1.0 - g->p[i]);
+    row[0] = (float)(mu / x0);
+    g->m1[i] = 0;
+    g->m2sum += silu2_moment(mu, s);   /* times E[up^2] = 1 */
+}
+
+/* Down row i: FFN output per element ~ N(0, ffn_out^2) = sum_j E[act_j^2] w^2;
+ * OPT: also element i of the down bias. */
+static void down_row(mk_gen *g, mk_rng *r, int64_t i, float *row, int64_t n)
+{
+    const hp_config *hp = g->hp;
+    double sd = g->o->ffn_out * g->sd[i] / sqrt(g->m2sum > 0 ? g->m2sum : 1.0);
+    rng_fill(r, row, n, sd);
+    if (hp->family == HP_LLAMA && i == 0)
+        memset(row, 0, (size_t)n * sizeof *row);
+    if (hp->family == HP_OPT) {
+        double c = 0;
+        for (int64_t k = 0; k < n; k++)
+            c += (double)row[k] * g->m1[k];
+        g->bias[hp->d_ffn + i] = -c;   /* b2, centring the output */
+    }
+}
+
 /* Row `i` of tensor e (cols values, or one value of a vector at index i). */
 static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *row)
 {
@@ -505,110 +527,68 @@ static void gen_row(mk_gen *g, const t_entry *e, mk_rng *r, int64_t i, float *ro
     const mk_opts *o = g->o;
     int64_t d = hp->d_model, n = e->cols;
     double dd = (double)d;
-    switch (e->kind) {
-    case T_EMB: {
-        /* token embedding: N(0, 1) per element, orthogonal to u (OPT) /
-         * constant dimension 0 (Llama), plus the unigram offset on it */
-        rng_fill(r, row, n, 1.0);
-        for (int64_t k = 0; k < n; k++)
-            row[k] *= g->sd[k];
-        if (hp->family == HP_OPT) {
-            double dot = 0;
-            for (int64_t k = 0; k < n; k++)
-                dot += (double)row[k] * g->u[k];
-            for (int64_t k = 0; k < n; k++)
-                row[k] = (float)(row[k] - dot * g->u[k] + g->ulogit[i] / g->u_scale * g->u[k]);
-        } else {
-            row[0] = (float)(g->c0 + g->ulogit[i] / llama_x0(g, hp->n_layers));
-        }
+    switch (e->t.weight) {
+    case CKPT_TOK_EMB:
+        emb_row(g, r, i, row, n);
         break;
-    }
-    case T_POS:
+    case CKPT_POS_EMB:
         break;   /* gen_tensor runs the AR(1) process */
-    case T_ONES:
+    case CKPT_ATTN_NORM_W:
+    case CKPT_FFN_NORM_W:
         for (int64_t k = 0; k < (n ? n : 1); k++)
             row[k] = 1.0f;
         break;
-    case T_ZEROS:
-    case T_DOWN_B:
-    case T_UP_B:
+    case CKPT_ATTN_NORM_B:
+    case CKPT_FFN_NORM_B:
+    case CKPT_BQ:
+    case CKPT_BK:
+    case CKPT_BV:
+    case CKPT_BO:
+    case CKPT_GATE_B:
+    case CKPT_UP_B:
+    case CKPT_DOWN_B:
         row[0] = 0.0f;
         break;
-    case T_QK:
+    case CKPT_WQ:
+    case CKPT_WK:
         /* scores q.k / sqrt(hd) have std ~ o->qk: q, k elements std sqrt(qk) */
         rng_fill(r, row, n, sqrt(o->qk) / sqrt(dd));
         if (hp->family == HP_LLAMA)
             row[0] = 0.0f;
         break;
-    case T_V:
+    case CKPT_WV:
         rng_fill(r, row, n, 1.0 / sqrt(dd));
         if (hp->family == HP_LLAMA)
             row[0] = 0.0f;
         break;
-    case T_OUT:
+    case CKPT_WO:
         /* attention output ~ an average of v (unit elements): scale to
          * attn_out, along the residual spectrum */
         rng_fill(r, row, n, o->attn_out * g->sd[i] / sqrt(dd));
         if (hp->family == HP_LLAMA && i == 0)
             memset(row, 0, (size_t)n * sizeof *row);
         break;
-    case T_UP: {
-        layer_probs(g, e->layer);
-        rng_fill(r, row, n, 1.0 / sqrt(dd));
-        if (hp->family == HP_LLAMA) {
-            row[0] = 0.0f;   /* the up value is symmetric: E[act] = 0 */
-            break;
-        }
-        /* over tokens, w.x has variance sum_k w_k^2 E[x_k^2] = sum_k w_k^2 sd_k^2 */
-        double nn = 0;
-        for (int64_t k = 0; k < n; k++)
-            nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
-        double s = sqrt(nn), b = -s * norm_inv(1.0 - g->p[i]), m1, m2;
-        relu_moments(b, s, &m1, &m2);
-        g->bias[i] = b;
-        g->m1[i] = m1;
-        g->m2sum += m2;
+    case CKPT_UP_W:
+        up_row(g, r, e->t.layer, i, row, n);
         break;
-    }
-    case T_GATE: {
-        /* gate.x = (rows 1..d-1).x + row[0] * x0: the constant dimension sets
-         * each neuron's offset so that P(gate.x > GATE_REF) = p_j */
-        layer_probs(g, e->layer);
-        rng_fill(r, row, n, 1.0 / sqrt(dd));
-        double nn = 0, v = resid_var(g, e->layer), x0 = llama_x0(g, e->layer);
-        for (int64_t k = 1; k < n; k++)
-            nn += (double)row[k] * row[k] * g->sd[k] * g->sd[k];
-        /* RMSNorm: the other elements have mean square v * (d / (c0^2 + (d-1) v)) */
-        double s = sqrt(nn * v * dd / (g->c0 * g->c0 + (dd - 1) * v));
-        double mu = GATE_REF - s * norm_inv(1.0 - g->p[i]);
-        row[0] = (float)(mu / x0);
-        g->m1[i] = 0;
-        g->m2sum += silu2_moment(mu, s);   /* times E[up^2] = 1 */
+    case CKPT_GATE_W:
+        gate_row(g, r, e->t.layer, i, row, n);
         break;
-    }
-    case T_DOWN: {
-        /* FFN output per element ~ N(0, ffn_out^2): sum_j E[act_j^2] w^2 */
-        double sd = o->ffn_out * g->sd[i] / sqrt(g->m2sum > 0 ? g->m2sum : 1.0);
-        rng_fill(r, row, n, sd);
-        if (hp->family == HP_LLAMA && i == 0)
-            memset(row, 0, (size_t)n * sizeof *row);
-        if (hp->family == HP_OPT) {
-            double c = 0;
-            for (int64_t k = 0; k < n; k++)
-                c += (double)row[k] * g->m1[k];
-            g->bias[hp->d_ffn + i] = -c;   /* b2, centring the output */
-        }
+    case CKPT_DOWN_W:
+        down_row(g, r, i, row, n);
         break;
-    }
-    case T_FINAL_W:
+    case CKPT_FINAL_NORM_W:
         /* tiny: the context term of the logits stays well below the unigram
          * term (else the tied embedding makes the model repeat its input) */
         row[0] = (float)(0.5 / dd);
         if (hp->family == HP_LLAMA && i == 0)
             row[0] = 1.0f;
         break;
-    case T_FINAL_B:
+    case CKPT_FINAL_NORM_B:
         row[0] = (float)(g->u_scale * g->u[i]);
+        break;
+    case CKPT_LM_HEAD:       /* tied: not written */
+    case CKPT_N_WEIGHTS:
         break;
     }
 }
@@ -689,7 +669,7 @@ static int shard_header(const t_plan *p, int shard, char **out, size_t *len)
         json_object_set_new(t, "dtype", json_string(p->st_dtype));
         json_object_set_new(t, "shape", sh);
         json_object_set_new(t, "data_offsets", off);
-        json_object_set_new(root, e->name, t);
+        json_object_set_new(root, e->t.name, t);
     }
     char *s = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(root);
@@ -759,13 +739,13 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
     mk_rng r;
     /* the stream depends on the tensor's name only */
     uint64_t h = 1469598103934665603ull;
-    for (const char *c = e->name; *c; c++)
+    for (const char *c = e->t.name; *c; c++)
         h = (h ^ (unsigned char)*c) * 1099511628211ull;
     rng_seed(&r, g->seed, h, 0);
     const hp_config *hp = g->hp;
-    if (e->kind == T_UP_B || e->kind == T_DOWN_B) {
+    if (e->t.weight == CKPT_UP_B || e->t.weight == CKPT_DOWN_B) {
         /* computed along the rows of fc1 / fc2 */
-        const double *src = e->kind == T_UP_B ? g->bias : g->bias + hp->d_ffn;
+        const double *src = e->t.weight == CKPT_UP_B ? g->bias : g->bias + hp->d_ffn;
         for (int64_t i = 0; i < e->rows; i++)
             row[i] = (float)src[i];
         return out_put(w, row, (size_t)e->rows, g->o->dtype, err);
@@ -775,7 +755,7 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
             gen_row(g, e, &r, i, row + i);
         return out_put(w, row, (size_t)e->rows, g->o->dtype, err);
     }
-    if (e->kind == T_POS) {
+    if (e->t.weight == CKPT_POS_EMB) {
         /* AR(1) over the positions: p_{t+1} = a p_t + sqrt(1 - a^2) eps */
         double a = exp(-1.0 / g->o->slow_len), sd = sqrt(g->o->slow);
         float *prev = row + e->cols;
@@ -798,7 +778,7 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
         if ((rc = out_put(w, row, (size_t)e->cols, g->o->dtype, err)) != 0)
             return rc;
         if ((i & 1023) == 1023 && w->tty)
-            progress(w, e->name, 0);
+            progress(w, e->t.name, 0);
     }
     return 0;
 }
@@ -1101,9 +1081,10 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         case O_QK: if (cli_parse_f64(optarg, 0.0, 100.0, &o->qk)) bad = "--qk"; break;
         case O_TAU: if (cli_parse_f64(optarg, 0.5, 1e9, &o->spec_tau)) bad = "--spectrum-tau"; break;
         case O_FLOOR: if (cli_parse_f64(optarg, 0.0, 1.0, &o->spec_floor)) bad = "--spectrum-floor"; break;
-        case O_SHARD:
-            if (cli_parse_f64(optarg, 1, 1 << 20, &v) || v != floor(v)) bad = "--shard-mb";
-            else o->shard_bytes = (uint64_t)v << 20;
+        case O_SHARD:   /* a size; a bare number in MiB */
+            if (cli_parse_size(optarg, (uint64_t)1 << 20, &o->shard_bytes) || o->shard_bytes < 1 ||
+                o->shard_bytes > (uint64_t)1 << 40)
+                bad = "--shard-mb";
             break;
         default:
             fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
@@ -1135,6 +1116,182 @@ static char *default_path(const char *rel)
     return io_join(INFLASH_SOURCE_DIR, rel);
 }
 
+/* The shape's hyperparameters (--layers applied), with the tokenizer's
+ * vocabulary; the rest as the real models have them. */
+static void shape_config(const mk_opts *o, const tok *tk, hp_config *hp)
+{
+    const mk_shape *sh = o->shape;
+    memset(hp, 0, sizeof *hp);
+    hp->family = sh->family;
+    hp->d_model = sh->d;
+    hp->n_layers = o->layers ? o->layers : sh->layers;
+    hp->n_heads = sh->heads;
+    hp->n_kv_heads = sh->kv_heads;
+    hp->d_ffn = sh->ffn;
+    hp->vocab_size = tok_vocab_size(tk);
+    hp->max_pos = sh->max_pos;
+    hp->pos_offset = sh->family == HP_OPT ? 2 : 0;
+    hp->norm_eps = sh->family == HP_OPT ? 1e-5 : 1e-6;   /* as the real models */
+    hp->rope_theta = sh->family == HP_OPT ? 0 : 10000.0;
+    hp->act = sh->family == HP_OPT ? HP_RELU : HP_SILU;
+    hp->gated = sh->family == HP_LLAMA;
+    hp->tie_embeddings = 1;
+}
+
+static void gen_free(mk_gen *g)
+{
+    free(g->ulogit);
+    free(g->u);
+    free(g->p);
+    free(g->bias);
+    free(g->m1);
+    free(g->sd);
+}
+
+/* The generator for hp: its arrays, and what is model-wide: the unigram
+ * logits of `text` (its first text_bytes bytes, 0 = all; "" = none), their
+ * carrier direction, the residual spectrum. gen_free frees it, also after
+ * an error. */
+static int gen_init(mk_gen *g, const mk_opts *o, const hp_config *hp, const tok *tk, const char *text,
+                    uint64_t text_bytes, ierr *err)
+{
+    int64_t d = hp->d_model, F = hp->d_ffn;
+    memset(g, 0, sizeof *g);
+    g->o = o;
+    g->hp = hp;
+    g->seed = o->seed;
+    g->layer_of_p = -1;
+    g->ulogit = calloc((size_t)hp->vocab_size, sizeof *g->ulogit);
+    g->u = calloc((size_t)d, sizeof *g->u);
+    g->p = calloc((size_t)F, sizeof *g->p);
+    g->bias = calloc((size_t)(F + d), sizeof *g->bias);
+    g->m1 = calloc((size_t)F, sizeof *g->m1);
+    g->sd = calloc((size_t)d, sizeof *g->sd);
+    if (!g->ulogit || !g->u || !g->p || !g->bias || !g->m1 || !g->sd)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    int rc = unigram(text, text_bytes, tk, g->ulogit, hp->vocab_size, err);
+    if (rc)
+        return rc;
+    /* the unigram carrier: a random unit direction; the final LayerNorm bias
+     * u_scale * u turns e_v's component ulogit_v / u_scale into the logit */
+    mk_rng r;
+    rng_seed(&r, o->seed, 0x44495245ull, 0);   /* "DIRE" */
+    double nn = 0;
+    for (int64_t k = 0; k < d; k++) {
+        g->u[k] = (float)rng_normal(&r);
+        nn += (double)g->u[k] * g->u[k];
+    }
+    for (int64_t k = 0; k < d; k++)
+        g->u[k] = (float)(g->u[k] / sqrt(nn));
+    g->u_scale = sqrt((double)d) / 4.0;
+    residual_spectrum(g, o, hp);
+    g->c0 = sqrt((double)d);
+    return 0;
+}
+
+/* *tmp = DIR.tmp.<pid> (malloc'd), created; DIR must not exist without
+ * --force. */
+static int make_tmp(const mk_opts *o, char **tmp, ierr *err)
+{
+    struct stat st;
+    *tmp = NULL;
+    if (stat(o->out, &st) == 0 && !o->force)
+        return ierr_set(err, -EEXIST, "%s: exists (use --force to replace it)", o->out);
+    size_t tl = strlen(o->out) + 32;
+    if (!(*tmp = malloc(tl)))
+        return ierr_set(err, -ENOMEM, "out of memory");
+    snprintf(*tmp, tl, "%s.tmp.%ld", o->out, (long)getpid());
+    if (mkdir(*tmp, 0755) != 0) {
+        int rc = ierr_set(err, -errno, "%s: %s", *tmp, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+/* config.json, and the tokenizer files of tokdir that exist, into dir. */
+static int write_side_files(const mk_opts *o, const hp_config *hp, const char *tokdir, const char *dir, ierr *err)
+{
+    static const char *tokfiles[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                                     "special_tokens_map.json", "generation_config.json"};
+    json_t *cfg = config_json(o, hp);
+    int rc = write_json_file(dir, "config.json", cfg, err);
+    json_decref(cfg);
+    for (size_t i = 0; rc == 0 && i < sizeof tokfiles / sizeof *tokfiles; i++)
+        rc = copy_file(tokdir, dir, tokfiles[i], 1, err);
+    return rc;
+}
+
+/* Generate every tensor of the plan into its shard in dir, with a
+ * progress line per layer. */
+static int write_tensors(mk_gen *g, const t_plan *plan, const char *dir, ierr *err)
+{
+    const mk_opts *o = g->o;
+    const hp_config *hp = g->hp;
+    int64_t d = hp->d_model, F = hp->d_ffn, maxc = d > F ? d : F;
+    mk_out w;
+    memset(&w, 0, sizeof w);
+    w.shard = -1;
+    w.total = plan->total;
+    w.buf = malloc((size_t)maxc * 4);
+    float *row = calloc((size_t)(2 * maxc + hp->max_pos + 2), sizeof *row);
+    int rc = w.buf && row ? 0 : ierr_set(err, -ENOMEM, "out of memory");
+    w.t0 = now_s();
+    w.tty = isatty(2);
+    if (!rc)
+        fprintf(stderr, PROG ": %s%s, %" PRId64 " layers, %s, %.2f GB in %d shard%s -> %s\n", o->shape->name,
+                o->layers ? " (layers overridden)" : "", hp->n_layers, fmt_dtype_name(o->dtype),
+                (double)plan->total / 1e9, plan->n_shards, plan->n_shards == 1 ? "" : "s", o->out);
+    int64_t last_layer = -2;
+    for (size_t i = 0; rc == 0 && i < plan->n; i++) {
+        if (plan->t[i].t.layer != last_layer && last_layer >= 0) {
+            char what[64];
+            snprintf(what, sizeof what, "layer %" PRId64 "/%" PRId64 " (density %.4f)", last_layer + 1,
+                     hp->n_layers, g->dens_used);
+            progress(&w, what, !w.tty);
+        }
+        last_layer = plan->t[i].t.layer;
+        rc = gen_tensor(g, &w, plan, dir, i, row, err);
+    }
+    if (w.f && fclose(w.f) != 0 && !rc)
+        rc = ierr_set(err, -EIO, "%s: write error", w.path);
+    if (!rc)
+        progress(&w, "done", 1);
+    free(w.path);
+    free(w.buf);
+    free(row);
+    return rc;
+}
+
+/* model.safetensors.index.json, the weight map of a sharded checkpoint. */
+static int write_index(const t_plan *plan, const char *dir, ierr *err)
+{
+    json_t *idx = json_object(), *meta = json_object(), *map = json_object();
+    json_object_set_new(meta, "total_size", json_integer((json_int_t)plan->total));
+    for (size_t i = 0; i < plan->n; i++) {
+        char name[64];
+        shard_name(name, sizeof name, plan->t[i].shard, plan->n_shards);
+        json_object_set_new(map, plan->t[i].t.name, json_string(name));
+    }
+    json_object_set_new(idx, "metadata", meta);
+    json_object_set_new(idx, "weight_map", map);
+    int rc = write_json_file(dir, "model.safetensors.index.json", idx, err);
+    json_decref(idx);
+    return rc;
+}
+
+/* The complete checkpoint tmp becomes DIR (replacing it with --force). */
+static int install(const mk_opts *o, const char *tmp, ierr *err)
+{
+    struct stat st;
+    if (o->force && stat(o->out, &st) == 0)
+        io_rm_tree(o->out);
+    if (rename(tmp, o->out) != 0)
+        return ierr_set(err, -errno, "rename %s -> %s: %s", tmp, o->out, strerror(errno));
+    return 0;
+}
+
 static int run(const mk_opts *o, ierr *err)
 {
     const mk_shape *sh = o->shape;
@@ -1143,168 +1300,34 @@ static int run(const mk_opts *o, ierr *err)
     uint64_t text_bytes = o->text ? 0 : sh->text_bytes;
     tok *tk = NULL;
     t_plan plan = {0};
+    hp_config hp;
     mk_gen g;
     memset(&g, 0, sizeof g);
-    mk_out w;
-    memset(&w, 0, sizeof w);
-    w.shard = -1;
-    float *row = NULL;
     char *tmp = NULL;
-    int rc = 0;
-    if (!tokdir || !text) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
+    int rc = tokdir && text ? 0 : ierr_set(err, -ENOMEM, "out of memory");
+    if (!rc)
+        rc = tok_new_files(dir_file, (void *)tokdir, &tk, err);
+    if (!rc) {
+        shape_config(o, tk, &hp);
+        if (plan_build(&plan, &hp, o->dtype, o->shard_bytes) != 0)
+            rc = ierr_set(err, -ENOMEM, "out of memory planning the tensors");
     }
-    if ((rc = tok_new_files(dir_file, (void *)tokdir, &tk, err)) != 0)
-        goto out;
-
-    hp_config hp;
-    memset(&hp, 0, sizeof hp);
-    hp.family = sh->family;
-    hp.d_model = sh->d;
-    hp.n_layers = o->layers ? o->layers : sh->layers;
-    hp.n_heads = sh->heads;
-    hp.n_kv_heads = sh->kv_heads;
-    hp.d_ffn = sh->ffn;
-    hp.vocab_size = tok_vocab_size(tk);
-    hp.max_pos = sh->max_pos;
-    hp.pos_offset = sh->family == HP_OPT ? 2 : 0;
-    hp.norm_eps = sh->family == HP_OPT ? 1e-5 : 1e-6;   /* as the real models */
-    hp.rope_theta = sh->family == HP_OPT ? 0 : 10000.0;
-    hp.act = sh->family == HP_OPT ? HP_RELU : HP_SILU;
-    hp.gated = sh->family == HP_LLAMA;
-    hp.tie_embeddings = 1;
-
-    plan.t = calloc(MAX_TENSORS, sizeof *plan.t);
-    if (!plan.t || plan_build(&plan, &hp, o->dtype, o->shard_bytes) != 0) {
-        rc = ierr_set(err, -ENOMEM, "out of memory planning the tensors");
-        goto out;
-    }
-    int64_t d = hp.d_model, F = hp.d_ffn, maxc = d > F ? d : F;
-    g.o = o;
-    g.hp = &hp;
-    g.seed = o->seed;
-    g.layer_of_p = -1;
-    g.ulogit = calloc((size_t)hp.vocab_size, sizeof *g.ulogit);
-    g.u = calloc((size_t)d, sizeof *g.u);
-    g.p = calloc((size_t)F, sizeof *g.p);
-    g.bias = calloc((size_t)(F + d), sizeof *g.bias);
-    g.m1 = calloc((size_t)F, sizeof *g.m1);
-    g.sd = calloc((size_t)d, sizeof *g.sd);
-    row = calloc((size_t)(2 * maxc + hp.max_pos + 2), sizeof *row);
-    w.buf = malloc((size_t)maxc * 4);
-    if (!g.ulogit || !g.u || !g.p || !g.bias || !g.m1 || !g.sd || !row || !w.buf) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    if ((rc = unigram(text, text_bytes, tk, g.ulogit, hp.vocab_size, err)) != 0)
-        goto out;
-    /* the unigram carrier: a random unit direction; the final LayerNorm bias
-     * u_scale * u turns e_v's component ulogit_v / u_scale into the logit */
-    mk_rng r;
-    rng_seed(&r, o->seed, 0x44495245ull, 0);   /* "DIRE" */
-    double nn = 0;
-    for (int64_t k = 0; k < d; k++) {
-        g.u[k] = (float)rng_normal(&r);
-        nn += (double)g.u[k] * g.u[k];
-    }
-    for (int64_t k = 0; k < d; k++)
-        g.u[k] = (float)(g.u[k] / sqrt(nn));
-    g.u_scale = sqrt((double)d) / 4.0;
-    residual_spectrum(&g, o, &hp);
-    g.c0 = sqrt((double)d);
-
-    /* write into DIR.tmp.<pid>, rename at the end */
-    struct stat st;
-    if (stat(o->out, &st) == 0 && !o->force) {
-        rc = ierr_set(err, -EEXIST, "%s: exists (use --force to replace it)", o->out);
-        goto out;
-    }
-    size_t tl = strlen(o->out) + 32;
-    tmp = malloc(tl);
-    if (!tmp) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    snprintf(tmp, tl, "%s.tmp.%ld", o->out, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) {
-        rc = ierr_set(err, -errno, "%s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    json_t *cfg = config_json(o, &hp);
-    rc = write_json_file(tmp, "config.json", cfg, err);
-    json_decref(cfg);
-    static const char *tokfiles[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                                     "special_tokens_map.json", "generation_config.json"};
-    for (size_t i = 0; rc == 0 && i < sizeof tokfiles / sizeof *tokfiles; i++)
-        rc = copy_file(tokdir, tmp, tokfiles[i], 1, err);
-    if (rc)
-        goto out;
-
-    w.total = plan.total;
-    w.t0 = now_s();
-    w.tty = isatty(2);
-    fprintf(stderr, PROG ": %s%s, %" PRId64 " layers, %s, %.2f GB in %d shard%s -> %s\n", sh->name,
-            o->layers ? " (layers overridden)" : "", hp.n_layers, fmt_dtype_name(o->dtype), (double)plan.total / 1e9,
-            plan.n_shards, plan.n_shards == 1 ? "" : "s", o->out);
-    int64_t last_layer = -2;
-    for (size_t i = 0; rc == 0 && i < plan.n; i++) {
-        if (plan.t[i].layer != last_layer && last_layer >= 0) {
-            char what[64];
-            snprintf(what, sizeof what, "layer %" PRId64 "/%" PRId64 " (density %.4f)", last_layer + 1, hp.n_layers,
-                     g.dens_used);
-            progress(&w, what, !w.tty);
-        }
-        last_layer = plan.t[i].layer;
-        rc = gen_tensor(&g, &w, &plan, tmp, i, row, err);
-    }
-    if (rc)
-        goto out;
-    if (w.f && fclose(w.f) != 0) {
-        w.f = NULL;
-        rc = ierr_set(err, -EIO, "%s: write error", w.path);
-        goto out;
-    }
-    w.f = NULL;
-    progress(&w, "done", 1);
-    if (plan.n_shards > 1) {
-        json_t *idx = json_object(), *meta = json_object(), *map = json_object();
-        json_object_set_new(meta, "total_size", json_integer((json_int_t)plan.total));
-        for (size_t i = 0; i < plan.n; i++) {
-            char name[64];
-            shard_name(name, sizeof name, plan.t[i].shard, plan.n_shards);
-            json_object_set_new(map, plan.t[i].name, json_string(name));
-        }
-        json_object_set_new(idx, "metadata", meta);
-        json_object_set_new(idx, "weight_map", map);
-        rc = write_json_file(tmp, "model.safetensors.index.json", idx, err);
-        json_decref(idx);
-        if (rc)
-            goto out;
-    }
-    if (o->force && stat(o->out, &st) == 0)
-        io_rm_tree(o->out);
-    if (rename(tmp, o->out) != 0) {
-        rc = ierr_set(err, -errno, "rename %s -> %s: %s", tmp, o->out, strerror(errno));
-        goto out;
-    }
-    free(tmp);
-    tmp = NULL;
-out:
-    if (w.f)
-        fclose(w.f);
+    if (!rc)
+        rc = gen_init(&g, o, &hp, tk, text, text_bytes, err);
+    if (!rc)
+        rc = make_tmp(o, &tmp, err);      /* write into DIR.tmp.<pid>, rename at the end */
+    if (!rc)
+        rc = write_side_files(o, &hp, tokdir, tmp, err);
+    if (!rc)
+        rc = write_tensors(&g, &plan, tmp, err);
+    if (!rc && plan.n_shards > 1)
+        rc = write_index(&plan, tmp, err);
+    if (!rc)
+        rc = install(o, tmp, err);
     if (tmp && rc)
         io_rm_tree(tmp);
     free(tmp);
-    free(w.path);
-    free(w.buf);
-    free(row);
-    free(g.ulogit);
-    free(g.u);
-    free(g.p);
-    free(g.bias);
-    free(g.m1);
-    free(g.sd);
+    gen_free(&g);
     free(plan.t);
     tok_free(tk);
     free(tokdir);

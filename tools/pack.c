@@ -3,6 +3,7 @@
  * tensors to dense.bin, FFN neurons as row-column bundles to ffn.bin, the
  * tokenizer and hyperparameters to index.sqlite. Streams layer by layer:
  * at most one layer's FFN matrices are in memory at a time. */
+#include "checkpoint.h"
 #include "format.h"
 #include "hparams.h"
 #include "io.h"
@@ -15,7 +16,6 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,102 +64,34 @@ static void usage(FILE *f)
 
 /* ---- the tensor set a config needs --------------------------------------- */
 
-typedef enum { R_DENSE, R_UP, R_GATE, R_DOWN } role;
-
+/* A tensor of the table (layout/checkpoint.h) this config needs, and the
+ * source tensor matched to it. */
 typedef struct {
-    char             name[160];   /* canonical HF name, stored under it */
-    int              ndim;
-    int64_t          shape[2];
-    role             role;
-    int64_t          layer;
-    int              optional;
+    ckpt_tensor      t;           /* canonical HF name (stored under it), shape, role, layer */
     const st_tensor *src;         /* matched source tensor, or NULL */
 } want;
 
 typedef struct {
-    want  *w;
-    size_t n, cap;
+    want  *w;                     /* owned, [n], in store order */
+    size_t n;
 } want_list;
-
-static int want_add(want_list *l, int64_t layer, role r, int optional, int64_t d0, int64_t d1, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-
-static int want_add(want_list *l, int64_t layer, role r, int optional, int64_t d0, int64_t d1, const char *fmt, ...)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        want *w = realloc(l->w, cap * sizeof *w);
-        if (!w)
-            return -ENOMEM;
-        l->w = w;
-        l->cap = cap;
-    }
-    want *w = &l->w[l->n++];
-    memset(w, 0, sizeof *w);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->name, sizeof w->name, fmt, ap);
-    va_end(ap);
-    w->layer = layer;
-    w->role = r;
-    w->optional = optional;
-    w->shape[0] = d0;
-    w->shape[1] = d1;
-    w->ndim = d1 ? 2 : 1;
-    return 0;
-}
 
 /* Dense tensors first (in the order they land in dense.bin), then per
  * layer the FFN matrices. */
 static int build_wants(const hp_config *hp, want_list *l)
 {
-    int64_t d = hp->d_model, f = hp->d_ffn, V = hp->vocab_size;
-    int rc = 0;
-    if (hp->family == HP_OPT) {
-        const char *p = "model.decoder.";
-        rc |= want_add(l, -1, R_DENSE, 0, V, d, "%sembed_tokens.weight", p);
-        rc |= want_add(l, -1, R_DENSE, 0, hp->max_pos + hp->pos_offset, d, "%sembed_positions.weight", p);
-        for (int64_t i = 0; i < hp->n_layers; i++) {
-            static const char *const proj[] = { "q_proj", "k_proj", "v_proj", "out_proj" };
-            for (int k = 0; k < 4; k++) {
-                rc |= want_add(l, i, R_DENSE, 0, d, d, "%slayers.%" PRId64 ".self_attn.%s.weight", p, i, proj[k]);
-                rc |= want_add(l, i, R_DENSE, 0, d, 0, "%slayers.%" PRId64 ".self_attn.%s.bias", p, i, proj[k]);
-            }
-            rc |= want_add(l, i, R_DENSE, 0, d, 0, "%slayers.%" PRId64 ".self_attn_layer_norm.weight", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, d, 0, "%slayers.%" PRId64 ".self_attn_layer_norm.bias", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, f, 0, "%slayers.%" PRId64 ".fc1.bias", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, d, 0, "%slayers.%" PRId64 ".fc2.bias", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, d, 0, "%slayers.%" PRId64 ".final_layer_norm.weight", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, d, 0, "%slayers.%" PRId64 ".final_layer_norm.bias", p, i);
-        }
-        rc |= want_add(l, -1, R_DENSE, 0, d, 0, "%sfinal_layer_norm.weight", p);
-        rc |= want_add(l, -1, R_DENSE, 0, d, 0, "%sfinal_layer_norm.bias", p);
-        rc |= want_add(l, -1, R_DENSE, hp->tie_embeddings, V, d, "lm_head.weight");
-        for (int64_t i = 0; i < hp->n_layers; i++) {
-            rc |= want_add(l, i, R_UP, 0, f, d, "%slayers.%" PRId64 ".fc1.weight", p, i);
-            rc |= want_add(l, i, R_DOWN, 0, d, f, "%slayers.%" PRId64 ".fc2.weight", p, i);
-        }
-    } else {
-        int64_t q = hp->n_heads * hp_head_dim(hp), kv = hp->n_kv_heads * hp_head_dim(hp);
-        const char *p = "model.layers.";
-        rc |= want_add(l, -1, R_DENSE, 0, V, d, "model.embed_tokens.weight");
-        for (int64_t i = 0; i < hp->n_layers; i++) {
-            rc |= want_add(l, i, R_DENSE, 0, d, 0, "%s%" PRId64 ".input_layernorm.weight", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, q, d, "%s%" PRId64 ".self_attn.q_proj.weight", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, kv, d, "%s%" PRId64 ".self_attn.k_proj.weight", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, kv, d, "%s%" PRId64 ".self_attn.v_proj.weight", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, d, q, "%s%" PRId64 ".self_attn.o_proj.weight", p, i);
-            rc |= want_add(l, i, R_DENSE, 0, d, 0, "%s%" PRId64 ".post_attention_layernorm.weight", p, i);
-        }
-        rc |= want_add(l, -1, R_DENSE, 0, d, 0, "model.norm.weight");
-        rc |= want_add(l, -1, R_DENSE, hp->tie_embeddings, V, d, "lm_head.weight");
-        for (int64_t i = 0; i < hp->n_layers; i++) {
-            rc |= want_add(l, i, R_UP, 0, f, d, "%s%" PRId64 ".mlp.up_proj.weight", p, i);
-            rc |= want_add(l, i, R_GATE, 0, f, d, "%s%" PRId64 ".mlp.gate_proj.weight", p, i);
-            rc |= want_add(l, i, R_DOWN, 0, d, f, "%s%" PRId64 ".mlp.down_proj.weight", p, i);
-        }
-    }
-    return rc ? -ENOMEM : 0;
+    ckpt_tensor *t;
+    size_t n;
+    if (ckpt_list(hp, CKPT_STORE_ORDER, &t, &n) != 0)
+        return -ENOMEM;
+    l->w = calloc(n ? n : 1, sizeof *l->w);
+    for (size_t i = 0; l->w && i < n; i++)
+        l->w[i].t = t[i];
+    free(t);
+    if (!l->w)
+        return -ENOMEM;
+    l->n = n;
+    return 0;
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -190,17 +122,17 @@ static int match_tensors(const st_set *set, want_list *l, const char *src, const
         return ierr_set(err, -ENOMEM, "out of memory");
     for (size_t i = 0; i < l->n && !rc; i++) {
         want *w = &l->w[i];
-        const st_tensor *t = st_find(set, w->name);
-        if (!t && strncmp(w->name, "model.", 6) == 0)
-            t = st_find(set, w->name + 6);
+        const st_tensor *t = st_find(set, w->t.name);
+        if (!t && strncmp(w->t.name, "model.", 6) == 0)
+            t = st_find(set, w->t.name + 6);
         if (!t) {
-            if (!w->optional)
-                rc = ierr_set(err, -EINVAL, "%s: tensor \"%s\" is missing (the config needs it)", src, w->name);
+            if (!w->t.optional)
+                rc = ierr_set(err, -EINVAL, "%s: tensor \"%s\" is missing (the config needs it)", src, w->t.name);
             continue;
         }
         char have[96], need[96];
         shape_str(have, sizeof have, t->ndim, t->shape);
-        shape_str(need, sizeof need, w->ndim, w->shape);
+        shape_str(need, sizeof need, w->t.ndim, w->t.shape);
         if (strcmp(have, need) != 0)
             rc = ierr_set(err, -EINVAL, "%s: tensor \"%s\" has shape %s, the config needs %s", src, t->name, have,
                           need);
@@ -690,7 +622,7 @@ static int pack_dense(packer *p, const want *w, ierr *err)
             conv(t->dtype, raw, 1, p->dtype, out, 1, n);
     }
     if (!rc)
-        rc = storew_add_tensor(p->w, w->name, p->dtype, t->ndim, t->shape, out ? out : raw, bytes, err);
+        rc = storew_add_tensor(p->w, w->t.name, p->dtype, t->ndim, t->shape, out ? out : raw, bytes, err);
     p->params_dense += n;
     free(raw);
     free(out);
@@ -787,7 +719,7 @@ static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *t
     free(cfg_text);
     p->t0 = now();
     for (size_t i = 0; i < p->wants.n && !rc; i++) {
-        if (p->wants.w[i].role != R_DENSE || !p->wants.w[i].src)
+        if (p->wants.w[i].t.role != CKPT_DENSE || !p->wants.w[i].src)
             continue;                             /* FFN matrix, or optional and absent */
         rc = pack_dense(p, &p->wants.w[i], err);
         if (!rc)
@@ -796,9 +728,9 @@ static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *t
     for (int64_t l = 0; l < p->hp.n_layers && !rc; l++) {
         const st_tensor *mat[4] = { 0 };          /* by role */
         for (size_t i = 0; i < p->wants.n; i++)
-            if (p->wants.w[i].layer == l && p->wants.w[i].role != R_DENSE)
-                mat[p->wants.w[i].role] = p->wants.w[i].src;
-        rc = pack_layer(p, l, mat[R_UP], mat[R_GATE], mat[R_DOWN], err);
+            if (p->wants.w[i].t.layer == l && p->wants.w[i].t.role != CKPT_DENSE)
+                mat[p->wants.w[i].t.role] = p->wants.w[i].src;
+        rc = pack_layer(p, l, mat[CKPT_UP], mat[CKPT_GATE], mat[CKPT_DOWN], err);
         if (!rc)
             progress(p, l + 1);
     }
