@@ -1,20 +1,21 @@
 /* calibrate.c: inflash-calibrate, which runs the dense model (client/model.h)
  * over a calibration text, records per layer the FFN inputs and which
- * neurons are active, trains a low-rank activation predictor per layer
- * (tools/predictor.h), records each neuron's activation frequency, can put
+ * neurons are active (layout/activity.h), trains a low-rank activation
+ * predictor per layer (tools/train.h), records each neuron's activation frequency, can put
  * the neurons of ffn.bin in hot-first order, and writes it all into the
  * store atomically (layout/store_update.h). With --eval it measures the
  * predictors on held-out text. */
+#include "activity.h"
 #include "cli.h"
 #include "hparams.h"
 #include "io.h"
 #include "model.h"
 #include "weight_matrix.h"
-#include "predictor.h"
 #include "source.h"
 #include "store.h"
 #include "store_update.h"
 #include "tok.h"
+#include "train.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -65,7 +66,7 @@ typedef struct {
     int         threads;       /* --threads, 0 = OpenBLAS default */
     uint64_t    seed;          /* --seed */
     double      mem_budget;    /* --mem-budget in bytes */
-    int         crit;          /* --criterion (gated models): CRIT_* */
+    act_crit    crit;          /* --criterion (gated models) */
     int         svd_start;     /* --init svd (else pca) */
 } cal_opts;
 
@@ -213,7 +214,7 @@ typedef struct {
     uint8_t **lab;            /* [L] -> [m][stride]; owned */
     float   **val;            /* gated, before labelling: [L] -> [m][n] criterion values; owned; else NULL */
     const double *act_thr;    /* gated eval: label at once with these [L]; NULL otherwise */
-    int       crit;           /* gated criterion: CRIT_* */
+    act_crit  crit;           /* gated models: the criterion (ReLU: ACT_RELU) */
     int64_t  *row0;           /* [n_chunks] row of each chunk's first token; owned */
 } samples;
 
@@ -297,17 +298,6 @@ static int samples_new(const hp_config *hp, const chunks *c, int split, int valu
     return 0;
 }
 
-/* The gated "activity" criteria (--criterion); see usage(). */
-enum { CRIT_SILU, CRIT_GATE, CRIT_PRODUCT };
-static const char *const crit_names[] = { "silu", "gate", "product" };
-
-static inline float silu(float v) { return v / (1.0f + expf(-v)); }
-
-static inline float crit_value(int crit, float g, float u)
-{
-    return crit == CRIT_SILU ? silu(g) : crit == CRIT_GATE ? fabsf(silu(g)) : fabsf(silu(g) * u);
-}
-
 /* The model_ffn_hook: rows of the current chunk into the sample set. */
 typedef struct {
     samples *S;
@@ -327,18 +317,18 @@ static void collect_hook(void *vctx, int64_t layer, int64_t pos, int64_t n, cons
         const float *u = up + i * F, *g = gate ? gate + i * F : NULL;
         uint8_t *lab = S->lab[layer] + (size_t)row * S->stride;
         memcpy(S->X[layer] + row * d, x + i * d, (size_t)d * sizeof(float));
-        if (!g) {
+        if (!g) {                     /* ReLU: exact, the threshold is 0 */
             for (int64_t j = 0; j < F; j++)
-                if (u[j] > 0.0f)
+                if (act_is_active(ACT_RELU, 0.0f, u[j], 0.0))
                     pred_label_set(lab, j, 1);
-        } else if (S->val) {
+        } else if (S->val) {          /* gated calibration: the threshold comes later */
             float *v = S->val[layer] + row * F;
             for (int64_t j = 0; j < F; j++)
-                v[j] = crit_value(S->crit, g[j], u[j]);
-        } else {
-            float t = (float)S->act_thr[layer];
+                v[j] = act_value(S->crit, g[j], u[j]);
+        } else {                      /* gated eval: the calibrated threshold, as a float */
+            double t = (float)S->act_thr[layer];
             for (int64_t j = 0; j < F; j++)
-                if (crit_value(S->crit, g[j], u[j]) > t)
+                if (act_is_active(S->crit, g[j], u[j], t))
                     pred_label_set(lab, j, 1);
         }
     }
@@ -599,10 +589,10 @@ static void run_free(run *R)
     storeu_free(R->u);
 }
 
+/* The stored name of what "active" means for this model (activity.h). */
 static const char *criterion(const cal_opts *o, int gated)
 {
-    static const char *const names[] = { STORE_CRIT_SILU, STORE_CRIT_GATE, STORE_CRIT_PRODUCT };
-    return gated ? names[o->crit] : STORE_CRIT_RELU;
+    return act_name(gated ? o->crit : ACT_RELU);
 }
 
 static int check_memory(const cal_opts *o, const hp_config *hp, int64_t m, int values, const char *what, ierr *err)
@@ -860,7 +850,7 @@ static int parse_args(int argc, char **argv, cal_opts *o)
     };
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     *o = (cal_opts){ .tokens = 50000, .rank = 64, .recall = 0.99, .recall_margin = 0.5, .target_sparsity = 0.9,
-                     .max_ratio = 3.0, .crit = CRIT_PRODUCT,
+                     .max_ratio = 3.0, .crit = ACT_PRODUCT,
                      .epochs = 8, .seed = 1,
                      .mem_budget = pages > 0 && page > 0 ? 0.6 * (double)pages * (double)page : 4e9 };
     opterr = 0;
@@ -890,11 +880,7 @@ static int parse_args(int argc, char **argv, cal_opts *o)
                 bad = "--target-sparsity: expected [0, 1)";
             break;
         case O_CRIT:
-            o->crit = -1;
-            for (int i = 0; i < 3; i++)
-                if (strcmp(optarg, crit_names[i]) == 0)
-                    o->crit = i;
-            if (o->crit < 0)
+            if (act_parse_flag(optarg, &o->crit) || !act_gated(o->crit))
                 bad = "--criterion: expected silu, gate or product";
             break;
         case O_INIT:
