@@ -2,6 +2,7 @@
  * loaded through the source, batched attention with a KV cache, the dense
  * bundle-layout FFN, and the small kernels they use. */
 #include "model.h"
+#include "activity.h"
 #include "checkpoint.h"
 #include "weight_matrix.h"
 
@@ -96,7 +97,7 @@ static inline float act_apply(hp_act a, float v)
 {
     if (a == HP_RELU)
         return v > 0.0f ? v : 0.0f;
-    return v / (1.0f + expf(-v));   /* silu */
+    return act_silu(v);
 }
 
 void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, hp_act act,

@@ -7,16 +7,16 @@
 
 #include <cblas.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "activity.h"
 #include "coalesce.h"
 #include "read_pool.h"
 #include "neuron_matrix.h"
-#include "predictor.h"
+#include "predict.h"
 #include "store.h"
 #include "window.h"
 
@@ -27,9 +27,6 @@
 #define SPARSE_TRUTH_BLOCK     64     /* neurons per read while copying the up rows */
 #define SPARSE_IOQ_BYTES(n)    (512u + 64u * (uint64_t)(n))   /* pool struct + handles, bound */
 #define SPARSE_WINDOW_BYTES    256u   /* window struct, bound */
-
-/* What "active" means for the true set (the calibration's criterion). */
-typedef enum { CRIT_RELU, CRIT_SILU, CRIT_GATE, CRIT_PRODUCT } sparse_crit;
 
 typedef struct {
     /* All owned by the engine, used by its single owner thread. */
@@ -56,7 +53,7 @@ struct sparse {
     int64_t       L, n, d, row_len, max_rows;
     int           gated;
     hp_act        act;
-    sparse_crit   crit;
+    act_crit      crit;       /* what "active" means for the true set (the calibration's) */
     int           truth;      /* true set computed (oracle, check_recall) */
     fmt_dtype     dtype;
     uint64_t      B;          /* bundle bytes in the store dtype */
@@ -85,8 +82,6 @@ static uint64_t now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-
-static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
 void sparse_opts_init(sparse_opts *o, sparse_mode mode)
 {
@@ -118,7 +113,7 @@ void sparse_convert_tail(fmt_dtype t, float *dst, size_t n)
 /* What the mode needs from the model, checked once: the criterion and, per
  * layer, rank, threshold and act_threshold. */
 typedef struct {
-    sparse_crit  crit;
+    act_crit     crit;
     int          truth;
     int64_t     *rank;     /* [L] predictor ranks (predict), else 0; owned */
     double      *tau;      /* [L] predictor thresholds; owned */
@@ -151,7 +146,7 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
         return ierr_set(err, -EINVAL, "sparse: bundle of %lld bytes is not %lld %s values",
                         (long long)source_bundle_bytes(m->src), (long long)bl, fmt_dtype_name(source_dtype(m->src)));
     nf->truth = o->mode == SPARSE_ORACLE || o->check_recall;
-    nf->crit = CRIT_RELU;
+    nf->crit = ACT_RELU;
     int need_calib = o->mode == SPARSE_PREDICT || c->gated;
     nf->rank = calloc((size_t)c->n_layers, sizeof *nf->rank);
     nf->tau = calloc((size_t)c->n_layers, sizeof *nf->tau);
@@ -187,13 +182,7 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
     }
     if (rc == 0 && c->gated) {
         const char *cr = source_calib_criterion(m->src);
-        if (cr && strcmp(cr, STORE_CRIT_SILU) == 0)
-            nf->crit = CRIT_SILU;
-        else if (cr && strcmp(cr, STORE_CRIT_GATE) == 0)
-            nf->crit = CRIT_GATE;
-        else if (cr && strcmp(cr, STORE_CRIT_PRODUCT) == 0)
-            nf->crit = CRIT_PRODUCT;
-        else
+        if (act_parse(cr, &nf->crit) || !act_gated(nf->crit))
             rc = ierr_set(err, -EINVAL, "sparse: unknown calibration criterion '%s' for a gated model",
                           cr ? cr : "(none)");
     }
@@ -334,28 +323,6 @@ static int load_truth(sparse *sp, int64_t l, ierr *err)
     return rc;
 }
 
-static int load_pred(sparse *sp, int64_t l, int64_t rank, double tau, ierr *err)
-{
-    sparse_layer *Ly = &sp->layers[l];
-    int rc = pred_new(sp->d, sp->n, rank, &Ly->pr, err);
-    char name[STORE_PRED_NAME_MAX];
-    if (rc == 0) {
-        store_pred_name(name, l, 'A');
-        rc = source_tensor_f32(sp->src, name, Ly->pr->A, rank * sp->d, err);
-    }
-    if (rc == 0) {
-        store_pred_name(name, l, 'B');
-        rc = source_tensor_f32(sp->src, name, Ly->pr->B, sp->n * rank, err);
-    }
-    if (rc == 0) {
-        store_pred_name(name, l, 'c');
-        rc = source_tensor_f32(sp->src, name, Ly->pr->c, sp->n, err);
-    }
-    if (rc == 0)
-        Ly->pr->tau = (float)tau;
-    return rc;
-}
-
 static int sparse_ffn(model *m, void *ctx, int64_t layer, int64_t pos, const float *x, int64_t n, float *y,
                       ierr *err);
 
@@ -416,7 +383,7 @@ int sparse_new(model *m, const sparse_opts *o, sparse **out, ierr *err)
         if (rc == 0)
             rc = window_new(sp->n, o->window, &Ly->win, err);
         if (rc == 0 && o->mode == SPARSE_PREDICT)
-            rc = load_pred(sp, l, nf.rank[l], nf.tau[l], err);
+            rc = pred_load(sp->src, l, nf.rank[l], nf.tau[l], &Ly->pr, err);
         if (rc == 0 && sp->truth)
             rc = load_truth(sp, l, err);
     }
@@ -479,20 +446,15 @@ static int64_t true_set(sparse *sp, int64_t l, const float *x)
         if (w->ffn_b_gate)
             cblas_saxpy((int)n, 1.0f, w->ffn_b_gate + l * n, 1, sp->gpre, 1);
     }
-    float t = (float)Ly->act_thr;
-    for (int64_t j = 0; j < n; j++) {
-        float u = sp->pre[j], v;
-        switch (sp->crit) {
-        case CRIT_SILU: v = silu(sp->gpre[j]); break;
-        case CRIT_GATE: v = fabsf(silu(sp->gpre[j])); break;
-        case CRIT_PRODUCT: v = fabsf(silu(sp->gpre[j]) * u); break;
-        default: v = u; t = 0.0f; break;   /* ReLU: exactly the neurons with up.x + b > 0 */
-        }
-        if (v > t) {
+    /* the calibration's rule (activity.h); ReLU: exactly the neurons with
+     * up.x + b > 0 (act_thr is 0). The threshold is used as a float. */
+    const double t = (float)Ly->act_thr;
+    const float *g = sp->gated ? sp->gpre : NULL;
+    for (int64_t j = 0; j < n; j++)
+        if (act_is_active(sp->crit, g ? g[j] : 0.0f, sp->pre[j], t)) {
             sp->tset[k++] = (int32_t)j;
             sp->mark[j] = 1;
         }
-    }
     return k;
 }
 

@@ -5,9 +5,10 @@
  * Per layer: a neuron matrix (neuron_matrix.h) whose capacity comes from the DRAM
  * budget, and a sliding window (window.h) of the last k selected sets.
  * Per token and layer:
- *   select   predict: the low-rank predictor on the FFN input (pred_select);
- *            oracle: the true active set from a resident f32 copy of the up
- *            (and gate) rows — a diagnostic, exact for ReLU
+ *   select   predict: the low-rank predictor on the FFN input (pred_select,
+ *            predict.h); oracle: the true active set from a resident f32 copy
+ *            of the up (and gate) rows, by the calibration's criterion
+ *            (activity.h) — a diagnostic, exact for ReLU
  *   window   push the set; shrink k while the union exceeds the capacity;
  *            evict the ids that fell out (nmat_delete)
  *   load     the selected ids not resident: one coalesced plan

@@ -96,7 +96,8 @@
  *        and predicts it active iff s[j] > threshold. "Active" means
  *        pre-activation > 0 for ReLU models; for gated ones, meta
  *        calib_criterion names the magnitude that must exceed
- *        act_threshold (act_threshold is 0 for ReLU):
+ *        act_threshold (act_threshold is 0 for ReLU; the table of these
+ *        names and the test itself are layout/activity.h):
  *          "relu:up>0"                              ReLU models
  *          "gated:|silu(gate)*up|>act_threshold"    default for gated: the
  *                                                   neuron's contribution

@@ -42,22 +42,13 @@ typedef struct {
     int64_t rank;                   /* A is [rank, d_model], B [d_ffn, rank] */
     double  threshold;              /* decision threshold on the score */
     double  act_threshold;          /* "active" for gated models: the value of
-                                       the meta calib_criterion > this; 0 for ReLU */
+                                       the meta calib_criterion (activity.h)
+                                       > this; 0 for ReLU */
     double  sparsity;               /* calibration figures, fractions in [0,1] */
     double  recall;
     double  precision;
     double  pred_fraction;          /* predicted-active pairs / all pairs */
 } store_calib;
-
-/* The meta calib_criterion values: what "active" means for the labels the
- * predictors were trained on. ReLU: up·x + b > 0 (exact). Gated: the
- * layer's act_threshold is exceeded by silu(gate·x) (SILU: the positive
- * branch only), by |silu(gate·x)| (GATE, the CATS/TEAL rule) or by the
- * neuron's contribution magnitude |silu(gate·x)·(up·x)| (PRODUCT). */
-#define STORE_CRIT_RELU     "relu:up>0"
-#define STORE_CRIT_SILU     "gated:silu(gate)>act_threshold"
-#define STORE_CRIT_GATE     "gated:|silu(gate)|>act_threshold"
-#define STORE_CRIT_PRODUCT  "gated:|silu(gate)*up|>act_threshold"
 
 /* Longest predictor tensor name (with the NUL). */
 #define STORE_PRED_NAME_MAX 48

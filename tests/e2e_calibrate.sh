@@ -7,8 +7,9 @@
 # (read by id, and with dd through a mount when inflashfs is built) has the
 # same bytes; that inflash-inspect shows the calibration. Also: usage
 # errors, a failure injected into the update and a kill -9 mid-run leave
-# the store as it was; stories260K at target sparsity 0.5 and 0.7 prints
-# its table.
+# the store as it was; -q prints nothing and --mem-budget takes a suffix;
+# stories260K at target sparsity 0.5 and 0.7 prints its table (progress:
+# one line per layer; the OPT run's -v adds every epoch).
 # Env: INFLASH_SHARED (shared/), INFLASH_BIN (build/bin), INFLASH_SRC (source root).
 set -u
 
@@ -118,7 +119,7 @@ rm -rf "$T"/opt.tmp.*
 
 # ---- OPT: calibrate on the training text, measure on the held-out text -----------------
 if timeout 900 "$CAL" "$T/opt" --text "$T/train.txt" --eval "$T/heldout.txt" --tokens 20000 --eval-tokens 20000 \
-    --epochs 4 --reorder --threads 1 >"$T/opt.out" 2>"$T/opt.err"; then
+    --epochs 4 --reorder --threads 1 -v >"$T/opt.out" 2>"$T/opt.err"; then
     ok "calibrate opt-relu-shakespeare (--reorder, held-out eval)"
 else
     bad "calibrate opt: $(tail -n 3 "$T/opt.err")"
@@ -135,7 +136,7 @@ fi
 grep -q "^predictor cost per token: .*% of the dense FFN" "$T/opt.out" && ok "predictor cost printed" ||
     bad "no predictor cost line"
 grep -q "layer 3 rank [0-9]*: epoch 4/4 loss" "$T/opt.err" && grep -q "calibration forward: 20000/20000 tokens" "$T/opt.err" &&
-    ok "progress on stderr" || bad "progress lines missing"
+    ok "progress on stderr (-v: every epoch)" || bad "progress lines missing"
 ! leftovers "$T/opt" && ok "no temporary directory left" || bad "temporary directory left behind"
 
 "$INFLASH_BIN/inflash-inspect" "$T/opt" >"$T/inspect.out" 2>&1
@@ -166,6 +167,17 @@ else
     echo "skip dd through a mount (no inflashfs in $INFLASH_BIN or no /dev/fuse)"
 fi
 
+# ---- -q (errors only) and a --mem-budget with a suffix, on a copy
+cp -r "$T/stories" "$T/stories-q"
+if "$CAL" "$T/stories-q" --text "$DATA/TinyStories-valid-subset.txt" --tokens 600 --epochs 1 --threads 1 \
+    --mem-budget 512m -q >"$T/q.out" 2>"$T/q.err" && [ ! -s "$T/q.out" ] && [ ! -s "$T/q.err" ] &&
+    "$INFLASH_BIN/inflash-inspect" "$T/stories-q" | grep -q "calib_target_sparsity"; then
+    ok "-q: calibrated with no output; --mem-budget 512m accepted"
+else
+    bad "-q: $(head -c 300 "$T/q.out" "$T/q.err")"
+fi
+rm -rf "$T/stories-q"
+
 # ---- stories260K (gated) at two target sparsities ------------------------------------
 for sp in 0.5 0.7; do
     cp -r "$T/stories" "$T/stories-$sp"
@@ -179,6 +191,13 @@ for sp in 0.5 0.7; do
             ok "stories260K at target sparsity $sp: table of 5 layers near the target"
         else
             bad "stories260K at $sp: $n rows, off target: $far"
+        fi
+        # without -v: one progress line per layer, no epochs
+        if [ "$(grep -c '^inflash-calibrate: layer [0-9]*: sparsity .* rank [0-9]*: recall' "$T/st.err")" -eq 5 ] &&
+            ! grep -q "epoch" "$T/st.err"; then
+            ok "default progress: one line per layer"
+        else
+            bad "default progress: $(grep -c . "$T/st.err") lines: $(tail -n 2 "$T/st.err")"
         fi
     else
         bad "calibrate stories260K at $sp: $(tail -n 3 "$T/st.err")"

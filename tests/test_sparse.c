@@ -27,8 +27,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "activity.h"
 #include "model.h"
-#include "predictor.h"
+#include "predict.h"
 #include "source.h"
 #include "sparse.h"
 #include "store.h"
@@ -207,7 +208,7 @@ static void make_store(const char *name, int gated, fmt_dtype dt, int calibrated
         assert_int_equal(storeu_set_slots(u, l, slot_of, &err), 0);
     }
     assert_int_equal(storeu_set_calib(u, rows, &err), 0);
-    assert_int_equal(storeu_set_meta(u, "calib_criterion", gated ? STORE_CRIT_PRODUCT : STORE_CRIT_RELU, &err), 0);
+    assert_int_equal(storeu_set_meta(u, "calib_criterion", act_name(gated ? ACT_PRODUCT : ACT_RELU), &err), 0);
     int rc = storeu_commit(u, &err);
     if (rc)
         fail_msg("%s", err.msg);
@@ -577,7 +578,7 @@ static void test_uncalibrated(void **state)
     assert_int_equal(source_calib(src, 1, &cal, &err), 0);
     assert_int_equal(cal.rank, RANK);
     assert_true(fabs(cal.act_threshold - G.act_thr) < 1e-6);
-    assert_string_equal(source_calib_criterion(src), STORE_CRIT_PRODUCT);
+    assert_string_equal(source_calib_criterion(src), act_name(ACT_PRODUCT));
     assert_int_equal(source_calib(src, NL, &cal, &err), -EINVAL);
     source_close(src);
 }

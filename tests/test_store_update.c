@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "activity.h"
 #include "io.h"
 #include "store.h"
 #include "store_update.h"
@@ -444,13 +445,13 @@ static void test_config_json(void **state)
     store_close(s);
     assert_int_equal(storeu_open(g_dir, &u, &err), 0);
     stage_update(u, 4, 0, rows, freq);
-    assert_int_equal(storeu_set_meta(u, "calib_criterion", STORE_CRIT_RELU, &err), 0);
+    assert_int_equal(storeu_set_meta(u, "calib_criterion", act_name(ACT_RELU), &err), 0);
     assert_int_equal(storeu_commit(u, &err), 0);
     storeu_free(u);
     assert_int_equal(store_open(g_dir, &s, &err), 0);
     json = store_config_json(s, &err);
     assert_non_null(json);
-    assert_non_null(strstr(json, "\"inflash_calib_criterion\": \"" STORE_CRIT_RELU "\""));
+    assert_non_null(strstr(json, "\"inflash_calib_criterion\": \"relu:up>0\""));
     assert_int_equal(store_parse_mount_calib(json, strlen(json), "config.json", &hp, back, &present, &err), 0);
     assert_int_equal(present, 1);
     for (int l = 0; l < L; l++) {

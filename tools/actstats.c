@@ -7,7 +7,9 @@
  * beside the same figure for independent tokens with the same per-neuron
  * frequencies (so the part due to token-to-token correlation shows). It also
  * prints the quantiles of the per-neuron frequency distribution, which is
- * how inflash-mkmodel's synthetic frequencies were derived from the demo. */
+ * how inflash-mkmodel's synthetic frequencies were derived from the demo.
+ * "Active" is the calibration's criterion (layout/activity.h). */
+#include "activity.h"
 #include "cli.h"
 #include "hparams.h"
 #include "io.h"
@@ -51,7 +53,16 @@ typedef struct {
     int64_t     chunk;      /* --chunk: positions per window of the frequency run */
     int         quantiles;  /* --quantiles */
     double      act_thr;    /* --act-threshold (gated, uncalibrated) */
+    act_crit    crit;       /* --criterion (gated, uncalibrated; default gate) */
 } as_opts;
+
+/* "silu, gate or product" (activity.h) */
+static const char *gated_flags(void)
+{
+    static char names[64];
+    act_gated_flags(names, sizeof names);
+    return names;
+}
 
 static void usage(FILE *f)
 {
@@ -87,20 +98,21 @@ static void usage(FILE *f)
             "  --quantiles        print the per-neuron frequency distribution (frequency\n"
             "                     divided by its layer's mean, pooled over layers) as %d\n"
             "                     quantiles\n"
-            "  --act-threshold A  gated models without calibration: active iff\n"
-            "                     |silu(gate)| > A (calibrated stores use their criterion)\n"
+            "  --act-threshold A  gated models without calibration: active iff the\n"
+            "                     --criterion value exceeds A (calibrated stores use their\n"
+            "                     criterion and thresholds)\n"
+            "  --criterion C      with --act-threshold: %s (as in\n"
+            "                     inflash-calibrate; default gate: |silu(gate)|)\n"
             "  --json FILE        write the figures as JSON\n"
             "  -h, --help         this text\n"
             "\n"
             "The dense pass reads every layer's whole FFN per forward call: the text run\n"
             "is one batch (one pass); --generate costs one pass per generated token.\n"
             "Exit status: 0 ok, 1 runtime error, 2 usage error.\n",
-            N_QUANT);
+            N_QUANT, gated_flags());
 }
 
 /* ---- activity ---------------------------------------------------------------- */
-
-typedef enum { AS_RELU, AS_SILU, AS_GATE, AS_PRODUCT } as_crit;
 
 /* What the hook fills: one bit per (layer, position, neuron), and the
  * per-neuron active counts over everything scored. */
@@ -111,22 +123,9 @@ typedef struct {
     uint64_t *count;          /* [L][F] active counts; owned */
     int64_t  *scored;         /* [L] positions counted in count */
     int64_t   base;           /* position of bits row 0 */
-    as_crit   crit;
-    double   *thr;            /* [L] gated threshold */
+    act_crit  crit;           /* what "active" means (activity.h) */
+    double   *thr;            /* [L] the layer's threshold (0 for ReLU) */
 } as_acc;
-
-static float silu(float x) { return x / (1.0f + expf(-x)); }
-
-static int is_active(const as_acc *a, int64_t l, float up, float gate)
-{
-    switch (a->crit) {
-    case AS_RELU: return up > 0.0f;
-    case AS_SILU: return silu(gate) > a->thr[l];
-    case AS_GATE: return fabsf(silu(gate)) > a->thr[l];
-    case AS_PRODUCT: return fabsf(silu(gate) * up) > a->thr[l];
-    }
-    return 0;
-}
 
 static void hook(void *ctx, int64_t layer, int64_t pos, int64_t n, const float *x, const float *up,
                  const float *gate)
@@ -139,7 +138,7 @@ static void hook(void *ctx, int64_t layer, int64_t pos, int64_t n, const float *
         const float *u = up + i * a->F, *g = gate ? gate + i * a->F : NULL;
         uint64_t *cnt = a->count + layer * a->F;
         for (int64_t j = 0; j < a->F; j++)
-            if (is_active(a, layer, u[j], g ? g[j] : 0.0f)) {
+            if (act_is_active(a->crit, g ? g[j] : 0.0f, u[j], a->thr[layer])) {
                 cnt[j]++;
                 if (row)
                     row[j >> 6] |= (uint64_t)1 << (j & 63);
@@ -148,7 +147,7 @@ static void hook(void *ctx, int64_t layer, int64_t pos, int64_t n, const float *
     }
 }
 
-static int acc_init(as_acc *a, const model *m, int64_t T, double act_thr, ierr *err)
+static int acc_init(as_acc *a, const model *m, int64_t T, const as_opts *o, ierr *err)
 {
     const hp_config *c = &m->cfg;
     memset(a, 0, sizeof *a);
@@ -163,12 +162,13 @@ static int acc_init(as_acc *a, const model *m, int64_t T, double act_thr, ierr *
         a->bits = calloc((size_t)(a->L * T * a->words), sizeof *a->bits);
     if (!a->count || !a->scored || !a->thr || (T > 0 && !a->bits))
         return ierr_set(err, -ENOMEM, "out of memory for the activity bitmaps");
-    a->crit = AS_RELU;
+    a->crit = ACT_RELU;
     if (!c->gated)
         return 0;
     const char *cr = source_calib_criterion(m->src);
     if (cr) {
-        a->crit = strcmp(cr, STORE_CRIT_SILU) == 0 ? AS_SILU : strcmp(cr, STORE_CRIT_PRODUCT) == 0 ? AS_PRODUCT : AS_GATE;
+        if (act_parse(cr, &a->crit) || !act_gated(a->crit))
+            return ierr_set(err, -EINVAL, "unknown calibration criterion '%s' for a gated model", cr);
         for (int64_t l = 0; l < a->L; l++) {
             store_calib cal;
             int rc = source_calib(m->src, l, &cal, err);
@@ -178,11 +178,11 @@ static int acc_init(as_acc *a, const model *m, int64_t T, double act_thr, ierr *
         }
         return 0;
     }
-    if (!(act_thr > 0))
+    if (!(o->act_thr > 0))
         return ierr_set(err, -EINVAL, "a gated model needs a calibrated store or --act-threshold");
-    a->crit = AS_GATE;
+    a->crit = o->crit;
     for (int64_t l = 0; l < a->L; l++)
-        a->thr[l] = act_thr;
+        a->thr[l] = o->act_thr;
     return 0;
 }
 
@@ -440,7 +440,7 @@ static int run_window(source *src, const as_opts *o, as_acc *a, model **mout, in
     model *m = NULL;
     rc = model_new(src, total, o->generate ? P : total, &m, err);
     if (rc == 0)
-        rc = acc_init(a, m, total, o->act_thr, err);
+        rc = acc_init(a, m, total, o, err);
     if (rc) {
         free(ids);
         model_free(m);
@@ -495,7 +495,7 @@ static int run_freq(source *src, const as_opts *o, as_acc *a, model **mout, int6
     model *m = NULL;
     rc = model_new(src, chunk, chunk, &m, err);
     if (rc == 0)
-        rc = acc_init(a, m, 0, o->act_thr, err);
+        rc = acc_init(a, m, 0, o, err);
     int32_t *buf = malloc((size_t)chunk * sizeof *buf);
     if (rc == 0 && !buf)
         rc = ierr_set(err, -ENOMEM, "out of memory");
@@ -706,7 +706,7 @@ static int write_json(const char *path, const as_opts *o, const model *m, const 
 static int parse_args(int argc, char **argv, as_opts *o)
 {
     enum { O_STORE = 256, O_TEXT, O_IDS, O_JSON, O_OFFSET, O_PROMPT, O_GEN, O_GENERATE, O_TOPP, O_SEED, O_KMAX,
-           O_FREQ, O_CHUNK, O_QUANT, O_ACT };
+           O_FREQ, O_CHUNK, O_QUANT, O_ACT, O_CRIT };
     static const struct option lo[] = {
         {"store", required_argument, 0, O_STORE},   {"text", required_argument, 0, O_TEXT},
         {"ids", required_argument, 0, O_IDS},       {"json", required_argument, 0, O_JSON},
@@ -715,7 +715,8 @@ static int parse_args(int argc, char **argv, as_opts *o)
         {"top-p", required_argument, 0, O_TOPP},    {"seed", required_argument, 0, O_SEED},
         {"kmax", required_argument, 0, O_KMAX},     {"freq", required_argument, 0, O_FREQ},
         {"chunk", required_argument, 0, O_CHUNK},   {"quantiles", no_argument, 0, O_QUANT},
-        {"act-threshold", required_argument, 0, O_ACT}, {"help", no_argument, 0, 'h'},
+        {"act-threshold", required_argument, 0, O_ACT}, {"criterion", required_argument, 0, O_CRIT},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->prompt = 128;
@@ -725,6 +726,7 @@ static int parse_args(int argc, char **argv, as_opts *o)
     o->seed = 1;
     o->kmax = 8;
     o->freq_tokens = -1;
+    o->crit = ACT_GATE;
     int c;
     int64_t v;
     opterr = 0;
@@ -754,6 +756,7 @@ static int parse_args(int argc, char **argv, as_opts *o)
         case O_CHUNK: if (cli_parse_i64(optarg, 2, 1 << 20, &o->chunk)) bad = "--chunk"; break;
         case O_QUANT: o->quantiles = 1; break;
         case O_ACT: if (cli_parse_f64(optarg, -DBL_MAX, DBL_MAX, &o->act_thr) || o->act_thr <= 0) bad = "--act-threshold"; break;
+        case O_CRIT: if (act_parse_flag(optarg, &o->crit) || !act_gated(o->crit)) bad = "--criterion"; break;
         default:
             fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
             return -1;

@@ -1,20 +1,21 @@
 /* calibrate.c: inflash-calibrate, which runs the dense model (client/model.h)
  * over a calibration text, records per layer the FFN inputs and which
- * neurons are active, trains a low-rank activation predictor per layer
- * (tools/predictor.h), records each neuron's activation frequency, can put
+ * neurons are active (layout/activity.h), trains a low-rank activation
+ * predictor per layer (tools/train.h), records each neuron's activation frequency, can put
  * the neurons of ffn.bin in hot-first order, and writes it all into the
  * store atomically (layout/store_update.h). With --eval it measures the
  * predictors on held-out text. */
+#include "activity.h"
 #include "cli.h"
 #include "hparams.h"
 #include "io.h"
 #include "model.h"
 #include "weight_matrix.h"
-#include "predictor.h"
 #include "source.h"
 #include "store.h"
 #include "store_update.h"
 #include "tok.h"
+#include "train.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,20 @@
 #define READ_BLOCK    256                   /* neurons per weight read */
 
 static volatile sig_atomic_t g_stop;        /* SIGINT/SIGTERM/SIGHUP: stop before writing */
+static int g_verbosity = 1;                 /* cal_opts.verbosity, for the progress lines */
+
+/* A progress line "inflash-calibrate: ..." on stderr at verbosity >= level. */
+__attribute__((format(printf, 2, 3))) static void progress(int level, const char *fmt, ...)
+{
+    if (g_verbosity < level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs(PROG ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
 
 static void on_signal(int sig)
 {
@@ -65,8 +81,9 @@ typedef struct {
     int         threads;       /* --threads, 0 = OpenBLAS default */
     uint64_t    seed;          /* --seed */
     double      mem_budget;    /* --mem-budget in bytes */
-    int         crit;          /* --criterion (gated models): CRIT_* */
+    act_crit    crit;          /* --criterion (gated models) */
     int         svd_start;     /* --init svd (else pca) */
+    int         verbosity;     /* 0 -q: errors only; 1 default: a line per layer; 2 -v: every epoch */
 } cal_opts;
 
 static void usage(FILE *f)
@@ -106,9 +123,13 @@ static void usage(FILE *f)
             "  --epochs E           training passes over the samples (default 8)\n"
             "  --threads N          OpenBLAS threads (default: OpenBLAS's choice)\n"
             "  --seed S             seed of the SVD sketch and the sample order (default 1)\n"
-            "  --mem-budget MIB     memory for the samples (default: 60%% of RAM); a sample\n"
-            "                       set that would not fit is refused with the largest\n"
-            "                       --tokens that does\n"
+            "  --mem-budget SIZE    memory for the samples (default: 60%% of RAM): a number\n"
+            "                       of MiB, or with a suffix k, m, g or t (powers of 1024:\n"
+            "                       512m, 2g, 1.5g); a sample set that would not fit is\n"
+            "                       refused with the largest --tokens that does\n"
+            "  -v, --verbose        progress in detail: every training epoch, every rank\n"
+            "                       tried\n"
+            "  -q, --quiet          print errors only (no progress, no table)\n"
             "  -h, --help           this text\n"
             "\n"
             "What \"active\" means (stored as meta calib_criterion):\n"
@@ -130,7 +151,8 @@ static void usage(FILE *f)
             "sparsity, rank, recall, precision, predicted-active fraction, true-active\n"
             "fraction and their ratio, on the --eval text if given, else on the held-back\n"
             "calibration chunks; then the predictors' cost per token as a fraction of the\n"
-            "dense FFN's FLOPs and bytes. Progress goes to stderr.\n"
+            "dense FFN's FLOPs and bytes. Progress goes to stderr: the forward pass, then\n"
+            "one line per layer (-v: every epoch and every rank tried).\n"
             "\n"
             "Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
 }
@@ -213,7 +235,7 @@ typedef struct {
     uint8_t **lab;            /* [L] -> [m][stride]; owned */
     float   **val;            /* gated, before labelling: [L] -> [m][n] criterion values; owned; else NULL */
     const double *act_thr;    /* gated eval: label at once with these [L]; NULL otherwise */
-    int       crit;           /* gated criterion: CRIT_* */
+    act_crit  crit;           /* gated models: the criterion (ReLU: ACT_RELU) */
     int64_t  *row0;           /* [n_chunks] row of each chunk's first token; owned */
 } samples;
 
@@ -297,17 +319,6 @@ static int samples_new(const hp_config *hp, const chunks *c, int split, int valu
     return 0;
 }
 
-/* The gated "activity" criteria (--criterion); see usage(). */
-enum { CRIT_SILU, CRIT_GATE, CRIT_PRODUCT };
-static const char *const crit_names[] = { "silu", "gate", "product" };
-
-static inline float silu(float v) { return v / (1.0f + expf(-v)); }
-
-static inline float crit_value(int crit, float g, float u)
-{
-    return crit == CRIT_SILU ? silu(g) : crit == CRIT_GATE ? fabsf(silu(g)) : fabsf(silu(g) * u);
-}
-
 /* The model_ffn_hook: rows of the current chunk into the sample set. */
 typedef struct {
     samples *S;
@@ -327,18 +338,18 @@ static void collect_hook(void *vctx, int64_t layer, int64_t pos, int64_t n, cons
         const float *u = up + i * F, *g = gate ? gate + i * F : NULL;
         uint8_t *lab = S->lab[layer] + (size_t)row * S->stride;
         memcpy(S->X[layer] + row * d, x + i * d, (size_t)d * sizeof(float));
-        if (!g) {
+        if (!g) {                     /* ReLU: exact, the threshold is 0 */
             for (int64_t j = 0; j < F; j++)
-                if (u[j] > 0.0f)
+                if (act_is_active(ACT_RELU, 0.0f, u[j], 0.0))
                     pred_label_set(lab, j, 1);
-        } else if (S->val) {
+        } else if (S->val) {          /* gated calibration: the threshold comes later */
             float *v = S->val[layer] + row * F;
             for (int64_t j = 0; j < F; j++)
-                v[j] = crit_value(S->crit, g[j], u[j]);
-        } else {
-            float t = (float)S->act_thr[layer];
+                v[j] = act_value(S->crit, g[j], u[j]);
+        } else {                      /* gated eval: the calibrated threshold, as a float */
+            double t = (float)S->act_thr[layer];
             for (int64_t j = 0; j < F; j++)
-                if (crit_value(S->crit, g[j], u[j]) > t)
+                if (act_is_active(S->crit, g[j], u[j], t))
                     pred_label_set(lab, j, 1);
         }
     }
@@ -369,7 +380,7 @@ static int collect(model *mdl, const chunks *c, samples *S, const char *what, ie
         }
         done += c->len[i];
         if (!rc && (done >= next_report || i + 1 == c->n_chunks)) {
-            fprintf(stderr, PROG ": %s: %" PRId64 "/%" PRId64 " tokens\n", what, done, c->tokens);
+            progress(1, "%s: %" PRId64 "/%" PRId64 " tokens", what, done, c->tokens);
             next_report = done + (c->tokens + 9) / 10;
         }
     }
@@ -426,8 +437,7 @@ typedef struct {
 static int train_progress(void *vctx, int epoch, int epochs, double loss)
 {
     const train_ctx *t = vctx;
-    fprintf(stderr, PROG ": layer %" PRId64 " rank %" PRId64 ": epoch %d/%d loss %.5f\n", t->layer, t->rank, epoch,
-            epochs, loss);
+    progress(2, "layer %" PRId64 " rank %" PRId64 ": epoch %d/%d loss %.5f", t->layer, t->rank, epoch, epochs, loss);
     return g_stop != 0;
 }
 
@@ -489,9 +499,9 @@ static int train_layer(const cal_opts *o, const samples *S, int64_t l, const flo
             return ierr_wrap(err, rc, "layer %" PRId64, l);
         }
         double ratio = ratio_of(&cur);
-        fprintf(stderr, PROG ": layer %" PRId64 " rank %" PRId64 ": recall %.4f precision %.4f predicted/true %.2f%s\n",
-                l, r, cur.recall, cur.precision, ratio,
-                ratio > o->max_ratio && r < rmax ? " (over the target: doubling the rank)" : "");
+        progress(2, "layer %" PRId64 " rank %" PRId64 ": recall %.4f precision %.4f predicted/true %.2f%s", l, r,
+                 cur.recall, cur.precision, ratio,
+                 ratio > o->max_ratio && r < rmax ? " (over the target: doubling the rank)" : "");
         if (!*out || ratio < ratio_of(st)) {
             pred_free(*out);
             *out = p;
@@ -599,10 +609,10 @@ static void run_free(run *R)
     storeu_free(R->u);
 }
 
+/* The stored name of what "active" means for this model (activity.h). */
 static const char *criterion(const cal_opts *o, int gated)
 {
-    static const char *const names[] = { STORE_CRIT_SILU, STORE_CRIT_GATE, STORE_CRIT_PRODUCT };
-    return gated ? names[o->crit] : STORE_CRIT_RELU;
+    return act_name(gated ? o->crit : ACT_RELU);
 }
 
 static int check_memory(const cal_opts *o, const hp_config *hp, int64_t m, int values, const char *what, ierr *err)
@@ -652,10 +662,10 @@ static int run_open(run *R, ierr *err)
     if ((double)hp->n_layers * (double)hp->d_ffn * (double)R->mdl->bundle_len * 4.0 < o->mem_budget / 4 &&
         (rc = model_load_resident_ffn(R->mdl, err)))
         return rc;
-    fprintf(stderr, PROG ": %s: %" PRId64 " layers, d_model %" PRId64 ", d_ffn %" PRId64 ", %s; calibration text "
-            "%s: %" PRId64 " of %" PRId64 " tokens in %" PRId64 " chunks\n", o->store_dir, hp->n_layers,
-            hp->d_model, hp->d_ffn, hp->gated ? "gated (SwiGLU)" : "ReLU", o->text, R->cal.tokens, R->cal.n_ids,
-            R->cal.n_chunks);
+    progress(1, "%s: %" PRId64 " layers, d_model %" PRId64 ", d_ffn %" PRId64 ", %s; calibration text "
+             "%s: %" PRId64 " of %" PRId64 " tokens in %" PRId64 " chunks", o->store_dir, hp->n_layers,
+             hp->d_model, hp->d_ffn, hp->gated ? "gated (SwiGLU)" : "ReLU", o->text, R->cal.tokens, R->cal.n_ids,
+             R->cal.n_chunks);
     return 0;
 }
 
@@ -718,14 +728,18 @@ static int run_fit(run *R, ierr *err)
         if (gated && (rc = label_gated(&R->S, l, o->target_sparsity, &R->act_thr[l], err)))
             break;
         frequencies(&R->S, l, R->freq[l], &R->sparsity[l]);
-        fprintf(stderr, PROG ": layer %" PRId64 ": sparsity %.4f%s; training (%" PRId64 " + %" PRId64 " held-back "
-                "samples)\n", l, R->sparsity[l], gated ? "" : " (exact zeros)", R->S.m_fit, R->S.m - R->S.m_fit);
+        progress(2, "layer %" PRId64 ": sparsity %.4f%s; training (%" PRId64 " + %" PRId64 " held-back samples)", l,
+                 R->sparsity[l], gated ? "" : " (exact zeros)", R->S.m_fit, R->S.m - R->S.m_fit);
         /* the SVD start: gate rows (gated) or up rows, with their bias */
         const float *bias = gated ? (R->mdl->w.ffn_b_gate ? R->mdl->w.ffn_b_gate + l * F : NULL)
                                   : (R->mdl->w.ffn_b_up ? R->mdl->w.ffn_b_up + l * F : NULL);
         rc = layer_rows(R->mdl, l, gated ? 1 : 0, W, err);
         if (!rc)
             rc = train_layer(o, &R->S, l, W, bias, &R->preds[l], &R->cal_st[l], err);
+        if (!rc)
+            progress(1, "layer %" PRId64 ": sparsity %.4f%s, rank %" PRId64 ": recall %.4f precision %.4f "
+                     "predicted/true %.2f", l, R->sparsity[l], gated ? "" : " (exact zeros)",
+                     R->preds[l]->r, R->cal_st[l].recall, R->cal_st[l].precision, ratio_of(&R->cal_st[l]));
         if (!rc && o->eval)           /* these rows are done with */
             samples_free_layer(&R->S, l);
     }
@@ -810,7 +824,7 @@ static int run_write(run *R, ierr *err)
         !(rc = set_meta_num(R->u, "calib_recall_target", o->recall, err)) &&
         !(rc = storeu_set_meta(R->u, "calib_criterion", criterion(o, R->hp->gated), err)) &&
         !(R->hp->gated && (rc = set_meta_num(R->u, "calib_target_sparsity", o->target_sparsity, err)))) {
-        fprintf(stderr, PROG ": writing %s%s\n", o->store_dir, o->reorder ? " (reordering ffn.bin)" : "");
+        progress(1, "writing %s%s", o->store_dir, o->reorder ? " (reordering ffn.bin)" : "");
         rc = storeu_commit(R->u, err);
     }
     free(rows);
@@ -828,11 +842,11 @@ static int calibrate(const cal_opts *o, ierr *err)
     int rc = run_open(&R, err);
     if (!rc)
         rc = run_fit(&R, err);
-    if (!rc)
+    if (!rc && o->verbosity > 0)      /* -q: no table, so no eval either */
         rc = run_report(&R, err);
     if (!rc)
         rc = run_write(&R, err);
-    if (!rc)
+    if (!rc && o->verbosity > 0)
         printf("calibrated %s: %" PRId64 " tokens, %s; time %.1f s (forward %.1f, training %.1f, eval %.1f, "
                "write %.1f)\n", o->store_dir, R.cal.tokens, o->reorder ? "neurons reordered hot-first"
                : "neuron order unchanged", now_s() - t0, R.t_fwd, R.t_train, R.t_eval, R.t_write);
@@ -842,11 +856,93 @@ static int calibrate(const cal_opts *o, ierr *err)
 
 /* ---- command line ------------------------------------------------------------------ */
 
+enum { O_TEXT = 256, O_TOKENS, O_RANK, O_RECALL, O_REORDER, O_SPARSITY, O_EVAL, O_EVAL_TOKENS, O_EPOCHS, O_THREADS,
+       O_SEED, O_RATIO, O_MEM, O_MARGIN, O_CRIT, O_INIT };
+
+static void opts_default(cal_opts *o)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    *o = (cal_opts){ .tokens = 50000, .rank = 64, .recall = 0.99, .recall_margin = 0.5, .target_sparsity = 0.9,
+                     .max_ratio = 3.0, .crit = ACT_PRODUCT, .epochs = 8, .seed = 1, .verbosity = 1,
+                     .mem_budget = pages > 0 && page > 0 ? 0.6 * (double)pages * (double)page : 4e9 };
+}
+
+/* The criterion flag: a gated criterion (activity.h); NULL or the complaint. */
+static const char *parse_criterion(const char *arg, act_crit *out)
+{
+    static char bad[96];
+    act_crit c;
+    if (act_parse_flag(arg, &c) == 0 && act_gated(c)) {
+        *out = c;
+        return NULL;
+    }
+    char names[64];
+    act_gated_flags(names, sizeof names);
+    snprintf(bad, sizeof bad, "--criterion: expected %s", names);
+    return bad;
+}
+
+/* One option with its argument into o: NULL, or what is wrong with it. */
+static const char *parse_opt(int ch, const char *arg, cal_opts *o)
+{
+    int64_t v;
+    uint64_t bytes;
+    switch (ch) {
+    case O_TEXT: o->text = arg; return NULL;
+    case O_EVAL: o->eval = arg; return NULL;
+    case O_REORDER: o->reorder = 1; return NULL;
+    case 'v': o->verbosity = 2; return NULL;
+    case 'q': o->verbosity = 0; return NULL;
+    case O_TOKENS:
+        return cli_parse_i64(arg, 1, (int64_t)1 << 40, &o->tokens) ? "--tokens: expected a count >= 1" : NULL;
+    case O_EVAL_TOKENS:
+        return cli_parse_i64(arg, 0, (int64_t)1 << 40, &o->eval_tokens) ? "--eval-tokens: expected a count" : NULL;
+    case O_RANK:
+        return cli_parse_i64(arg, 1, 1 << 20, &o->rank) ? "--rank: expected 1..1048576" : NULL;
+    case O_RECALL:
+        return cli_parse_f64(arg, 0.0, 1.0, &o->recall) || o->recall <= 0.0 ? "--recall: expected (0, 1]" : NULL;
+    case O_SPARSITY:
+        return cli_parse_f64(arg, 0.0, 1.0, &o->target_sparsity) || o->target_sparsity >= 1.0
+                   ? "--target-sparsity: expected [0, 1)" : NULL;
+    case O_CRIT:
+        return parse_criterion(arg, &o->crit);
+    case O_INIT:
+        if (strcmp(arg, "pca") == 0 || strcmp(arg, "svd") == 0) {
+            o->svd_start = strcmp(arg, "svd") == 0;
+            return NULL;
+        }
+        return "--init: expected pca or svd";
+    case O_MARGIN:
+        return cli_parse_f64(arg, 0.0, 1.0, &o->recall_margin) ? "--recall-margin: expected [0, 1]" : NULL;
+    case O_RATIO:
+        return cli_parse_f64(arg, 1.0, 1e9, &o->max_ratio) ? "--max-ratio: expected >= 1" : NULL;
+    case O_EPOCHS:
+        if (cli_parse_i64(arg, 1, 10000, &v))
+            return "--epochs: expected 1..10000";
+        o->epochs = (int)v;
+        return NULL;
+    case O_THREADS:
+        if (cli_parse_i64(arg, 1, 1024, &v))
+            return "--threads: expected 1..1024";
+        o->threads = (int)v;
+        return NULL;
+    case O_SEED:
+        if (cli_parse_i64(arg, 0, INT64_MAX, &v))
+            return "--seed: expected a number >= 0";
+        o->seed = (uint64_t)v;
+        return NULL;
+    case O_MEM:
+        if (cli_parse_size(arg, 1048576, &bytes) || bytes == 0)
+            return "--mem-budget: expected a size > 0 (MiB, or 512m, 2g)";
+        o->mem_budget = (double)bytes;
+        return NULL;
+    }
+    return "unexpected option";
+}
+
 /* 0 ok, -1 usage error (message printed), 1 --help printed */
 static int parse_args(int argc, char **argv, cal_opts *o)
 {
-    enum { O_TEXT = 256, O_TOKENS, O_RANK, O_RECALL, O_REORDER, O_SPARSITY, O_EVAL, O_EVAL_TOKENS, O_EPOCHS,
-           O_THREADS, O_SEED, O_RATIO, O_MEM, O_MARGIN, O_CRIT, O_INIT };
     static const struct option longs[] = {
         {"text", required_argument, 0, O_TEXT}, {"tokens", required_argument, 0, O_TOKENS},
         {"rank", required_argument, 0, O_RANK}, {"recall", required_argument, 0, O_RECALL},
@@ -856,86 +952,27 @@ static int parse_args(int argc, char **argv, cal_opts *o)
         {"seed", required_argument, 0, O_SEED}, {"max-ratio", required_argument, 0, O_RATIO},
         {"mem-budget", required_argument, 0, O_MEM}, {"recall-margin", required_argument, 0, O_MARGIN},
         {"criterion", required_argument, 0, O_CRIT}, {"init", required_argument, 0, O_INIT},
+        {"verbose", no_argument, 0, 'v'}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    *o = (cal_opts){ .tokens = 50000, .rank = 64, .recall = 0.99, .recall_margin = 0.5, .target_sparsity = 0.9,
-                     .max_ratio = 3.0, .crit = CRIT_PRODUCT,
-                     .epochs = 8, .seed = 1,
-                     .mem_budget = pages > 0 && page > 0 ? 0.6 * (double)pages * (double)page : 4e9 };
+    opts_default(o);
     opterr = 0;
     int ch;
-    int64_t v;
-    double f;
-    while ((ch = getopt_long(argc, argv, ":h", longs, NULL)) != -1) {
-        const char *bad = NULL;
-        switch (ch) {
-        case O_TEXT: o->text = optarg; break;
-        case O_EVAL: o->eval = optarg; break;
-        case O_REORDER: o->reorder = 1; break;
-        case O_TOKENS:
-            if (cli_parse_i64(optarg, 1, (int64_t)1 << 40, &o->tokens)) bad = "--tokens: expected a count >= 1";
-            break;
-        case O_EVAL_TOKENS:
-            if (cli_parse_i64(optarg, 0, (int64_t)1 << 40, &o->eval_tokens)) bad = "--eval-tokens: expected a count";
-            break;
-        case O_RANK:
-            if (cli_parse_i64(optarg, 1, 1 << 20, &o->rank)) bad = "--rank: expected 1..1048576";
-            break;
-        case O_RECALL:
-            if (cli_parse_f64(optarg, 0.0, 1.0, &o->recall) || o->recall <= 0.0) bad = "--recall: expected (0, 1]";
-            break;
-        case O_SPARSITY:
-            if (cli_parse_f64(optarg, 0.0, 1.0, &o->target_sparsity) || o->target_sparsity >= 1.0)
-                bad = "--target-sparsity: expected [0, 1)";
-            break;
-        case O_CRIT:
-            o->crit = -1;
-            for (int i = 0; i < 3; i++)
-                if (strcmp(optarg, crit_names[i]) == 0)
-                    o->crit = i;
-            if (o->crit < 0)
-                bad = "--criterion: expected silu, gate or product";
-            break;
-        case O_INIT:
-            if (strcmp(optarg, "pca") == 0) o->svd_start = 0;
-            else if (strcmp(optarg, "svd") == 0) o->svd_start = 1;
-            else bad = "--init: expected pca or svd";
-            break;
-        case O_MARGIN:
-            if (cli_parse_f64(optarg, 0.0, 1.0, &o->recall_margin)) bad = "--recall-margin: expected [0, 1]";
-            break;
-        case O_RATIO:
-            if (cli_parse_f64(optarg, 1.0, 1e9, &o->max_ratio)) bad = "--max-ratio: expected >= 1";
-            break;
-        case O_EPOCHS:
-            if (cli_parse_i64(optarg, 1, 10000, &v)) bad = "--epochs: expected 1..10000";
-            else o->epochs = (int)v;
-            break;
-        case O_THREADS:
-            if (cli_parse_i64(optarg, 1, 1024, &v)) bad = "--threads: expected 1..1024";
-            else o->threads = (int)v;
-            break;
-        case O_SEED:
-            if (cli_parse_i64(optarg, 0, INT64_MAX, &v)) bad = "--seed: expected a number >= 0";
-            else o->seed = (uint64_t)v;
-            break;
-        case O_MEM:
-            if (cli_parse_f64(optarg, 1.0, 1e12, &f)) bad = "--mem-budget: expected MiB >= 1";
-            else o->mem_budget = f * 1048576.0;
-            break;
-        case 'h':
+    while ((ch = getopt_long(argc, argv, ":hvq", longs, NULL)) != -1) {
+        if (ch == 'h') {
             usage(stdout);
             return 1;
-        case ':':
-            fprintf(stderr, PROG ": %s needs a value (see --help)\n", argv[optind - 1]);
-            return -1;
-        default:
-            fprintf(stderr, PROG ": unknown option '%s' (see --help)\n", argv[optind - 1]);
+        }
+        if (ch == ':' || ch == '?') {
+            if (ch == ':')
+                fprintf(stderr, PROG ": %s needs a value (see --help)\n", argv[optind - 1]);
+            else
+                fprintf(stderr, PROG ": unknown option '%s' (see --help)\n", argv[optind - 1]);
             return -1;
         }
+        const char *bad = parse_opt(ch, optarg, o);
         if (bad) {
-            fprintf(stderr, PROG ": %s, got '%s'\n", bad, optarg);
+            fprintf(stderr, PROG ": %s, got '%s'\n", bad, optarg ? optarg : "");
             return -1;
         }
     }
@@ -958,6 +995,7 @@ int main(int argc, char **argv)
     int a = parse_args(argc, argv, &o);
     if (a)
         return a > 0 ? 0 : EXIT_USAGE;
+    g_verbosity = o.verbosity;
     if (o.threads > 0)
         openblas_set_num_threads(o.threads);
     struct sigaction sa;

@@ -1,11 +1,10 @@
-/* predictor.c: low-rank activation predictors (predictor.h): randomized
+/* train.c: building low-rank activation predictors (train.h): randomized
  * truncated SVD and data-aware (PCA) starts, Adam on a class-balanced
  * low-temperature logistic loss, exact recall thresholds and sparsity
- * quantiles by radix selection. The big
- * products go through OpenBLAS; the small dense linear algebra (QR of the
- * sketch, eigen-decomposition of its Gram matrix, Cholesky of the input
- * covariance) is done here in double. */
-#include "predictor.h"
+ * quantiles by radix selection. The big products go through OpenBLAS; the
+ * small dense linear algebra (QR of the sketch, eigen-decomposition of its
+ * Gram matrix, Cholesky of the input covariance) is done here in double. */
+#include "train.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -50,63 +49,7 @@ static uint64_t rng_below(rng *g, uint64_t bound)
     return (uint64_t)(rng_unit(g) * (double)bound) % bound;
 }
 
-/* ---- life cycle -------------------------------------------------------- */
-
-int pred_new(int64_t d, int64_t n, int64_t r, pred **out, ierr *err)
-{
-    *out = NULL;
-    if (d < 1 || n < 1 || r < 1 || r > d || r > n)
-        return ierr_set(err, -EINVAL, "predictor: rank %lld must be in 1..min(n=%lld, d=%lld)",
-                        (long long)r, (long long)n, (long long)d);
-    pred *p = calloc(1, sizeof *p);
-    if (!p)
-        return ierr_set(err, -ENOMEM, "predictor: out of memory");
-    p->d = d;
-    p->n = n;
-    p->r = r;
-    p->A = calloc((size_t)(r * d), sizeof(float));
-    p->B = calloc((size_t)(n * r), sizeof(float));
-    p->c = calloc((size_t)n, sizeof(float));
-    if (!p->A || !p->B || !p->c) {
-        pred_free(p);
-        return ierr_set(err, -ENOMEM, "predictor: out of memory for rank %lld factors", (long long)r);
-    }
-    *out = p;
-    return 0;
-}
-
-void pred_free(pred *p)
-{
-    if (!p)
-        return;
-    free(p->A);
-    free(p->B);
-    free(p->c);
-    free(p);
-}
-
 /* ---- scoring ----------------------------------------------------------- */
-
-void pred_score(const pred *p, const float *X, int64_t m, float *H, float *S)
-{
-    const blasint d = (blasint)p->d, n = (blasint)p->n, r = (blasint)p->r, mm = (blasint)m;
-    /* H [m×r] = X [m×d] · Aᵀ */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mm, r, d, 1.0f, X, d, p->A, d, 0.0f, H, r);
-    for (int64_t i = 0; i < m; i++)
-        memcpy(S + i * p->n, p->c, (size_t)p->n * sizeof(float));
-    /* S [m×n] += H · Bᵀ */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mm, n, r, 1.0f, H, r, p->B, r, 1.0f, S, n);
-}
-
-int64_t pred_select(const pred *p, const float *x, float *h, float *s, int32_t *idx)
-{
-    pred_score(p, x, 1, h, s);
-    int64_t k = 0;
-    for (int64_t j = 0; j < p->n; j++)
-        if (s[j] > p->tau)
-            idx[k++] = (int32_t)j;
-    return k;
-}
 
 /* Score X in batches of SCORE_BATCH rows and hand each batch to fn. */
 typedef int (*batch_fn)(void *ctx, const float *S, int64_t row0, int64_t rows);
@@ -801,6 +744,36 @@ static double logistic_grad(float *S, const uint8_t *Lb, size_t stride, int64_t 
     return total;
 }
 
+/* Fisher-Yates shuffle of perm [m]. */
+static void shuffle(int64_t *perm, int64_t m, rng *g)
+{
+    for (int64_t i = m - 1; i > 0; i--) {
+        int64_t k = (int64_t)rng_below(g, (uint64_t)i + 1), tmp = perm[i];
+        perm[i] = perm[k];
+        perm[k] = tmp;
+    }
+}
+
+/* The gradients of a batch of `rows` from G = dL/dS [rows×n] (in S), the
+ * batch's H [rows×r] and inputs Xb [rows×d]: gB = Gᵀ·H, gc = column sums
+ * of G, dH = G·B (scratch [rows×r]), gA = dHᵀ·Xb, into prm[1], prm[2],
+ * prm[0] (A, B, c). */
+static void backward(const pred *p, const float *S, const float *H, const float *Xb, int64_t rows, float *dH,
+                     adam_param prm[3])
+{
+    const int64_t d = p->d, n = p->n, r = p->r;
+    const blasint R = (blasint)rows;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)n, (blasint)r, R,
+                1.0f, S, (blasint)n, H, (blasint)r, 0.0f, prm[1].g, (blasint)r);
+    memset(prm[2].g, 0, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < rows; i++)
+        cblas_saxpy((blasint)n, 1.0f, S + i * n, 1, prm[2].g, 1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, (blasint)r, (blasint)n,
+                1.0f, S, (blasint)n, p->B, (blasint)r, 0.0f, dH, (blasint)r);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)r, (blasint)d, R,
+                1.0f, dH, (blasint)r, Xb, (blasint)d, 0.0f, prm[0].g, (blasint)d);
+}
+
 int pred_train(pred *p, const float *X, const uint8_t *labels, int64_t m,
                const pred_train_opts *o, double *loss, ierr *err)
 {
@@ -854,15 +827,10 @@ int pred_train(pred *p, const float *X, const uint8_t *labels, int64_t m,
     int64_t t = 0;
     double epoch_loss = 0.0;
     for (int ep = 1; ep <= o->epochs; ep++) {
-        for (int64_t i = m - 1; i > 0; i--) {
-            int64_t k = (int64_t)rng_below(&g, (uint64_t)i + 1), tmp = perm[i];
-            perm[i] = perm[k];
-            perm[k] = tmp;
-        }
+        shuffle(perm, m, &g);
         double sum = 0.0;
         for (int64_t i0 = 0; i0 < m; i0 += bs) {
             const int64_t rows = m - i0 < bs ? m - i0 : bs;
-            const blasint R = (blasint)rows;
             for (int64_t i = 0; i < rows; i++) {
                 memcpy(Xb + i * d, X + perm[i0 + i] * d, (size_t)d * sizeof(float));
                 memcpy(Lb + (size_t)i * stride, labels + (size_t)perm[i0 + i] * stride, stride);
@@ -871,16 +839,7 @@ int pred_train(pred *p, const float *X, const uint8_t *labels, int64_t m,
             pred_score(p, Xb, rows, H, S);
             /* S becomes G = dL/dS */
             sum += logistic_grad(S, Lb, stride, rows, n, T, wpos, wneg, 1.0f / (float)((double)rows * n));
-            /* gB = Gᵀ·H, gc = column sums of G, dH = G·B, gA = dHᵀ·Xb */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)n, (blasint)r, R,
-                        1.0f, S, (blasint)n, H, (blasint)r, 0.0f, prm[1].g, (blasint)r);
-            memset(prm[2].g, 0, (size_t)n * sizeof(float));
-            for (int64_t i = 0; i < rows; i++)
-                cblas_saxpy((blasint)n, 1.0f, S + i * n, 1, prm[2].g, 1);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, (blasint)r, (blasint)n,
-                        1.0f, S, (blasint)n, p->B, (blasint)r, 0.0f, dH, (blasint)r);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)r, (blasint)d, R,
-                        1.0f, dH, (blasint)r, Xb, (blasint)d, 0.0f, prm[0].g, (blasint)d);
+            backward(p, S, H, Xb, rows, dH, prm);
             /* cosine decay from lr to lr/20 */
             t++;
             double frac = steps > 1 ? (double)(t - 1) / (double)(steps - 1) : 1.0;

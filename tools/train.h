@@ -1,48 +1,31 @@
-/* predictor.h: the low-rank activation predictor of one FFN layer ("LLM in
- * a flash", section 3.1) and the math to build it: truncated SVD or
- * data-aware (PCA) start, training on a class-balanced logistic loss,
- * recall-driven threshold, evaluation, sparsity quantiles and the cost
- * per token.
+/* train.h: building the low-rank activation predictor of one FFN layer
+ * (the pred of client/predict.h, which scores and selects at run time):
+ * truncated SVD or data-aware (PCA) start, training on a class-balanced
+ * logistic loss, recall-driven threshold, evaluation, sparsity quantiles
+ * and the cost per token. The predictor's functions keep its prefix pred_.
  *
- * The predictor scores every neuron from the FFN input x (after the FFN
- * norm):  s = B·(A·x) + c,  and neuron j is predicted active iff s_j > tau.
+ * Labels ("is neuron j active on sample i", activity.h) are a bitset, one
+ * row of pred_label_stride(n) bytes per sample: bit j of row i is byte j/8,
+ * bit j%8 (least significant first). pred_label_get/pred_label_set read
+ * and write them.
  *
- * Shapes (all f32, row-major):
- *   x [d]  FFN input               A [r×d]   first factor
- *   s [n]  one score per neuron    B [n×r]   second factor
- *   X [m×d] m samples of x         c [n]     per-neuron offset
- *
- * Labels ("is neuron j active on sample i") are a bitset, one row of
- * pred_label_stride(n) bytes per sample: bit j of row i is byte j/8, bit
- * j%8 (least significant first). pred_label_get/pred_label_set read and
- * write them.
- *
- * Nothing here keeps global state. A pred is not locked: scoring from
- * several threads at once is safe, changing it (init, train, threshold)
- * is not. Errors follow error.h (0 or a negative errno, one line in err).
+ * Nothing here keeps global state. Changing a pred (init, train,
+ * threshold) is not thread-safe. Errors follow error.h (0 or a negative
+ * errno, one line in err).
  *
  * Recipe (measured on opt-relu-shakespeare's real activations): start with
  * pred_init_pca or pred_init_svd, pred_train with the defaults (low
  * temperature), then pred_pick_threshold on samples NOT used for training
  * and with a margin (target 0.999 gave >= 0.99 on new text; 0.99 on the
  * training samples gave only ~0.97 there). */
-#ifndef INFLASH_PREDICTOR_H
-#define INFLASH_PREDICTOR_H
+#ifndef INFLASH_TRAIN_H
+#define INFLASH_TRAIN_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
-
-typedef struct {
-    int64_t d;      /* FFN input width (d_model) */
-    int64_t n;      /* neurons (d_ffn) */
-    int64_t r;      /* rank, 1 <= r <= min(n, d) */
-    float  *A;      /* [r×d]; owned by the pred, freed by pred_free */
-    float  *B;      /* [n×r]; owned */
-    float  *c;      /* [n];   owned */
-    float   tau;    /* decision threshold: active iff s_j > tau (initially 0) */
-} pred;
+#include "predict.h"
 
 /* ---- labels ------------------------------------------------------------ */
 
@@ -61,24 +44,6 @@ static inline void pred_label_set(uint8_t *row, int64_t j, int on)
     else
         row[j >> 3] &= (uint8_t)~(1u << (j & 7));
 }
-
-/* ---- life cycle -------------------------------------------------------- */
-
-/* A zeroed predictor (A = B = c = 0, tau = 0) for d inputs, n neurons,
- * rank r. -EINVAL unless 1 <= r <= min(n, d); -ENOMEM. */
-int  pred_new(int64_t d, int64_t n, int64_t r, pred **out, ierr *err);
-void pred_free(pred *p);
-
-/* ---- scoring ----------------------------------------------------------- */
-
-/* Scores of m samples: S [m×n] = X [m×d]·Aᵀ·Bᵀ + c. H [m×r] is caller
- * scratch (no allocation here, so the client can call it per token). */
-void pred_score(const pred *p, const float *X, int64_t m, float *H, float *S);
-
-/* One token: scores s [n] (scratch h [r]) and the predicted active set:
- * writes the ids j with s_j > tau into idx (room for n), ascending, and
- * returns how many. */
-int64_t pred_select(const pred *p, const float *x, float *h, float *s, int32_t *idx);
 
 /* ---- building ---------------------------------------------------------- */
 

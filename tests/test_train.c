@@ -1,4 +1,4 @@
-/* test_pred.c: cmocka tests of the predictor math (tools/predictor.h):
+/* test_train.c: cmocka tests of the predictor's training (tools/train.h):
  * truncated SVD (planted rank, optimality against an independent
  * reference SVD), a planted low-rank classification problem, recall
  * thresholds on hand-made scores, sparsity quantiles and the cost figures. */
@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "predictor.h"
+#include "train.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -343,21 +343,6 @@ static void test_pca_start(void **state)
     free(T);
     free(X);
     free(Xd);
-}
-
-static void test_new_rejects_bad_rank(void **state)
-{
-    (void)state;
-    pred *p = (pred *)1;
-    ierr e = IERR_INIT;
-    assert_int_equal(pred_new(64, 172, 65, &p, &e), -EINVAL);
-    assert_null(p);
-    assert_non_null(strstr(e.msg, "rank 65"));
-    assert_int_equal(pred_new(64, 172, 0, &p, NULL), -EINVAL);
-    assert_int_equal(pred_new(64, 172, 64, &p, NULL), 0);
-    assert_float_equal(p->tau, 0.0f, 0.0f);
-    pred_free(p);
-    pred_free(NULL);
 }
 
 /* ---- planted low-rank classification ----------------------------------- */
@@ -724,7 +709,6 @@ int main(void)
         cmocka_unit_test(test_svd_planted_rank),
         cmocka_unit_test(test_svd_optimal_truncation),
         cmocka_unit_test(test_pca_start),
-        cmocka_unit_test(test_new_rejects_bad_rank),
         cmocka_unit_test(test_train_planted_low_rank),
         cmocka_unit_test(test_train_stops_on_request),
         cmocka_unit_test(test_pick_threshold_hand_made),

@@ -1,0 +1,64 @@
+/* activity.c: the names of the activity criteria (activity.h): one table,
+ * read both ways. */
+#include "activity.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;    /* stored in meta calib_criterion (format.h section 4) */
+    const char *flag;    /* on command lines (--criterion) */
+    int         gated;   /* needs a gate */
+} act_table[ACT_COUNT] = {
+    [ACT_RELU]    = { "relu:up>0",                            "relu",    0 },
+    [ACT_SILU]    = { "gated:silu(gate)>act_threshold",       "silu",    1 },
+    [ACT_GATE]    = { "gated:|silu(gate)|>act_threshold",     "gate",    1 },
+    [ACT_PRODUCT] = { "gated:|silu(gate)*up|>act_threshold",  "product", 1 },
+};
+
+static int valid(act_crit r) { return (int)r >= 0 && r < ACT_COUNT; }
+
+const char *act_name(act_crit r) { return valid(r) ? act_table[r].name : NULL; }
+const char *act_flag(act_crit r) { return valid(r) ? act_table[r].flag : NULL; }
+int act_gated(act_crit r) { return valid(r) && act_table[r].gated; }
+
+int act_parse(const char *name, act_crit *out)
+{
+    for (int i = 0; name && i < ACT_COUNT; i++)
+        if (strcmp(name, act_table[i].name) == 0) {
+            *out = (act_crit)i;
+            return 0;
+        }
+    return -1;
+}
+
+int act_parse_flag(const char *flag, act_crit *out)
+{
+    for (int i = 0; flag && i < ACT_COUNT; i++)
+        if (strcmp(flag, act_table[i].flag) == 0) {
+            *out = (act_crit)i;
+            return 0;
+        }
+    return -1;
+}
+
+void act_gated_flags(char *buf, size_t size)
+{
+    int n = 0, k = 0, len = 0;
+    for (int i = 0; i < ACT_COUNT; i++)
+        n += act_table[i].gated;
+    if (size)
+        buf[0] = '\0';
+    for (int i = 0; i < ACT_COUNT && size; i++) {
+        if (!act_table[i].gated)
+            continue;
+        const char *sep = k == 0 ? "" : k + 1 == n ? " or " : ", ";
+        int w = snprintf(buf + len, size - (size_t)len, "%s%s", sep, act_table[i].flag);
+        if (w < 0 || (size_t)(len + w) >= size) {
+            buf[len] = '\0';   /* no half names */
+            break;
+        }
+        len += w;
+        k++;
+    }
+}
