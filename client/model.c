@@ -93,14 +93,7 @@ void model_softmax(float *x, int64_t n)
         x[i] *= inv;
 }
 
-static inline float act_apply(hp_act a, float v)
-{
-    if (a == HP_RELU)
-        return v > 0.0f ? v : 0.0f;
-    return act_silu(v);
-}
-
-void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, hp_act act,
+void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, act_fn act,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
                        float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch)
 {
@@ -108,7 +101,7 @@ void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int g
                    scratch);
 }
 
-void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t d, int gated, hp_act act,
+void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t d, int gated, act_fn act,
                     const float *b_up, const float *b_gate, const float *x, int64_t n,
                     float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch)
 {
@@ -126,9 +119,9 @@ void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t
             if (gated) {
                 if (b_gate)
                     g[j] += b_gate[j];
-                a[j] = act_apply(act, g[j]) * p[j];
+                a[j] = act_fn_apply(act, g[j]) * p[j];
             } else {
-                a[j] = act_apply(act, p[j]);
+                a[j] = act_fn_apply(act, p[j]);
             }
         }
     }

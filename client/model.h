@@ -166,12 +166,12 @@ void model_softmax(float *x, int64_t n);
  *   y[i]      += sum_j act[i][j] * down_j    (y [n][d], accumulated)
  * Biases may be NULL. w is of dtype dt (client/weight_matrix.h); scratch has
  * wm_scratch_floats(d) floats (unused for f32). */
-void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, hp_act act,
+void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, act_fn act,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
                        float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);
 /* The same over bundles ldw >= bundle_len elements apart (e.g. the rows of
  * a neuron matrix, client/neuron_matrix.h); model_ffn_bundles is ldw = bundle_len. */
-void model_ffn_rows(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, int gated, hp_act act,
+void model_ffn_rows(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, int gated, act_fn act,
                     const float *b_up, const float *b_gate, const float *x, int64_t n,
                     float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);
 

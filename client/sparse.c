@@ -52,7 +52,7 @@ struct sparse {
     sparse_budget bud;
     int64_t       L, n, d, row_len, max_rows;
     int           gated;
-    hp_act        act;
+    act_fn        act;
     act_crit      crit;       /* what "active" means for the true set (the calibration's) */
     int           truth;      /* true set computed (oracle, check_recall) */
     fmt_dtype     dtype;
@@ -138,9 +138,9 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
         return ierr_set(err, -EINVAL, "sparse: unknown mode %d", (int)o->mode);
     if (o->window < 1)
         return ierr_set(err, -EINVAL, "sparse: window %lld (must be >= 1)", (long long)o->window);
-    if (!c->gated && c->act != HP_RELU)
+    if (!c->gated && c->act != ACT_FN_RELU)
         return ierr_set(err, -EINVAL, "--mode %s: needs a ReLU or a gated FFN, this model has %s without a gate",
-                        mname, hp_act_name(c->act));
+                        mname, act_fn_name(c->act));
     int64_t bl = (c->gated ? 3 : 2) * c->d_model;
     if (source_bundle_bytes(m->src) != bl * (int64_t)fmt_dtype_size(source_dtype(m->src)))
         return ierr_set(err, -EINVAL, "sparse: bundle of %lld bytes is not %lld %s values",

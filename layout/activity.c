@@ -1,5 +1,5 @@
-/* activity.c: the names of the activity criteria (activity.h): one table,
- * read both ways. */
+/* activity.c: the names of the activation functions and of the activity
+ * criteria (activity.h): one table each, read both ways. */
 #include "activity.h"
 
 #include <stdio.h>
@@ -15,6 +15,20 @@ static const struct {
     [ACT_GATE]    = { "gated:|silu(gate)|>act_threshold",     "gate",    1 },
     [ACT_PRODUCT] = { "gated:|silu(gate)*up|>act_threshold",  "product", 1 },
 };
+
+static const char *const fn_names[ACT_FN_COUNT] = { [ACT_FN_RELU] = "relu", [ACT_FN_SILU] = "silu" };
+
+const char *act_fn_name(act_fn f) { return (int)f >= 0 && f < ACT_FN_COUNT ? fn_names[f] : NULL; }
+
+int act_fn_parse(const char *name, act_fn *out)
+{
+    for (int i = 0; name && i < ACT_FN_COUNT; i++)
+        if (strcmp(name, fn_names[i]) == 0) {
+            *out = (act_fn)i;
+            return 0;
+        }
+    return -1;
+}
 
 static int valid(act_crit r) { return (int)r >= 0 && r < ACT_COUNT; }
 

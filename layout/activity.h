@@ -16,8 +16,11 @@
  *   ACT_PRODUCT  |silu(gate)·up|    (the neuron's    SwiGLU      "gated:|silu(gate)*up|>act_threshold"
  *                                   contribution)
  *
- * and the neuron is active iff value > t. The model's activation function
- * itself (meta "activation", relu | silu) is hp_act (hparams.h).
+ * and the neuron is active iff value > t.
+ *
+ * The FFN's activation function itself (act_fn: meta "activation", the
+ * config's hidden_act / activation_function) is here too, with its names and
+ * act_fn_apply, the one place the forward pass applies it.
  *
  * Everything here is pure and thread-safe; the name table is constant. The
  * float operations are part of the contract: calibration and run time must
@@ -27,6 +30,19 @@
 
 #include <math.h>
 #include <stddef.h>
+
+/* The FFN's activation function: relu(up) for OPT, silu(gate)·up for the
+ * Llama family's SwiGLU. The values are stored (meta "activation" by name). */
+typedef enum {
+    ACT_FN_RELU = 0,   /* "relu" */
+    ACT_FN_SILU = 1,   /* "silu" */
+    ACT_FN_COUNT
+} act_fn;
+
+/* "relu" | "silu"; NULL for a value that is not a function. */
+const char *act_fn_name(act_fn f);
+/* A name back to its function: 0 and *out, or -1 (unknown, or NULL). */
+int act_fn_parse(const char *name, act_fn *out);
 
 typedef enum {
     ACT_RELU = 0,    /* up > 0: the exact zeros of a ReLU FFN */
@@ -56,6 +72,15 @@ void act_gated_flags(char *buf, size_t size);
 
 /* silu(v) = v·sigmoid(v), exactly as every part computes it. */
 static inline float act_silu(float v) { return v / (1.0f + expf(-v)); }
+
+/* The activation function applied to one pre-activation (the gate's for a
+ * gated FFN, the up projection's otherwise). */
+static inline float act_fn_apply(act_fn f, float v)
+{
+    if (f == ACT_FN_RELU)
+        return v > 0.0f ? v : 0.0f;
+    return act_silu(v);
+}
 
 /* The value criterion r compares with the layer threshold (table above); gate is
  * ignored by ACT_RELU. */

@@ -8,19 +8,11 @@
 #include <string.h>
 
 const char *hp_family_name(hp_family f) { return f == HP_OPT ? "opt" : "llama"; }
-const char *hp_act_name(hp_act a) { return a == HP_RELU ? "relu" : "silu"; }
 
 int hp_family_parse(const char *s, hp_family *out)
 {
     if (s && strcmp(s, "opt") == 0) { *out = HP_OPT; return 0; }
     if (s && strcmp(s, "llama") == 0) { *out = HP_LLAMA; return 0; }
-    return -1;
-}
-
-int hp_act_parse(const char *s, hp_act *out)
-{
-    if (s && strcmp(s, "relu") == 0) { *out = HP_RELU; return 0; }
-    if (s && strcmp(s, "silu") == 0) { *out = HP_SILU; return 0; }
     return -1;
 }
 
@@ -56,10 +48,10 @@ int hp_validate(const hp_config *hp, const char *what, ierr *err)
     if (!(hp->norm_eps > 0 && hp->norm_eps < 1))
         return ierr_set(err, -EINVAL, "%s: norm eps %g is out of range (0, 1)", what, hp->norm_eps);
     if (hp->family == HP_OPT) {
-        if (hp->act != HP_RELU || hp->gated || hp->rope_theta != 0)
+        if (hp->act != ACT_FN_RELU || hp->gated || hp->rope_theta != 0)
             return ierr_set(err, -EINVAL, "%s: opt needs relu, no gate and no rope", what);
     } else if (hp->family == HP_LLAMA) {
-        if (hp->act != HP_SILU || !hp->gated)
+        if (hp->act != ACT_FN_SILU || !hp->gated)
             return ierr_set(err, -EINVAL, "%s: llama needs a silu gate", what);
         if (!(hp->rope_theta > 0 && hp->rope_theta <= 1e12))
             return ierr_set(err, -EINVAL, "%s: rope theta %g is out of range (0, 1e12]", what, hp->rope_theta);
@@ -200,7 +192,7 @@ static int parse_opt(const cfg *c, hp_config *hp)
     hp->pos_offset = 2;
     hp->norm_eps = 1e-5;
     hp->rope_theta = 0;
-    hp->act = HP_RELU;
+    hp->act = ACT_FN_RELU;
     hp->gated = 0;
     if ((rc = hp_validate(hp, c->what, c->err)))
         return rc;
@@ -235,7 +227,7 @@ static int parse_llama(const cfg *c, hp_config *hp)
     if (get(c, "rope_scaling"))
         return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"rope_scaling\" (only plain RoPE is supported)", c->what);
     hp->pos_offset = 0;
-    hp->act = HP_SILU;
+    hp->act = ACT_FN_SILU;
     hp->gated = 1;
     if ((rc = hp_validate(hp, c->what, c->err)) ||
         (rc = get_int(c, "head_dim", 0, hp->d_model / hp->n_heads, &head_dim)))

@@ -7,11 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "format.h"
+#include "activity.h"
 #include "error.h"
+#include "format.h"
 
 typedef enum { HP_OPT = 0, HP_LLAMA = 1 } hp_family;   /* llama also covers mistral */
-typedef enum { HP_RELU = 0, HP_SILU = 1 } hp_act;
 
 typedef struct {
     hp_family family;
@@ -25,7 +25,7 @@ typedef struct {
     int64_t pos_offset;     /* OPT learned positions: 2; else 0 */
     double  norm_eps;       /* LayerNorm / RMSNorm epsilon */
     double  rope_theta;     /* Llama only; 0 for OPT */
-    hp_act  act;            /* relu (OPT) | silu (Llama SwiGLU) */
+    act_fn  act;            /* relu (OPT) | silu (Llama SwiGLU) */
     int     gated;          /* 1 for SwiGLU (gate_proj present) */
     int     tie_embeddings; /* lm_head shares embed_tokens */
     int64_t bos_id, eos_id, pad_id;   /* -1 if none */
@@ -44,11 +44,9 @@ int hp_from_json(const char *text, size_t len, const char *what, hp_config *hp, 
  * used by readers that build an hp_config from elsewhere (the store index). */
 int hp_validate(const hp_config *hp, const char *what, ierr *err);
 
-/* "opt" | "llama" and "relu" | "silu" */
+/* "opt" | "llama" (the activation names are in activity.h) */
 const char *hp_family_name(hp_family f);
-const char *hp_act_name(hp_act a);
 int hp_family_parse(const char *s, hp_family *out);
-int hp_act_parse(const char *s, hp_act *out);
 
 /* Derived sizes, in 64 bits. */
 static inline int64_t hp_head_dim(const hp_config *hp) { return hp->d_model / hp->n_heads; }

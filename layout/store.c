@@ -281,7 +281,7 @@ static int meta_hparams(q *x)
         return rc;
     if (hp_family_parse(family, &hp->family))
         return ierr_set(x->err, -EINVAL, "%s: unknown family \"%s\"", s->index_path, family);
-    if (hp_act_parse(act, &hp->act))
+    if (act_fn_parse(act, &hp->act))
         return ierr_set(x->err, -EINVAL, "%s: unknown activation \"%s\"", s->index_path, act);
     if ((strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0) || fmt_dtype_parse(dtype, &s->dtype))
         return ierr_set(x->err, -EINVAL, "%s: store dtype \"%s\" is not f32 or f16", s->index_path, dtype);

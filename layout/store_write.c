@@ -340,7 +340,7 @@ int storew_set_hparams(storew *w, const hp_config *hp, fmt_dtype dtype, ierr *er
         (rc = meta_i64(w, "pos_offset", hp->pos_offset, err)) ||
         (rc = meta_f64(w, "norm_eps", hp->norm_eps, err)) ||
         (rc = meta_f64(w, "rope_theta", hp->rope_theta, err)) ||
-        (rc = storew_set_meta(w, "activation", hp_act_name(hp->act), err)) ||
+        (rc = storew_set_meta(w, "activation", act_fn_name(hp->act), err)) ||
         (rc = meta_i64(w, "gated", hp->gated, err)) ||
         (rc = meta_i64(w, "tie_embeddings", hp->tie_embeddings, err)) ||
         (rc = meta_i64(w, "bos_id", hp->bos_id, err)) ||

@@ -52,7 +52,7 @@ static void write_store(const char *dir)
     ierr err = IERR_INIT;
     hp_config hp = {
         .family = HP_OPT, .d_model = D, .n_layers = L, .n_heads = 2, .n_kv_heads = 2, .d_ffn = F,
-        .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = HP_RELU,
+        .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = ACT_FN_RELU,
         .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
     };
     if (storew_new(dir, 0, &w, &err))

@@ -26,14 +26,14 @@ typedef struct {
 /* OPT: d_model 8, 2 heads, d_ffn 16, vocab 10, max_pos 12 (+2), tied. */
 static const hp_config OPT = {
     .family = HP_OPT, .d_model = 8, .n_layers = 2, .n_heads = 2, .n_kv_heads = 2, .d_ffn = 16,
-    .vocab_size = 10, .max_pos = 12, .pos_offset = 2, .act = HP_RELU, .tie_embeddings = 1,
+    .vocab_size = 10, .max_pos = 12, .pos_offset = 2, .act = ACT_FN_RELU, .tie_embeddings = 1,
 };
 
 /* Llama: d_model 8, 4 heads of 2, 2 kv heads (kv width 4), d_ffn 12,
  * vocab 10, untied. */
 static const hp_config LLAMA = {
     .family = HP_LLAMA, .d_model = 8, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .d_ffn = 12,
-    .vocab_size = 10, .max_pos = 16, .act = HP_SILU, .gated = 1, .tie_embeddings = 0,
+    .vocab_size = 10, .max_pos = 16, .act = ACT_FN_SILU, .gated = 1, .tie_embeddings = 0,
 };
 
 #define P "model.decoder."

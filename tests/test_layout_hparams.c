@@ -76,7 +76,7 @@ static void test_opt_real(void **state)
     assert_int_equal(hp.pos_offset, 2);
     assert_true(hp.norm_eps == 1e-5);
     assert_true(hp.rope_theta == 0);
-    assert_int_equal(hp.act, HP_RELU);
+    assert_int_equal(hp.act, ACT_FN_RELU);
     assert_int_equal(hp.gated, 0);
     assert_int_equal(hp.tie_embeddings, 1);
     assert_int_equal(hp.bos_id, 2);
@@ -106,7 +106,7 @@ static void test_llama_real(void **state)
     assert_int_equal(hp.pos_offset, 0);
     assert_true(hp.norm_eps == 1e-5);
     assert_true(hp.rope_theta == 10000.0);
-    assert_int_equal(hp.act, HP_SILU);
+    assert_int_equal(hp.act, ACT_FN_SILU);
     assert_int_equal(hp.gated, 1);
     assert_int_equal(hp.tie_embeddings, 1);
     assert_int_equal(hp.bos_id, 1);
@@ -192,17 +192,17 @@ static void test_names(void **state)
 {
     (void)state;
     hp_family f;
-    hp_act a;
+    act_fn a;
     assert_string_equal(hp_family_name(HP_OPT), "opt");
     assert_string_equal(hp_family_name(HP_LLAMA), "llama");
-    assert_string_equal(hp_act_name(HP_RELU), "relu");
-    assert_string_equal(hp_act_name(HP_SILU), "silu");
+    assert_string_equal(act_fn_name(ACT_FN_RELU), "relu");
+    assert_string_equal(act_fn_name(ACT_FN_SILU), "silu");
     assert_int_equal(hp_family_parse("llama", &f), 0);
     assert_int_equal(f, HP_LLAMA);
     assert_int_equal(hp_family_parse("gpt2", &f), -1);
-    assert_int_equal(hp_act_parse("silu", &a), 0);
-    assert_int_equal(a, HP_SILU);
-    assert_int_equal(hp_act_parse("gelu", &a), -1);
+    assert_int_equal(act_fn_parse("silu", &a), 0);
+    assert_int_equal(a, ACT_FN_SILU);
+    assert_int_equal(act_fn_parse("gelu", &a), -1);
 }
 
 int main(void)

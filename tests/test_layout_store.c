@@ -53,7 +53,7 @@ static hp_config tiny_hp(int gated)
     hp_config hp = {
         .family = gated ? HP_LLAMA : HP_OPT, .d_model = D, .n_layers = L, .n_heads = 2,
         .n_kv_heads = gated ? 1 : 2, .d_ffn = F, .vocab_size = V, .max_pos = 32, .pos_offset = gated ? 0 : 2,
-        .norm_eps = 1e-5, .rope_theta = gated ? 10000 : 0, .act = gated ? HP_SILU : HP_RELU, .gated = gated,
+        .norm_eps = 1e-5, .rope_theta = gated ? 10000 : 0, .act = gated ? ACT_FN_SILU : ACT_FN_RELU, .gated = gated,
         .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
     };
     return hp;

@@ -109,7 +109,7 @@ static void make_store(const char *name, int gated, fmt_dtype dt, int calibrated
     hp_config hp = {
         .family = gated ? HP_LLAMA : HP_OPT, .d_model = D, .n_layers = NL, .n_heads = 2, .n_kv_heads = 2,
         .d_ffn = F, .vocab_size = V, .max_pos = MAXP, .pos_offset = gated ? 0 : 2, .norm_eps = 1e-5,
-        .rope_theta = gated ? 10000.0 : 0.0, .act = gated ? HP_SILU : HP_RELU, .gated = gated,
+        .rope_theta = gated ? 10000.0 : 0.0, .act = gated ? ACT_FN_SILU : ACT_FN_RELU, .gated = gated,
         .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
     };
     assert_int_equal(storew_new(dir, 0, &w, &err), 0);

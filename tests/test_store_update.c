@@ -41,7 +41,7 @@ static hp_config tiny_hp(void)
 {
     hp_config hp = {
         .family = HP_OPT, .d_model = D, .n_layers = L, .n_heads = 2, .n_kv_heads = 2, .d_ffn = F,
-        .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = HP_RELU,
+        .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = ACT_FN_RELU,
         .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
     };
     return hp;

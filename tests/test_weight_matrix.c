@@ -136,7 +136,7 @@ static void test_softmax(void **state)
 }
 
 /* The naive FFN: explicit loops over the bundle layout. */
-static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, hp_act act, const float *bu,
+static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, act_fn act, const float *bu,
                       const float *bg, const float *x, int64_t n, double *pre, double *y)
 {
     int64_t bl = (gated ? 3 : 2) * d;
@@ -154,7 +154,7 @@ static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, hp_act a
             if (gated)
                 a = g / (1.0 + exp(-g)) * u;
             else
-                a = act == HP_RELU ? (u > 0 ? u : 0) : u / (1.0 + exp(-u));
+                a = act == ACT_FN_RELU ? (u > 0 ? u : 0) : u / (1.0 + exp(-u));
             const float *down = row + (gated ? 2 : 1) * d;
             for (int64_t k = 0; k < d; k++)
                 y[i * d + k] += a * down[k];
@@ -163,7 +163,7 @@ static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, hp_act a
 
 /* model_ffn_bundles over weights of dtype dt (f16: the reference uses the
  * same f16-rounded values) against naive_ffn. */
-static void check_ffn(fmt_dtype dt, int gated, hp_act act, int64_t n, int with_bias)
+static void check_ffn(fmt_dtype dt, int gated, act_fn act, int64_t n, int with_bias)
 {
     const int64_t d = 37, nb = 19, ldp = 40, off = 7;   /* block written at column off of [n][ldp];
                                                            d = 32 + 5 covers the kernels' tails */
@@ -195,7 +195,7 @@ static void check_ffn(fmt_dtype dt, int gated, hp_act act, int64_t n, int with_b
     int zeros = 0;
     for (int64_t i = 0; i < n * nb; i++)
         zeros += actb[i] == 0.0f;
-    if (!gated && act == HP_RELU)
+    if (!gated && act == ACT_FN_RELU)
         assert_true(zeros > 0);   /* the test data does exercise ReLU's zeros */
     for (int64_t k = 0; k < n * d; k++)
         assert_true(fabs(y[k] - ny[k]) < 1e-4);
@@ -213,9 +213,9 @@ static void test_ffn_bundles(void **state)
     for (size_t t = 0; t < sizeof dts / sizeof dts[0]; t++)
         for (int64_t n = 1; n <= 3; n += 2)
             for (int bias = 0; bias <= 1; bias++) {
-                check_ffn(dts[t], 0, HP_RELU, n, bias);
-                check_ffn(dts[t], 1, HP_SILU, n, bias);
-                check_ffn(dts[t], 0, HP_SILU, n, bias);
+                check_ffn(dts[t], 0, ACT_FN_RELU, n, bias);
+                check_ffn(dts[t], 1, ACT_FN_SILU, n, bias);
+                check_ffn(dts[t], 0, ACT_FN_SILU, n, bias);
             }
 }
 

@@ -1133,7 +1133,7 @@ static void shape_config(const mk_opts *o, const tok *tk, hp_config *hp)
     hp->pos_offset = sh->family == HP_OPT ? 2 : 0;
     hp->norm_eps = sh->family == HP_OPT ? 1e-5 : 1e-6;   /* as the real models */
     hp->rope_theta = sh->family == HP_OPT ? 0 : 10000.0;
-    hp->act = sh->family == HP_OPT ? HP_RELU : HP_SILU;
+    hp->act = sh->family == HP_OPT ? ACT_FN_RELU : ACT_FN_SILU;
     hp->gated = sh->family == HP_LLAMA;
     hp->tie_embeddings = 1;
 }

@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the calibration alone, for a fixed small model */
     hp_config small = {
         .family = HP_LLAMA, .d_model = 8, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1, .d_ffn = 16,
-        .vocab_size = 10, .max_pos = 32, .norm_eps = 1e-5, .rope_theta = 10000, .act = HP_SILU, .gated = 1,
+        .vocab_size = 10, .max_pos = 32, .norm_eps = 1e-5, .rope_theta = 10000, .act = ACT_FN_SILU, .gated = 1,
         .bos_id = 1, .eos_id = 2, .pad_id = -1,
     };
     check_calib(text, size, &small);

@@ -110,7 +110,7 @@ static void make_template(const char *dir, int llama, tmpl *out)
     hp_config hp = {
         .family = llama ? HP_LLAMA : HP_OPT, .d_model = D, .n_layers = NL, .n_heads = 2,
         .n_kv_heads = llama ? 1 : 2, .d_ffn = F, .vocab_size = V, .max_pos = 32, .pos_offset = llama ? 0 : 2,
-        .norm_eps = 1e-5, .rope_theta = llama ? 10000 : 0, .act = llama ? HP_SILU : HP_RELU, .gated = llama,
+        .norm_eps = 1e-5, .rope_theta = llama ? 10000 : 0, .act = llama ? ACT_FN_SILU : ACT_FN_RELU, .gated = llama,
         .tie_embeddings = 1, .bos_id = llama ? 1 : 0, .eos_id = 2, .pad_id = llama ? -1 : 1,
     };
     const char *cfg = llama
