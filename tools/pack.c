@@ -11,6 +11,7 @@
 #include "tok.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
@@ -38,11 +39,12 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks]\n"
+            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks] [-q|-v]\n"
             "\n"
             "Convert a Hugging Face model directory into an inflash store.\n"
             "  SRC_DIR      config.json, model.safetensors (or model.safetensors.index.json\n"
-            "               and its shards), and tokenizer.json or vocab.json + merges.txt;\n"
+            "               and its shards), and tokenizer.json or vocab.json + merges.txt\n"
+            "               (read by the client's tokenizer: one it cannot use is refused);\n"
             "               families: opt (relu), llama / mistral (silu); dtypes F32, F16, BF16\n"
             "  OUT_DIR      the store directory to create (index.sqlite, dense.bin, ffn.bin);\n"
             "               written to OUT_DIR.tmp.<pid> and renamed into place when complete\n"
@@ -53,6 +55,11 @@ static void usage(FILE *f)
             "               read files of SRC_DIR that are symlinks to places outside it\n"
             "               (refused by default; a Hugging Face cache snapshot needs this:\n"
             "               snapshots/<rev>/<file> links to ../../blobs/<hash>)\n"
+            "  -q, --quiet  no progress line on stderr\n"
+            "  -v, --verbose\n"
+            "               also say on stderr what SRC_DIR holds: the model, the tensor count,\n"
+            "               the tokenizer (scheme, tokens, merges, the files the store keeps)\n"
+            "               and the store dtype chosen\n"
             "  -h, --help   this text\n"
             "\n"
             "OUT_DIR must not be inside SRC_DIR, nor SRC_DIR inside OUT_DIR (symlinks and\n"
@@ -408,6 +415,9 @@ typedef struct {
     double      t0;
     int         progress;     /* a progress line is on stderr */
     int         tty;          /* stderr is a terminal */
+    int         quiet;        /* -q: no progress line */
+    int         verbose;      /* -v: what was read from SRC_DIR, on stderr */
+    int         force;        /* --force: replace an existing store */
     uint64_t    params_dense, params_ffn;
 } packer;
 
@@ -421,7 +431,7 @@ static double now(void)
 /* The progress line: rewritten in place on a terminal, else only the last. */
 static void progress(packer *p, int64_t layer)
 {
-    if (!p->tty && layer < p->hp.n_layers)
+    if (p->quiet || (!p->tty && layer < p->hp.n_layers))
         return;
     double mb = (double)storew_bytes_written(p->w) / 1e6, dt = now() - p->t0;
     fprintf(stderr, "%s" PROG ": layer %" PRId64 "/%" PRId64 ", %.1f MB written, %.1f MB/s ", p->tty ? "\r" : "",
@@ -570,14 +580,34 @@ static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *t
     return rc ? rc : storew_commit(p->w, err);
 }
 
-static int pack(packer *p, int force, ierr *err)
+/* -v: what the source holds, before anything is written */
+static void describe_source(const packer *p, const tokz *tz)
+{
+    int64_t n = tok_vocab_size(tz->tk), special = 0;
+    for (int32_t id = 0; id < n; id++)
+        special += tok_declared_special(tz->tk, id);
+    fprintf(stderr, PROG ": %s: %s, %" PRId64 " layers, d_model %" PRId64 ", d_ffn %" PRId64 ", vocab %" PRId64
+            "; %zu tensors\n", p->src.dir, hp_family_name(p->hp.family), p->hp.n_layers, p->hp.d_model, p->hp.d_ffn,
+            p->hp.vocab_size, st_count(p->set));
+    fprintf(stderr, PROG ": tokenizer %s: %" PRId64 " tokens (%" PRId64 " special), %" PRId64 " merges; files kept:",
+            tok_scheme_name(tok_scheme_of(tz->tk)), n, special, tok_merge_count(tz->tk));
+    for (size_t k = 0; k < N_TOKFILES; k++)
+        if (tz->data[k])
+            fprintf(stderr, " %s", tokfile_names[k]);
+    fprintf(stderr, "\n" PROG ": dtype %s (source %s%s)\n", fmt_dtype_name(p->dtype), fmt_dtype_name(p->src_dtype),
+            p->dtype_given ? ", --dtype" : "");
+}
+
+static int pack(packer *p, ierr *err)
 {
     char *cfg = NULL;
     size_t cfg_len = 0;
     tokz tz = { 0 };
     int rc = read_source(p, &cfg, &cfg_len, &tz, err);
+    if (!rc && p->verbose)
+        describe_source(p, &tz);
     if (!rc)
-        rc = write_store(p, cfg, cfg_len, &tz, force, err);
+        rc = write_store(p, cfg, cfg_len, &tz, p->force, err);
     tokz_free(&tz);
     free(cfg);
     return rc;
@@ -649,45 +679,73 @@ static int check_out_dir(const srcdir *src, const char *out, ierr *err)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* The command line into p: 0, 2 for a usage error (said on stderr), or -1
+ * for --help (printed). */
+static int parse_args(int argc, char **argv, packer *p)
 {
-    const char *pos[2] = { NULL, NULL };
-    int npos = 0, force = 0;
-    packer p = { .dtype = FMT_F32 };
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--force") == 0) {
-            force = 1;
-        } else if (strcmp(a, "--follow-symlinks") == 0) {
-            p.src.follow = 1;
-        } else if (strcmp(a, "--dtype") == 0 || strncmp(a, "--dtype=", 8) == 0) {
-            const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
-            p.dtype_given = 1;
-            if (!v || fmt_dtype_parse(v, &p.dtype) || p.dtype == FMT_BF16) {
+    enum { O_DTYPE = 256, O_FORCE, O_FOLLOW };
+    static const struct option opts[] = {
+        { "dtype", required_argument, NULL, O_DTYPE },  { "force", no_argument, NULL, O_FORCE },
+        { "follow-symlinks", no_argument, NULL, O_FOLLOW }, { "quiet", no_argument, NULL, 'q' },
+        { "verbose", no_argument, NULL, 'v' },          { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":qvh", opts, NULL)) != -1) {
+        switch (c) {
+        case O_DTYPE:
+            p->dtype_given = 1;
+            if (fmt_dtype_parse(optarg, &p->dtype) || p->dtype == FMT_BF16) {
                 fprintf(stderr, PROG ": --dtype needs f32 or f16\n");
                 return 2;
             }
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, PROG ": unknown option %s (see --help)\n", a);
+            break;
+        case O_FORCE:
+            p->force = 1;
+            break;
+        case O_FOLLOW:
+            p->src.follow = 1;
+            break;
+        case 'q':
+            p->quiet = 1;
+            break;
+        case 'v':
+            p->verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        case ':':
+            fprintf(stderr, PROG ": %s needs a value%s (see --help)\n", argv[optind - 1],
+                    optopt == O_DTYPE ? ", f32 or f16" : "");
             return 2;
-        } else if (npos < 2) {
-            pos[npos++] = a;
-        } else {
-            fprintf(stderr, PROG ": too many arguments (see --help)\n");
+        default:
+            if (optopt)
+                fprintf(stderr, PROG ": unknown option -%c (see --help)\n", optopt);
+            else
+                fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]);
             return 2;
         }
     }
-    if (npos != 2) {
-        fprintf(stderr, PROG ": expected SRC_DIR and OUT_DIR (usage: " PROG
-                " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks]; see --help)\n");
+    if (argc - optind != 2) {
+        fprintf(stderr, PROG ": %s (usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] "
+                "[--follow-symlinks] [-q|-v]; see --help)\n", argc - optind < 2 ? "expected SRC_DIR and OUT_DIR"
+                : "too many arguments");
         return 2;
     }
+    p->src.dir = argv[optind];
+    p->out = argv[optind + 1];
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    packer p = { .dtype = FMT_F32 };
+    int prc = parse_args(argc, argv, &p);
+    if (prc)
+        return prc < 0 ? 0 : prc;
     p.tty = isatty(STDERR_FILENO);
-    p.src.dir = pos[0];
-    p.out = pos[1];
 
     struct sigaction sa = { 0 };
     sa.sa_handler = on_signal;
@@ -704,7 +762,7 @@ int main(int argc, char **argv)
     else if (!S_ISDIR(st.st_mode))
         rc = ierr_set(&err, -ENOTDIR, "%s: not a directory", p.src.dir);
     else if (!(rc = check_out_dir(&p.src, p.out, &err)))
-        rc = pack(&p, force, &err);
+        rc = pack(&p, &err);
     if (p.progress)
         fputc('\n', stderr);
     if (!rc)
