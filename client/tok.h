@@ -11,6 +11,7 @@
 #ifndef INFLASH_TOK_H
 #define INFLASH_TOK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,12 +28,35 @@ int  tok_new_hf(const char *tokenizer_json, size_t len, tok **out, ierr *err);
  * if the model has no such file. */
 typedef int (*tok_file_fn)(void *ctx, const char *name, char **data, size_t *len, ierr *err);
 /* A model's tokenizer from its files: tokenizer.json if there is one, else
- * GPT-2 vocab.json + merges.txt (-ENOENT if neither). */
+ * GPT-2 vocab.json + merges.txt (-ENOENT if neither), with the special
+ * tokens tokenizer_config.json and special_tokens_map.json name, if present
+ * (tok_declared_special). */
 int  tok_new_files(tok_file_fn get, void *ctx, tok **out, ierr *err);
 void tok_free(tok *t);
 
 tok_scheme tok_scheme_of(const tok *t);
-int64_t    tok_vocab_size(const tok *t);
+/* The scheme as the store names it (format.h meta "tokenizer"): "gpt2-bpe",
+ * "sp-bpe" or "bytelevel-bpe". */
+const char *tok_scheme_name(tok_scheme s);
+int64_t    tok_vocab_size(const tok *t);   /* ids are [0, size), all defined */
+
+/* The vocabulary and merges as the files spell them (inflash-pack records
+ * them in the store's tokens and merges tables, format.h section 4).
+ * tok_piece: the token's string (GPT-2 byte-to-unicode form, or
+ * SentencePiece "▁" form; not NUL-terminated, valid while t lives), or -1
+ * for an id out of range. */
+int  tok_piece(const tok *t, int32_t id, const char **piece, size_t *len);
+/* Named special by the files: an entry of tokenizer.json's added_tokens, or
+ * a token GPT-2's tokenizer_config.json / special_tokens_map.json name
+ * (tok_new_files only). Not the same as decoding to nothing: that is
+ * added_tokens' "special": true, and for GPT-2 files every token that is
+ * neither a byte nor a merge result and is spelled <...>. */
+bool tok_declared_special(const tok *t, int32_t id);
+/* Every merge of the file in rank order, rank 0 first (a pair listed twice
+ * is here twice; encoding uses its later rank). tok_merge gives the ids of
+ * the two parts and of the merged token, or -1 for a rank out of range. */
+int64_t tok_merge_count(const tok *t);
+int  tok_merge(const tok *t, int64_t rank, int32_t *left, int32_t *right, int32_t *merged);
 
 /* Encode text (len bytes; must be valid UTF-8, else an error naming the
  * byte offset). No BOS is added here: the caller prepends the model's BOS.

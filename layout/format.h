@@ -58,12 +58,21 @@
  *        text, verbatim), source_dtype ("F32" | "F16" | "BF16").
  *      tokens(id INTEGER PRIMARY KEY, piece BLOB NOT NULL, score REAL,
  *             special INTEGER NOT NULL)
- *        the vocabulary; piece is the token's string as the tokenizer file
- *        spells it (GPT-2 byte-to-unicode form or SentencePiece "▁" form),
- *        UTF-8; score: SentencePiece-style score (-merge rank for merged
- *        pieces, 0 otherwise); special = 1 for added/special tokens.
+ *        the vocabulary, one row per id in [0, vocab size); piece is the
+ *        token's string as the tokenizer file spells it (GPT-2
+ *        byte-to-unicode form or SentencePiece "▁" form), UTF-8; score:
+ *        SentencePiece-style score (-rank of the first merge producing the
+ *        piece, 0 otherwise); special = 1 for added/special tokens (every
+ *        entry of tokenizer.json's added_tokens; for vocab.json + merges.txt
+ *        the tokens tokenizer_config.json and special_tokens_map.json name).
  *      merges(rank INTEGER PRIMARY KEY, left BLOB NOT NULL,
- *             right BLOB NOT NULL)   BPE merges in rank order, rank 0 first.
+ *             right BLOB NOT NULL)   BPE merges in rank order, rank 0 first
+ *        (a pair the file lists twice is here twice).
+ *      tokens and merges (and meta tokenizer) are filled by inflash-pack
+ *        from the client's tokenizer (client/tok.h: tok_piece,
+ *        tok_declared_special, tok_merge), so a store holds only a tokenizer
+ *        the client can use; only inflash-inspect reads them (counts). The
+ *        client builds its tokenizer from tokenizer_files.
  *      tokenizer_files(name TEXT PRIMARY KEY, data BLOB NOT NULL)
  *        the source tokenizer files verbatim ("vocab.json", "merges.txt",
  *        or "tokenizer.json"; also "tokenizer_config.json",

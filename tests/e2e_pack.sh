@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # e2e_pack.sh: inflash-pack and inflash-inspect from the outside. Bad inputs
 # (missing dir, unsupported model_type, truncated safetensors, missing
-# tokenizer, existing OUT_DIR without --force, OUT_DIR inside SRC_DIR) give a
-# one-line error, a non-zero exit and leave no OUT_DIR behind; usage errors
-# exit 2; a good pack inspects cleanly.
+# tokenizer, a tokenizer the client cannot use, existing OUT_DIR without
+# --force, OUT_DIR inside SRC_DIR) give a one-line error, a non-zero exit and
+# leave no OUT_DIR behind; usage errors exit 2; -q and -v change only what
+# goes to stderr; a good pack inspects cleanly.
 set -u
 source "$(dirname "$0")/lib.sh"
 e2e_env
@@ -62,6 +63,19 @@ copy_model notok
 rm "$T/notok/merges.txt"
 expect_error "missing tokenizer file" 1 "merges.txt" "$T/o6" -- "$BIN/inflash-pack" "$T/notok" "$T/o6"
 
+# the client's tokenizer reads the files: what it refuses, pack refuses with its message
+copy_model badmerge
+printf '#version: 0.2\nx y\n' >"$T/badmerge/merges.txt"
+expect_error "merge the client refuses" 1 "merges.txt line 2" "$T/o10" -- "$BIN/inflash-pack" "$T/badmerge" "$T/o10"
+cp -r "$MODELS/stories260K" "$T/whitespace"
+chmod -R u+w "$T/whitespace"
+python3 -c 'import json, sys
+t = json.load(open(sys.argv[1]))
+t["pre_tokenizer"] = {"type": "Whitespace"}
+json.dump(t, open(sys.argv[1], "w"))' "$T/whitespace/tokenizer.json"
+expect_error "tokenizer.json the client refuses" 1 'tokenizer.json: pre_tokenizer type "Whitespace"' "$T/o11" -- \
+    "$BIN/inflash-pack" "$T/whitespace" "$T/o11"
+
 copy_model layers
 sed -i 's/"num_hidden_layers": 6/"num_hidden_layers": 7/' "$T/layers/config.json"
 expect_error "tensor set does not match the config" 1 "layers.6" "$T/o7" -- "$BIN/inflash-pack" "$T/layers" "$T/o7"
@@ -72,6 +86,8 @@ expect_error "OUT_DIR inside SRC_DIR" 1 "inside" "" -- "$BIN/inflash-pack" "$T/g
 expect_error "no arguments" 2 "usage" "" -- "$BIN/inflash-pack"
 expect_error "bad --dtype" 2 "--dtype" "$T/o8" -- "$BIN/inflash-pack" "$OPT" "$T/o8" --dtype bf16
 expect_error "unknown option" 2 "--frobnicate" "$T/o9" -- "$BIN/inflash-pack" "$OPT" "$T/o9" --frobnicate
+expect_error "--dtype without a value" 2 "--dtype" "$T/o9" -- "$BIN/inflash-pack" "$OPT" "$T/o9" --dtype
+expect_error "three arguments" 2 "too many" "$T/o9" -- "$BIN/inflash-pack" "$OPT" "$T/o9" "$T/o9b"
 if "$BIN/inflash-pack" --help | grep -q "^usage: inflash-pack"; then ok "--help"; else bad "--help"; fi
 
 # a good pack, then an existing OUT_DIR without and with --force
@@ -96,6 +112,20 @@ if "$BIN/inflash-pack" "$OPT" "$T/good" --dtype f32 --force >/dev/null 2>&1 &&
 else
     bad "--force"
 fi
+# -q: nothing on stderr; -v: what was read, and the progress line; options anywhere
+if "$BIN/inflash-pack" -q --force "$OPT" --dtype=f16 "$T/quiet" >"$T/stdout" 2>"$T/stderr" && [ ! -s "$T/stderr" ] &&
+    grep -q "parameters   5132800" "$T/stdout"; then
+    ok "-q: no progress"
+else
+    bad "-q: $(cat "$T/stderr")"
+fi
+if "$BIN/inflash-pack" -v "$MODELS/stories260K" "$T/verbose" >/dev/null 2>"$T/stderr" &&
+    grep -q "tokenizer sp-bpe: 512 tokens (3 special), .* files kept: tokenizer.json tokenizer_config.json" \
+        "$T/stderr" && grep -q "layer 5/5" "$T/stderr"; then
+    ok "-v: $(grep tokenizer "$T/stderr")"
+else
+    bad "-v: $(cat "$T/stderr")"
+fi
 
 # inspect
 "$BIN/inflash-pack" "$MODELS/stories260K" "$T/stories" >/dev/null 2>&1 || bad "pack stories260K"
@@ -113,5 +143,13 @@ expect_error "inspect of a missing store" 1 "index.sqlite" "" -- "$BIN/inflash-i
 truncate -s -4096 "$T/stories/ffn.bin"
 expect_error "inspect of a damaged store" 1 "ffn.bin" "" -- "$BIN/inflash-inspect" "$T/stories"
 expect_error "inspect without arguments" 2 "usage" "" -- "$BIN/inflash-inspect"
+expect_error "inspect with an unknown option" 2 "--frobnicate" "" -- "$BIN/inflash-inspect" --frobnicate "$T/good"
+"$BIN/inflash-inspect" --help | grep -q "^usage: inflash-inspect" && ok "inspect --help" || bad "inspect --help"
+if "$BIN/inflash-inspect" "$T/good" --verify -q >"$T/stdout" 2>"$T/stderr" && [ ! -s "$T/stderr" ] &&
+    grep -q "^verify: clean" "$T/stdout"; then
+    ok "inspect STORE --verify -q: $(tail -n 1 "$T/stdout")"
+else
+    bad "inspect --verify -q: $(cat "$T/stdout" "$T/stderr")"
+fi
 
 e2e_finish e2e_pack

@@ -2,7 +2,9 @@
  * shared models' reference ids and texts (opt-relu-shakespeare: GPT-2 BPE;
  * stories260K: SentencePiece-BPE tokenizer.json with byte fallback), the
  * equivalent tokenizer.json spellings (byte-level, array merges, Metaspace),
- * the streaming decoder's UTF-8 handling, and rejection of bad input. */
+ * the streaming decoder's UTF-8 handling, rejection of bad input, and the
+ * tables the store records (pieces, declared specials, merges). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -911,6 +913,163 @@ static void test_random(void **state)
     tok_free(toks[1]);
 }
 
+/* ------------------------------------------------------------ the tables */
+
+/* piece of id as a NUL-terminated string (one of two static buffers, so
+ * two calls can be the arguments of one printf) */
+static const char *piece_str(const tok *t, int32_t id)
+{
+    static char bufs[2][256];
+    static int which;
+    char *buf = bufs[which ^= 1];
+    const char *p;
+    size_t n;
+    assert_int_equal(tok_piece(t, id, &p, &n), 0);
+    assert_true(n < sizeof bufs[0]);
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    return buf;
+}
+
+/* A model's files from an in-memory list {name, text, ...}, NULL-ended; a
+ * text of NULL fails with -EIO. */
+static int mem_file(void *ctx, const char *name, char **data, size_t *len, ierr *err)
+{
+    const char *const *f = ctx;
+    for (; f[0]; f += 2) {
+        if (strcmp(f[0], name) != 0)
+            continue;
+        if (!f[1])
+            return ierr_set(err, -EIO, "%s: read error", name);
+        *len = strlen(f[1]);
+        *data = strdup(f[1]);
+        return 0;
+    }
+    return ierr_set(err, -ENOENT, "%s: no such file", name);
+}
+
+/* the shared model folder's files (a tok_file_fn) */
+static int shared_file(void *ctx, const char *name, char **data, size_t *len, ierr *err)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s/%s", (const char *)ctx, name);
+    FILE *f = fopen(shared_path(rel), "rb");
+    if (!f)
+        return ierr_set(err, -ENOENT, "%s: no such file", name);
+    fclose(f);
+    *data = slurp(rel, len);
+    return 0;
+}
+
+/* The pieces, the declared specials and the merge list, as the store's
+ * tables record them, for both shared models. */
+static void test_tables(void **state)
+{
+    (void)state;
+    tok *t = NULL;
+    ierr e = IERR_INIT;
+    if (tok_new_files(shared_file, "opt-relu-shakespeare", &t, &e) < 0)
+        fail_msg("opt: %s", e.msg);
+    assert_string_equal(tok_scheme_name(tok_scheme_of(t)), "gpt2-bpe");
+    /* "<s>" is a control token but not named by the special-token maps */
+    assert_string_equal(piece_str(t, 0), "<s>");
+    assert_false(tok_declared_special(t, 0));
+    for (int32_t id = 1; id <= 3; id++)
+        assert_true(tok_declared_special(t, id));
+    assert_false(tok_declared_special(t, 4));
+    assert_false(tok_declared_special(t, -1));
+    assert_false(tok_declared_special(t, (int32_t)tok_vocab_size(t)));
+    size_t ml;
+    char *m = slurp("models/opt-relu-shakespeare/merges.txt", &ml);
+    int64_t rank = 0;
+    for (char *line = strtok(m, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "#version", 8) == 0)
+            continue;
+        int32_t l, r, mm;
+        char want[256];
+        assert_int_equal(tok_merge(t, rank++, &l, &r, &mm), 0);
+        snprintf(want, sizeof want, "%s %s", piece_str(t, l), piece_str(t, r));
+        assert_string_equal(want, line);
+        *strchr(want, ' ') = 0;
+        strcat(want, piece_str(t, r));
+        assert_string_equal(piece_str(t, mm), want);
+    }
+    free(m);
+    assert_int_equal(tok_merge_count(t), rank);
+    int32_t l, r, mm;
+    assert_int_equal(tok_merge(t, rank, &l, &r, &mm), -1);
+    assert_int_equal(tok_merge(t, -1, &l, &r, &mm), -1);
+    tok_free(t);
+
+    t = load_sp();
+    assert_string_equal(tok_scheme_name(tok_scheme_of(t)), "sp-bpe");
+    for (int32_t id = 0; id < 3; id++)
+        assert_true(tok_declared_special(t, id));
+    assert_false(tok_declared_special(t, 3));
+    json_t *root = load_json("models/stories260K/tokenizer.json"), *mj;
+    json_t *merges = json_object_get(json_object_get(root, "model"), "merges");
+    size_t i;
+    assert_int_equal(tok_merge_count(t), (int64_t)json_array_size(merges));
+    json_array_foreach(merges, i, mj) {
+        char got[256];
+        assert_int_equal(tok_merge(t, (int64_t)i, &l, &r, &mm), 0);
+        snprintf(got, sizeof got, "%s %s", piece_str(t, l), piece_str(t, r));
+        assert_string_equal(got, json_string_value(mj));
+    }
+    json_decref(root);
+    tok_free(t);
+    assert_string_equal(tok_scheme_name(TOK_BYTELEVEL), "bytelevel-bpe");
+    assert_int_equal(tok_piece(NULL, 0, &(const char *){ 0 }, &(size_t){ 0 }), -1);
+}
+
+/* A repeated merge stays in the list at both ranks; tokenizer.json's
+ * added_tokens are declared whether or not "special"; the GPT-2 maps name
+ * specials as strings or AddedToken objects, unreadable JSON names none, and
+ * a map that cannot be read is an error. */
+static void test_tables_declared(void **state)
+{
+    (void)state;
+    const char *v = "{\"a\": 0, \"b\": 1, \"ab\": 2, \"<x>\": 3, \"<y>\": 4}";
+    const char *files[] = { "vocab.json", v, "merges.txt", "a b\na b\n",
+                            "tokenizer_config.json", "{\"bos_token\": {\"content\": \"<x>\"}}",
+                            "special_tokens_map.json", "{\"additional_special_tokens\": [\"ab\"]}", NULL };
+    tok *t = NULL;
+    ierr e = IERR_INIT;
+    if (tok_new_files(mem_file, (void *)files, &t, &e) < 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(tok_merge_count(t), 2);
+    assert_true(tok_declared_special(t, 2));
+    assert_true(tok_declared_special(t, 3));
+    assert_false(tok_declared_special(t, 4));   /* a control token, not named */
+    assert_false(tok_declared_special(t, 0));
+    tok_free(t);
+
+    files[5] = "not json";
+    files[7] = "[1, 2]";
+    t = NULL;
+    if (tok_new_files(mem_file, (void *)files, &t, &e) < 0)
+        fail_msg("%s", e.msg);
+    for (int32_t id = 0; id < tok_vocab_size(t); id++)
+        assert_false(tok_declared_special(t, id));
+    tok_free(t);
+
+    files[7] = NULL;   /* special_tokens_map.json: a read error */
+    t = (tok *)1;
+    assert_int_equal(tok_new_files(mem_file, (void *)files, &t, &e), -EIO);
+    assert_null(t);
+    assert_non_null(strstr(e.msg, "special_tokens_map.json"));
+
+    t = hf_from_string("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},"
+                       " \"added_tokens\": [{\"id\": 1, \"content\": \"b\", \"special\": false},"
+                       " {\"id\": 2, \"content\": \"<c>\", \"special\": true}]}");
+    assert_false(tok_declared_special(t, 0));
+    assert_true(tok_declared_special(t, 1));
+    assert_true(tok_declared_special(t, 2));
+    assert_string_equal(piece_str(t, 2), "<c>");
+    assert_int_equal(tok_merge_count(t), 0);
+    tok_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -928,6 +1087,8 @@ int main(void)
         cmocka_unit_test(test_hf_bytelevel),
         cmocka_unit_test(test_hf_sp_variants),
         cmocka_unit_test(test_random),
+        cmocka_unit_test(test_tables),
+        cmocka_unit_test(test_tables_declared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

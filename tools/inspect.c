@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,7 +22,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: " PROG " STORE_DIR\n"
-            "       " PROG " --verify STORE_DIR\n"
+            "       " PROG " --verify [-q] STORE_DIR\n"
             "\n"
             "Print a store's hyperparameters, tokenizer, dense tensor table and per-layer\n"
             "FFN summary (with calibration data when present). The store is validated\n"
@@ -34,7 +35,7 @@ static void usage(FILE *f)
             "  damaged: dense.bin: tensor lm_head.weight (offset 4096, 1048576 bytes): checksum mismatch\n"
             "then a summary line; progress goes to stderr every few seconds. The store's\n"
             "cached pages are dropped first (where the kernel allows) so that the bytes\n"
-            "on the device are checked, not a cached copy.\n"
+            "on the device are checked, not a cached copy. -q, --quiet: no progress lines.\n"
             "\n"
             "Exit status: 0 ok (--verify: nothing damaged), 1 error or damage found,\n"
             "2 usage error.\n");
@@ -170,6 +171,7 @@ typedef struct {
     uint64_t total, done;         /* bytes to check, checked */
     double   t0, t_last;          /* seconds */
     int64_t  bad_neurons;
+    int      quiet;               /* -q: no progress lines */
 } verify_run;
 
 static double now_s(void)
@@ -183,7 +185,7 @@ static void progress(verify_run *v, uint64_t bytes, const char *where)
 {
     v->done += bytes;
     double t = now_s();
-    if (t - v->t_last < 3.0)
+    if (v->quiet || t - v->t_last < 3.0)
         return;
     v->t_last = t;
     fprintf(stderr, PROG ": verify: %.1f of %.1f MB (%.0f%%), %s\n", (double)v->done / 1e6, (double)v->total / 1e6,
@@ -211,11 +213,11 @@ static void drop_cache(const store *s, const char *name)
 }
 
 /* Check everything: 0 clean, 1 damaged, or -1 on an error that stopped it. */
-static int verify_store(const store *s)
+static int verify_store(const store *s, int quiet)
 {
     const hp_config *hp = store_hparams(s);
     const uint64_t B = (uint64_t)store_bundle_bytes(s);
-    verify_run v = { .t0 = now_s() };
+    verify_run v = { .t0 = now_s(), .quiet = quiet };
     uint64_t dense = 0, n_neurons = 0;
     for (size_t i = 0; i < store_tensor_count(s); i++)
         dense += store_tensor_at(s, i)->bytes;
@@ -273,17 +275,36 @@ static int verify_store(const store *s)
 
 int main(int argc, char **argv)
 {
-    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        usage(stdout);
-        return 0;
+    static const struct option opts[] = {
+        { "verify", no_argument, NULL, 'V' }, { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },   { NULL, 0, NULL, 0 },
+    };
+    int verify = 0, quiet = 0, c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'V':
+            verify = 1;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            if (optopt)
+                fprintf(stderr, PROG ": unknown option -%c (see --help)\n", optopt);
+            else
+                fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
     }
-    /* --verify before or after STORE_DIR */
-    int verify = argc == 3 && (strcmp(argv[1], "--verify") == 0 || strcmp(argv[2], "--verify") == 0);
-    const char *dir = verify && strcmp(argv[1], "--verify") != 0 ? argv[1] : argv[argc - 1];
-    if (argc != 2 + verify || (dir[0] == '-' && dir[1])) {
+    if (argc - optind != 1) {
         fprintf(stderr, PROG ": expected [--verify] STORE_DIR (usage: " PROG " [--verify] STORE_DIR; see --help)\n");
         return 2;
     }
+    const char *dir = argv[optind];
     ierr err = IERR_INIT;
     store *s;
     if (store_open(dir, &s, &err)) {
@@ -291,7 +312,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (verify) {
-        int rc = verify_store(s);
+        int rc = verify_store(s, quiet);
         store_close(s);
         return rc ? 1 : 0;
     }

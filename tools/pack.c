@@ -9,10 +9,11 @@
 #include "io.h"
 #include "safetensors.h"
 #include "store.h"
+#include "tok.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -38,11 +39,12 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks]\n"
+            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks] [-q|-v]\n"
             "\n"
             "Convert a Hugging Face model directory into an inflash store.\n"
             "  SRC_DIR      config.json, model.safetensors (or model.safetensors.index.json\n"
-            "               and its shards), and tokenizer.json or vocab.json + merges.txt;\n"
+            "               and its shards), and tokenizer.json or vocab.json + merges.txt\n"
+            "               (read by the client's tokenizer: one it cannot use is refused);\n"
             "               families: opt (relu), llama / mistral (silu); dtypes F32, F16, BF16\n"
             "  OUT_DIR      the store directory to create (index.sqlite, dense.bin, ffn.bin);\n"
             "               written to OUT_DIR.tmp.<pid> and renamed into place when complete\n"
@@ -53,6 +55,11 @@ static void usage(FILE *f)
             "               read files of SRC_DIR that are symlinks to places outside it\n"
             "               (refused by default; a Hugging Face cache snapshot needs this:\n"
             "               snapshots/<rev>/<file> links to ../../blobs/<hash>)\n"
+            "  -q, --quiet  no progress line on stderr\n"
+            "  -v, --verbose\n"
+            "               also say on stderr what SRC_DIR holds: the model, the tensor count,\n"
+            "               the tokenizer (scheme, tokens, merges, the files the store keeps)\n"
+            "               and the store dtype chosen\n"
             "  -h, --help   this text\n"
             "\n"
             "OUT_DIR must not be inside SRC_DIR, nor SRC_DIR inside OUT_DIR (symlinks and\n"
@@ -224,339 +231,104 @@ static int src_join(const srcdir *sd, const char *name, char **path, ierr *err)
 
 /* ---- tokenizer ----------------------------------------------------------- */
 
-typedef struct {
-    char  *piece;     /* owned, NUL-terminated; NULL = no token with this id */
-    size_t len;
-    double score;
-    int    special;
-} tk_tok;
+/* The tokenizer is the client's (client/tok.h), built from the files of
+ * SRC_DIR, so a tokenizer the client cannot use is refused here. Each file
+ * is read once: what the tokenizer was built from is what the store keeps. */
+
+/* every tokenizer file the store keeps, in the order it keeps them */
+static const char *const tokfile_names[] = { "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                                             "special_tokens_map.json", "generation_config.json" };
+#define N_TOKFILES (sizeof tokfile_names / sizeof tokfile_names[0])
+#define TOKFILES_KEPT_ANYWAY 3   /* tokfile_names[3..]: kept if present even when the tokenizer does not read them */
 
 typedef struct {
-    const char *scheme;             /* "gpt2-bpe" | "sp-bpe" | "bytelevel-bpe" */
-    tk_tok     *tok;                /* owned, [n_tok], indexed by id */
-    int64_t     n_tok;
-    char      **left, **right;      /* owned, [n_merge] */
-    int64_t     n_merge, cap_merge;
-    const char *files[6];           /* names of the files to keep verbatim */
-    int         n_files;
+    const srcdir *sd;
+    tok          *tk;                    /* owned; NULL until tokz_load succeeds */
+    char         *data[N_TOKFILES];      /* owned, by tokfile_names index; NULL = absent or not read */
+    size_t        len[N_TOKFILES];
+    int           read_failed;           /* the last error is a file's, not the tokenizer's */
 } tokz;
 
 static void tokz_free(tokz *t)
 {
-    for (int64_t i = 0; i < t->n_tok; i++)
-        free(t->tok[i].piece);
-    for (int64_t i = 0; i < t->n_merge; i++) {
-        free(t->left[i]);
-        free(t->right[i]);
-    }
-    free(t->tok);
-    free(t->left);
-    free(t->right);
+    tok_free(t->tk);
+    for (size_t k = 0; k < N_TOKFILES; k++)
+        free(t->data[k]);
 }
 
-static int tokz_merge(tokz *t, const char *l, size_t ll, const char *r, size_t rl)
+/* One file of SRC_DIR, read once (a tok_file_fn: *data is a malloc'd copy;
+ * -ENOENT if SRC_DIR has no such file). */
+static int tokz_file(void *ctx, const char *name, char **data, size_t *len, ierr *err)
 {
-    if (t->n_merge == t->cap_merge) {
-        int64_t cap = t->cap_merge ? 2 * t->cap_merge : 1024;
-        char **a = realloc(t->left, (size_t)cap * sizeof *a), **b = a ? realloc(t->right, (size_t)cap * sizeof *b) : NULL;
-        if (a)
-            t->left = a;
-        if (!b)
-            return -ENOMEM;
-        t->right = b;
-        t->cap_merge = cap;
-    }
-    char *x = strndup(l, ll), *y = strndup(r, rl);
-    if (!x || !y) {
-        free(x);
-        free(y);
-        return -ENOMEM;
-    }
-    t->left[t->n_merge] = x;
-    t->right[t->n_merge] = y;
-    t->n_merge++;
-    return 0;
-}
-
-/* vocab object piece -> id into t->tok (ids below max(vocab_size, count)). */
-static int tokz_vocab(tokz *t, json_t *vocab, int64_t vocab_size, const char *what, ierr *err)
-{
-    if (!json_is_object(vocab))
-        return ierr_set(err, -EINVAL, "%s: vocabulary is not a JSON object", what);
-    int64_t count = (int64_t)json_object_size(vocab) + 4096;   /* room for added tokens */
-    int64_t bound = vocab_size > count ? vocab_size : count;
-    if (!(t->tok = calloc((size_t)bound, sizeof *t->tok)))
-        return ierr_set(err, -ENOMEM, "%s: out of memory", what);
-    t->n_tok = bound;
-    const char *key;
-    json_t *v;
-    json_object_foreach(vocab, key, v) {
-        json_int_t id = json_is_integer(v) ? json_integer_value(v) : -1;
-        if (id < 0 || id >= bound)
-            return ierr_set(err, -EINVAL, "%s: token \"%s\" has a bad id", what, key);
-        if (t->tok[id].piece)
-            return ierr_set(err, -EINVAL, "%s: tokens \"%s\" and \"%s\" share id %lld", what, t->tok[id].piece, key,
-                            (long long)id);
-        if (!(t->tok[id].piece = strdup(key)))
-            return ierr_set(err, -ENOMEM, "%s: out of memory", what);
-        t->tok[id].len = strlen(key);
-    }
-    return 0;
-}
-
-/* Mark a token special by id (adding its piece if the vocab lacks it). */
-static int tokz_special(tokz *t, json_int_t id, const char *content, const char *what, ierr *err)
-{
-    if (id < 0 || id >= t->n_tok)
-        return ierr_set(err, -EINVAL, "%s: added token \"%s\" has a bad id", what, content);
-    tk_tok *k = &t->tok[id];
-    if (k->piece && strcmp(k->piece, content) != 0)
-        return ierr_set(err, -EINVAL, "%s: added token \"%s\" conflicts with \"%s\" at id %lld", what, content,
-                        k->piece, (long long)id);
-    if (!k->piece && !(k->piece = strdup(content)))
-        return ierr_set(err, -ENOMEM, "%s: out of memory", what);
-    k->len = strlen(k->piece);
-    k->special = 1;
-    return 0;
-}
-
-typedef struct { const char *p; size_t len; int64_t id; } piece_ix;
-
-static int by_piece(const void *a, const void *b)
-{
-    const piece_ix *x = a, *y = b;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->p, y->p, n);
-    return c ? c : (x->len > y->len) - (x->len < y->len);
-}
-
-/* score = -rank of the first merge producing the piece, 0 for base pieces;
- * trims the id table to the highest id present, which must stay below
- * max(vocab_size, tokens present) as the store reader requires. */
-static int tokz_finish(tokz *t, int64_t vocab_size, const char *what, ierr *err)
-{
-    int64_t n = 0, top = -1;
-    piece_ix *ix = malloc((size_t)(t->n_tok ? t->n_tok : 1) * sizeof *ix);
-    if (!ix)
-        return ierr_set(err, -ENOMEM, "%s: out of memory", what);
-    for (int64_t i = 0; i < t->n_tok; i++)
-        if (t->tok[i].piece) {
-            ix[n++] = (piece_ix){ t->tok[i].piece, t->tok[i].len, i };
-            top = i;
-        }
-    qsort(ix, (size_t)n, sizeof *ix, by_piece);
-    char *buf = NULL;
-    size_t cap = 0;
+    tokz *t = ctx;
+    size_t k = 0;
+    while (k < N_TOKFILES && strcmp(tokfile_names[k], name) != 0)
+        k++;
+    char *path = NULL;
     int rc = 0;
-    for (int64_t r = t->n_merge - 1; r >= 0 && !rc; r--) {     /* lowest rank wins: written last */
-        size_t ll = strlen(t->left[r]), rl = strlen(t->right[r]);
-        if (ll + rl + 1 > cap) {
-            char *b = realloc(buf, cap = 2 * (ll + rl + 1));
-            if (!b) {
-                rc = ierr_set(err, -ENOMEM, "%s: out of memory", what);
-                break;
-            }
-            buf = b;
-        }
-        memcpy(buf, t->left[r], ll);
-        memcpy(buf + ll, t->right[r], rl);
-        piece_ix key = { buf, ll + rl, 0 };
-        piece_ix *hit = n ? bsearch(&key, ix, (size_t)n, sizeof *ix, by_piece) : NULL;
-        if (hit)
-            t->tok[hit->id].score = -(double)r;
-    }
-    free(buf);
-    free(ix);
-    t->n_tok = top + 1;
-    if (!rc && top >= (vocab_size > n ? vocab_size : n))
-        rc = ierr_set(err, -EINVAL, "%s: token id %" PRId64 " is beyond the vocabulary (%" PRId64 " tokens, "
-                      "vocab_size %" PRId64 ")", what, top, n, vocab_size);
-    return rc;
-}
-
-static int tokz_from_tokenizer_json(tokz *t, const char *path, int64_t vocab_size, ierr *err)
-{
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root)
-        return ierr_set(err, -EINVAL, "%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
-    json_t *model = json_object_get(root, "model"), *merges = json_object_get(model, "merges");
-    const char *type = json_string_value(json_object_get(model, "type"));
-    int rc = 0;
-    if (!json_is_object(model))
-        rc = ierr_set(err, -EINVAL, "%s: no \"model\" object", path);
-    else if (!type || strcmp(type, "BPE") != 0)
-        rc = ierr_set(err, -ENOTSUP, "%s: unsupported tokenizer model type \"%s\" (inflash needs BPE)", path,
-                      type ? type : "?");
-    else if (!json_is_array(merges))
-        rc = ierr_set(err, -EINVAL, "%s: model.merges is not an array", path);
-    if (!rc)
-        rc = tokz_vocab(t, json_object_get(model, "vocab"), vocab_size, path, err);
-    size_t i;
-    json_t *m;
-    json_array_foreach(merges, i, m) {
-        if (rc)
-            break;
-        const char *s = json_string_value(m), *sp = s ? strchr(s, ' ') : NULL;
-        if (s && sp && !strchr(sp + 1, ' '))
-            rc = tokz_merge(t, s, (size_t)(sp - s), sp + 1, strlen(sp + 1));
-        else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-                 json_is_string(json_array_get(m, 1)))
-            rc = tokz_merge(t, json_string_value(json_array_get(m, 0)), json_string_length(json_array_get(m, 0)),
-                            json_string_value(json_array_get(m, 1)), json_string_length(json_array_get(m, 1)));
+    t->read_failed = 1;
+    if (k == N_TOKFILES)
+        return ierr_set(err, -EINVAL, "%s: not a tokenizer file", name);
+    if (!t->data[k] && !(rc = src_join(t->sd, name, &path, err))) {
+        if (access(path, F_OK) != 0)
+            rc = ierr_set(err, -ENOENT, "%s: no such file", path);
         else
-            rc = ierr_set(err, -EINVAL, "%s: merge %zu is not \"a b\" or [a, b]", path, i);
-        if (rc == -ENOMEM)
-            rc = ierr_set(err, rc, "%s: out of memory", path);
+            rc = io_read_file(path, MAX_JSON_FILE, &t->data[k], &t->len[k], err);
     }
-    json_t *added = json_object_get(root, "added_tokens"), *a;
-    json_array_foreach(added, i, a) {
-        if (rc)
-            break;
-        json_t *id = json_object_get(a, "id"), *content = json_object_get(a, "content");
-        if (!json_is_integer(id) || !json_is_string(content))
-            rc = ierr_set(err, -EINVAL, "%s: added token %zu lacks id or content", path, i);
-        else
-            rc = tokz_special(t, json_integer_value(id), json_string_value(content), path, err);
-    }
-    /* SentencePiece style: byte fallback, or "▁" put in by the normalizer or a Metaspace pre-tokenizer */
-    int sp = json_is_true(json_object_get(model, "byte_fallback"));
-    char *norm = json_dumps(json_object_get(root, "normalizer"), JSON_ENCODE_ANY);
-    char *pre = json_dumps(json_object_get(root, "pre_tokenizer"), JSON_ENCODE_ANY);
-    sp |= norm && strstr(norm, "\"Replace\"") && strstr(norm, "\\u2581");
-    sp |= norm && strstr(norm, "\"Replace\"") && strstr(norm, "\xe2\x96\x81");
-    sp |= pre && strstr(pre, "\"Metaspace\"");
-    free(norm);
-    free(pre);
-    t->scheme = sp ? "sp-bpe" : "bytelevel-bpe";
-    t->files[t->n_files++] = "tokenizer.json";
-    json_decref(root);
-    return rc;
+    free(path);
+    if (!rc && !(*data = malloc(t->len[k] ? t->len[k] : 1)))
+        rc = ierr_set(err, -ENOMEM, "%s: out of memory", name);
+    if (rc)
+        return rc;
+    memcpy(*data, t->data[k], t->len[k]);
+    *len = t->len[k];
+    t->read_failed = 0;
+    return 0;
 }
 
-/* Mark the special-token strings of a tokenizer_config.json or
- * special_tokens_map.json as special (an absent file marks nothing). */
-static void mark_specials_in(tokz *t, const char *path)
+/* The tokenizer and the files the store keeps, read before anything is
+ * written. A tokenizer's error is prefixed with SRC_DIR. */
+static int tokz_load(tokz *t, const srcdir *sd, ierr *err)
 {
-    static const char *const keys[] = { "bos_token", "eos_token", "unk_token", "pad_token",
-                                        "sep_token", "cls_token", "mask_token" };
-    json_t *root = json_load_file(path, 0, NULL), *v, *list, *dec;
-    if (!root)
-        return;
-    json_t *names = json_array();
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        json_array_append(names, json_object_get(root, keys[i]));
-    size_t i;
-    json_array_foreach(json_object_get(root, "additional_special_tokens"), i, list)
-        json_array_append(names, list);
-    const char *key;
-    json_object_foreach(json_object_get(root, "added_tokens_decoder"), key, dec)
-        if (json_is_true(json_object_get(dec, "special")))
-            json_array_append(names, json_object_get(dec, "content"));
-    json_array_foreach(names, i, v) {
-        const char *s = json_is_string(v) ? json_string_value(v) : json_string_value(json_object_get(v, "content"));
-        for (int64_t id = 0; s && id < t->n_tok; id++)
-            if (t->tok[id].piece && strcmp(t->tok[id].piece, s) == 0)
-                t->tok[id].special = 1;
-    }
-    json_decref(names);
-    json_decref(root);
-}
-
-static int tokz_from_gpt2(tokz *t, const srcdir *sd, const char *vocab_path, const char *merges_path,
-                          int64_t vocab_size, ierr *err)
-{
-    json_error_t jerr;
-    json_t *vocab = json_load_file(vocab_path, 0, &jerr);
-    if (!vocab)
-        return ierr_set(err, -EINVAL, "%s: invalid JSON at line %d: %s", vocab_path, jerr.line, jerr.text);
-    int rc = tokz_vocab(t, vocab, vocab_size, vocab_path, err);
-    json_decref(vocab);
-    char *text = NULL;
-    size_t len = 0;
-    if (!rc)
-        rc = io_read_file(merges_path, MAX_JSON_FILE, &text, &len, err);
-    int64_t line_no = 0;
-    for (char *line = text, *next; !rc && line && line < text + len; line = next) {
-        char *nl = memchr(line, '\n', (size_t)(text + len - line));
-        next = nl ? nl + 1 : text + len;
-        size_t n = (size_t)((nl ? nl : text + len) - line);
-        line_no++;
-        if (n && line[n - 1] == '\r')
-            n--;
-        if (n == 0 || (line_no == 1 && strncmp(line, "#version", 8) == 0))
-            continue;
-        char *sp = memchr(line, ' ', n);
-        if (!sp || sp == line || sp == line + n - 1 || memchr(sp + 1, ' ', n - (size_t)(sp + 1 - line)))
-            rc = ierr_set(err, -EINVAL, "%s: line %" PRId64 " is not \"a b\"", merges_path, line_no);
-        else if (tokz_merge(t, line, (size_t)(sp - line), sp + 1, n - (size_t)(sp + 1 - line)))
-            rc = ierr_set(err, -ENOMEM, "%s: out of memory", merges_path);
-    }
-    free(text);
-    for (int k = 0; !rc && k < 2; k++) {
-        char *p = NULL;
-        if (!(rc = src_join(sd, k ? "special_tokens_map.json" : "tokenizer_config.json", &p, err)))
-            mark_specials_in(t, p);
-        free(p);
-    }
-    t->scheme = "gpt2-bpe";
-    t->files[t->n_files++] = "vocab.json";
-    t->files[t->n_files++] = "merges.txt";
-    return rc;
-}
-
-static int tokz_load(tokz *t, const srcdir *sd, int64_t vocab_size, ierr *err)
-{
-    const char *src = sd->dir;
-    char *tj = io_join(src, "tokenizer.json"), *vj = io_join(src, "vocab.json"), *mt = io_join(src, "merges.txt");
-    int rc;
-    if (!tj || !vj || !mt)
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-    else if (access(tj, F_OK) == 0) {
-        if (!(rc = src_check(sd, tj, err)))
-            rc = tokz_from_tokenizer_json(t, tj, vocab_size, err);
-    } else if (access(vj, F_OK) == 0 && access(mt, F_OK) == 0) {
-        if (!(rc = src_check(sd, vj, err)) && !(rc = src_check(sd, mt, err)))
-            rc = tokz_from_gpt2(t, sd, vj, mt, vocab_size, err);
-    } else {
-        rc = ierr_set(err, -ENOENT, "%s: no tokenizer: need tokenizer.json, or vocab.json and merges.txt%s", src,
-                      access(vj, F_OK) == 0 ? " (merges.txt is missing)" : "");
-    }
-    if (!rc)
-        rc = tokz_finish(t, vocab_size, src, err);
-    /* kept verbatim when present (checked here, before anything is written) */
-    static const char *const extra[] = { "tokenizer_config.json", "special_tokens_map.json",
-                                         "generation_config.json" };
-    for (int k = 0; !rc && k < 3; k++) {
-        char *p = NULL;
-        if (!(rc = src_join(sd, extra[k], &p, err)) && access(p, F_OK) == 0)
-            t->files[t->n_files++] = extra[k];
-        free(p);
-    }
-    free(tj);
-    free(vj);
-    free(mt);
-    return rc;
-}
-
-static int tokz_write(const tokz *t, const srcdir *sd, storew *w, ierr *err)
-{
-    int rc = storew_set_meta(w, "tokenizer", t->scheme, err);
-    for (int64_t i = 0; i < t->n_tok && !rc; i++)
-        if (t->tok[i].piece)
-            rc = storew_add_token(w, i, t->tok[i].piece, t->tok[i].len, t->tok[i].score, t->tok[i].special, err);
-    for (int64_t r = 0; r < t->n_merge && !rc; r++)
-        rc = storew_add_merge(w, r, t->left[r], strlen(t->left[r]), t->right[r], strlen(t->right[r]), err);
-    for (int k = 0; k < t->n_files && !rc; k++) {
-        char *p = NULL, *data = NULL;
+    t->sd = sd;
+    int rc = tok_new_files(tokz_file, t, &t->tk, err);
+    if (rc && !t->read_failed)
+        rc = ierr_wrap(err, rc, "%s", sd->dir);
+    for (size_t k = TOKFILES_KEPT_ANYWAY; k < N_TOKFILES && !rc; k++) {
+        char *data = NULL;
         size_t len;
-        if (!(rc = src_join(sd, t->files[k], &p, err)))
-            rc = io_read_file(p, MAX_JSON_FILE, &data, &len, err);
-        if (!rc)
-            rc = storew_add_tokfile(w, t->files[k], data, len, err);
+        if ((rc = tokz_file(t, tokfile_names[k], &data, &len, err)) == -ENOENT)
+            rc = 0;
         free(data);
-        free(p);
     }
+    return rc;
+}
+
+/* The tokens and merges tables (format.h section 4) from the tokenizer;
+ * a token's score is -(rank of the first merge making it), else 0. */
+static int tokz_write(const tokz *t, storew *w, ierr *err)
+{
+    int64_t n = tok_vocab_size(t->tk), nm = tok_merge_count(t->tk);
+    int32_t l, r, m;
+    const char *a, *b;
+    size_t al, bl;
+    double *score = calloc((size_t)n + 1, sizeof *score);
+    int rc = score ? storew_set_meta(w, "tokenizer", tok_scheme_name(tok_scheme_of(t->tk)), err)
+                   : ierr_set(err, -ENOMEM, "out of memory");
+    for (int64_t k = nm - 1; k >= 0 && !rc; k--)       /* lowest rank wins: written last */
+        if (tok_merge(t->tk, k, &l, &r, &m) == 0)
+            score[m] = -(double)k;
+    for (int32_t id = 0; id < n && !rc; id++)
+        if (tok_piece(t->tk, id, &a, &al) == 0)
+            rc = storew_add_token(w, id, a, al, score[id], tok_declared_special(t->tk, id), err);
+    for (int64_t k = 0; k < nm && !rc; k++)
+        if (tok_merge(t->tk, k, &l, &r, &m) == 0 && tok_piece(t->tk, l, &a, &al) == 0 &&
+            tok_piece(t->tk, r, &b, &bl) == 0)
+            rc = storew_add_merge(w, k, a, al, b, bl, err);
+    for (size_t k = 0; k < N_TOKFILES && !rc; k++)
+        if (t->data[k])
+            rc = storew_add_tokfile(w, tokfile_names[k], t->data[k], t->len[k], err);
+    free(score);
     return rc;
 }
 
@@ -575,6 +347,9 @@ typedef struct {
     double      t0;
     int         progress;     /* a progress line is on stderr */
     int         tty;          /* stderr is a terminal */
+    int         quiet;        /* -q: no progress line */
+    int         verbose;      /* -v: what was read from SRC_DIR, on stderr */
+    int         force;        /* --force: replace an existing store */
     uint64_t    params_dense, params_ffn;
 } packer;
 
@@ -588,7 +363,7 @@ static double now(void)
 /* The progress line: rewritten in place on a terminal, else only the last. */
 static void progress(packer *p, int64_t layer)
 {
-    if (!p->tty && layer < p->hp.n_layers)
+    if (p->quiet || (!p->tty && layer < p->hp.n_layers))
         return;
     double mb = (double)storew_bytes_written(p->w) / 1e6, dt = now() - p->t0;
     fprintf(stderr, "%s" PROG ": layer %" PRId64 "/%" PRId64 ", %.1f MB written, %.1f MB/s ", p->tty ? "\r" : "",
@@ -700,7 +475,7 @@ static int read_source(packer *p, char **cfg, size_t *cfg_len, tokz *tz, ierr *e
             all_f16 &= p->wants.w[i].src->dtype == FMT_F16;
     if (!p->dtype_given)
         p->dtype = all_f16 ? FMT_F16 : FMT_F32;
-    return tokz_load(tz, &p->src, p->hp.vocab_size, err);
+    return tokz_load(tz, &p->src, err);
 }
 
 static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *tz, int force, ierr *err)
@@ -715,7 +490,7 @@ static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *t
     if (!rc)
         rc = storew_set_meta(p->w, "source_dtype", st_dtype_names[p->src_dtype], err);
     if (!rc)
-        rc = tokz_write(tz, &p->src, p->w, err);
+        rc = tokz_write(tz, p->w, err);
     free(cfg_text);
     p->t0 = now();
     for (size_t i = 0; i < p->wants.n && !rc; i++) {
@@ -737,14 +512,34 @@ static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *t
     return rc ? rc : storew_commit(p->w, err);
 }
 
-static int pack(packer *p, int force, ierr *err)
+/* -v: what the source holds, before anything is written */
+static void describe_source(const packer *p, const tokz *tz)
+{
+    int64_t n = tok_vocab_size(tz->tk), special = 0;
+    for (int32_t id = 0; id < n; id++)
+        special += tok_declared_special(tz->tk, id);
+    fprintf(stderr, PROG ": %s: %s, %" PRId64 " layers, d_model %" PRId64 ", d_ffn %" PRId64 ", vocab %" PRId64
+            "; %zu tensors\n", p->src.dir, hp_family_name(p->hp.family), p->hp.n_layers, p->hp.d_model, p->hp.d_ffn,
+            p->hp.vocab_size, st_count(p->set));
+    fprintf(stderr, PROG ": tokenizer %s: %" PRId64 " tokens (%" PRId64 " special), %" PRId64 " merges; files kept:",
+            tok_scheme_name(tok_scheme_of(tz->tk)), n, special, tok_merge_count(tz->tk));
+    for (size_t k = 0; k < N_TOKFILES; k++)
+        if (tz->data[k])
+            fprintf(stderr, " %s", tokfile_names[k]);
+    fprintf(stderr, "\n" PROG ": dtype %s (source %s%s)\n", fmt_dtype_name(p->dtype), fmt_dtype_name(p->src_dtype),
+            p->dtype_given ? ", --dtype" : "");
+}
+
+static int pack(packer *p, ierr *err)
 {
     char *cfg = NULL;
     size_t cfg_len = 0;
     tokz tz = { 0 };
     int rc = read_source(p, &cfg, &cfg_len, &tz, err);
+    if (!rc && p->verbose)
+        describe_source(p, &tz);
     if (!rc)
-        rc = write_store(p, cfg, cfg_len, &tz, force, err);
+        rc = write_store(p, cfg, cfg_len, &tz, p->force, err);
     tokz_free(&tz);
     free(cfg);
     return rc;
@@ -816,45 +611,73 @@ static int check_out_dir(const srcdir *src, const char *out, ierr *err)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* The command line into p: 0, 2 for a usage error (said on stderr), or -1
+ * for --help (printed). */
+static int parse_args(int argc, char **argv, packer *p)
 {
-    const char *pos[2] = { NULL, NULL };
-    int npos = 0, force = 0;
-    packer p = { .dtype = FMT_F32 };
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--force") == 0) {
-            force = 1;
-        } else if (strcmp(a, "--follow-symlinks") == 0) {
-            p.src.follow = 1;
-        } else if (strcmp(a, "--dtype") == 0 || strncmp(a, "--dtype=", 8) == 0) {
-            const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
-            p.dtype_given = 1;
-            if (!v || fmt_dtype_parse(v, &p.dtype) || p.dtype == FMT_BF16) {
+    enum { O_DTYPE = 256, O_FORCE, O_FOLLOW };
+    static const struct option opts[] = {
+        { "dtype", required_argument, NULL, O_DTYPE },  { "force", no_argument, NULL, O_FORCE },
+        { "follow-symlinks", no_argument, NULL, O_FOLLOW }, { "quiet", no_argument, NULL, 'q' },
+        { "verbose", no_argument, NULL, 'v' },          { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":qvh", opts, NULL)) != -1) {
+        switch (c) {
+        case O_DTYPE:
+            p->dtype_given = 1;
+            if (fmt_dtype_parse(optarg, &p->dtype) || p->dtype == FMT_BF16) {
                 fprintf(stderr, PROG ": --dtype needs f32 or f16\n");
                 return 2;
             }
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, PROG ": unknown option %s (see --help)\n", a);
+            break;
+        case O_FORCE:
+            p->force = 1;
+            break;
+        case O_FOLLOW:
+            p->src.follow = 1;
+            break;
+        case 'q':
+            p->quiet = 1;
+            break;
+        case 'v':
+            p->verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        case ':':
+            fprintf(stderr, PROG ": %s needs a value%s (see --help)\n", argv[optind - 1],
+                    optopt == O_DTYPE ? ", f32 or f16" : "");
             return 2;
-        } else if (npos < 2) {
-            pos[npos++] = a;
-        } else {
-            fprintf(stderr, PROG ": too many arguments (see --help)\n");
+        default:
+            if (optopt)
+                fprintf(stderr, PROG ": unknown option -%c (see --help)\n", optopt);
+            else
+                fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]);
             return 2;
         }
     }
-    if (npos != 2) {
-        fprintf(stderr, PROG ": expected SRC_DIR and OUT_DIR (usage: " PROG
-                " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks]; see --help)\n");
+    if (argc - optind != 2) {
+        fprintf(stderr, PROG ": %s (usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] "
+                "[--follow-symlinks] [-q|-v]; see --help)\n", argc - optind < 2 ? "expected SRC_DIR and OUT_DIR"
+                : "too many arguments");
         return 2;
     }
+    p->src.dir = argv[optind];
+    p->out = argv[optind + 1];
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    packer p = { .dtype = FMT_F32 };
+    int prc = parse_args(argc, argv, &p);
+    if (prc)
+        return prc < 0 ? 0 : prc;
     p.tty = isatty(STDERR_FILENO);
-    p.src.dir = pos[0];
-    p.out = pos[1];
 
     struct sigaction sa = { 0 };
     sa.sa_handler = on_signal;
@@ -871,7 +694,7 @@ int main(int argc, char **argv)
     else if (!S_ISDIR(st.st_mode))
         rc = ierr_set(&err, -ENOTDIR, "%s: not a directory", p.src.dir);
     else if (!(rc = check_out_dir(&p.src, p.out, &err)))
-        rc = pack(&p, force, &err);
+        rc = pack(&p, &err);
     if (p.progress)
         fputc('\n', stderr);
     if (!rc)
