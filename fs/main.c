@@ -448,7 +448,7 @@ static void usage(FILE *f)
 "\n"
 "options:\n"
 "  -o chunk=SIZE       store read unit, power of two 4k..4m (default %uk)\n"
-"  -o cache=SIZE       chunk cache budget (default %um)\n"
+"  -o cache=SIZE       chunk cache budget, at least 4 chunks (default %um)\n"
 "  -o readahead=N      chunks read ahead after each request (default %u)\n"
 "  -o ra_workers=N     read-ahead threads (default %u)\n"
 "  -o threads=N        FUSE worker threads (default %u)\n"
@@ -462,7 +462,8 @@ static void usage(FILE *f)
 "  -d                  debug output (implies -f)\n"
 "  -s                  single-threaded\n"
 "  -h, --help          this help\n"
-"SIZE takes a k, m or g suffix. Exit status: 0 unmounted cleanly,\n"
+"SIZE: bytes, or a number with a k, m, g or t suffix (powers of 1024;\n"
+"fractions allowed: 1.5m). Exit status: 0 unmounted cleanly,\n"
 "1 runtime error (bad store, mount failed), 2 usage error.\n",
             IFS_DEFAULT_CHUNK >> 10, IFS_DEFAULT_CACHE >> 20, IFS_DEFAULT_READAHEAD,
             IFS_DEFAULT_RA_WORKERS, DEFAULT_THREADS);
