@@ -623,6 +623,10 @@ static int prompt_ids(const cli_opts *o, const tok *tk, const hp_config *c, int3
     return 0;
 }
 
+/* Generate: prompt ids, then the model (and sparse engine, sampler), the
+ * prompt forwarded (position by position in the sparse modes, recorded for
+ * --stats), then one sampled token per decode step, streamed as text. One
+ * sequence of phases sharing their state and one cleanup, hence its length. */
 static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
 {
     const hp_config *c = source_hparams(src);

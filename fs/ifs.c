@@ -51,11 +51,10 @@ struct ifs_scratch {
     xlate_ext     *ext;          /* [ext_cap] the request as ffn.bin extents, in file order */
     size_t         ext_cap, n_ext;
     unsigned char *block;        /* [cap] of each array below, in one allocation */
-    struct iovec  *iov;          /* the reply's pieces (n_pieces at most) */
+    struct iovec  *iov;          /* the reply's pieces (at most one per chunk crossing of the extents) */
     uint64_t      *idx;          /* chunk ids to pin, sorted, unique: n_idx */
     chunk        **pins;         /* pins[i] holds chunk idx[i] */
     size_t         cap, n_idx;
-    size_t         n_pieces;     /* bound on the pieces: chunk crossings of the extents */
     XXH64_state_t *h;            /* hash of a bundle across chunks; made on first use */
     atomic_int     state;        /* SCRATCH_* */
     ifs           *m;            /* the owner (for the thread-end destructor) */
@@ -816,7 +815,7 @@ static int ffn_plan(const ifs *m, int64_t layer, const xlate_layer *xl, ifs_scra
         ext_chunks(m, xl, &sc->ext[e], cb, &c0, &c1);
         n += (size_t)(c1 - c0 + 1);
     }
-    int rc = scratch_reserve_chunks(sc, n, err);
+    int rc = scratch_reserve_chunks(sc, n, err);   /* n >= the pieces: chunk crossings */
     if (rc < 0)
         return rc;
     int sorted = 1;
@@ -829,7 +828,6 @@ static int ffn_plan(const ifs *m, int64_t layer, const xlate_layer *xl, ifs_scra
             sc->idx[sc->n_idx++] = first_id + c;
         }
     }
-    sc->n_pieces = sc->n_idx;      /* >= the pieces: chunk crossings of the extents */
     if (!sorted) {
         qsort(sc->idx, sc->n_idx, sizeof *sc->idx, cmp_u64);
         size_t u = 0;
