@@ -26,12 +26,14 @@ is refused. The daemon runs in the background and logs to
 $prog waits up to ${wait_s}s (INFLASH_MOUNT_TIMEOUT) for the mount to answer.
 
 options (-o, comma-separated, may be repeated):
-  chunk=SIZE      store read unit, power of two 4k..4m (k/m suffix)
+  chunk=SIZE      store read unit, power of two 4k..4m
   cache=SIZE      chunk cache budget (e.g. 256m)
   readahead=N     chunks read ahead after each request
   threads=N       FUSE worker threads
   allow_other     let other users read the mount (default: only you)
   see 'inflashfs --help' for the rest
+SIZE: bytes, or a number with a k, m, g or t suffix (powers of 1024;
+fractions allowed: 1.5m).
 
 -u MOUNTPOINT     unmount (fusermount3 -u) and wait until the daemon exits;
                   a busy mount is detached at once (fusermount3 -u -z), its

@@ -7,6 +7,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ typedef struct {
     int         ppl_per_line; /* --per-line */
     cli_mode    mode;
     int64_t     window;       /* --window (sparse modes) */
-    double      budget_mib;   /* --dram-budget, 0 = none */
+    uint64_t    budget_bytes; /* --dram-budget, 0 = none */
     int         check_recall; /* --check-recall */
     int         compare_dense;/* --compare-dense */
     int         readers;      /* --readers, -1 = default */
@@ -78,11 +79,12 @@ static void cli_usage(FILE *f)
             "                     the up rows; exact for ReLU; a diagnostic)\n"
             "      --window K     oracle/predict: keep the neurons of the last K tokens\n"
             "                     resident, read only the new ones (default 4)\n"
-            "      --dram-budget MIB  oracle/predict: memory for everything the client holds\n"
+            "      --dram-budget SIZE  oracle/predict: memory for everything the client holds\n"
             "                     (weights, KV cache, predictors, neuron matrices, buffers);\n"
             "                     the neuron matrices get what remains, and a window whose\n"
             "                     neurons do not fit shrinks. Refused with the minimum if\n"
-            "                     too small. Default: no limit (matrices hold whole layers)\n"
+            "                     too small. SIZE: 512m, 2g, or a bare number of MiB (16,\n"
+            "                     1.5). Default: no limit (matrices hold whole layers)\n"
             "      --check-recall predict: also compute the true active set, for the\n"
             "                     predictor's recall in --stats\n"
             "      --compare-dense  with --perplexity in oracle/predict: run the dense model\n"
@@ -268,68 +270,123 @@ static const char *mode_name(cli_mode m)
     return m == CLI_DENSE ? "dense" : m == CLI_ORACLE ? "oracle" : "predict";
 }
 
-/* "%.6f" of num/den, or null when the figure is unknown. */
-static void json_ratio(FILE *f, const char *key, double num, double den, int known, const char *tail)
+/* The --stats file is built with jansson from tables of named figures.
+ * Each real keeps the decimals it has always been written with (rounded,
+ * then dumped with 15 significant digits, so 0.25 reads "0.25"). */
+typedef struct {
+    const char *key;
+    char        kind;      /* 's' string, 'b' boolean, 'i' integer, 'r' real, 'n' null */
+    int         dec;       /* 'r': decimals kept */
+    long long   i;         /* 'b', 'i' */
+    double      d;         /* 'r' */
+    const char *s;         /* 's' */
+} stat_kv;
+
+#define KV_S(k, v)    { .key = (k), .kind = 's', .s = (v) }
+#define KV_B(k, v)    { .key = (k), .kind = 'b', .i = (v) }
+#define KV_I(k, v)    { .key = (k), .kind = 'i', .i = (long long)(v) }
+#define KV_R(k, v, n) { .key = (k), .kind = 'r', .d = (v), .dec = (n) }
+/* num/den to 6 decimals, or null when the figure is unknown */
+#define KV_RATIO(k, num, den, known) \
+    { .key = (k), .kind = (known) && (den) > 0 ? 'r' : 'n', .d = (den) > 0 ? (num) / (den) : 0.0, .dec = 6 }
+
+static json_t *kv_value(const stat_kv *kv)
 {
-    if (known && den > 0)
-        fprintf(f, "  \"%s\": %.6f%s\n", key, num / den, tail);
-    else
-        fprintf(f, "  \"%s\": null%s\n", key, tail);
+    switch (kv->kind) {
+    case 's': return json_string(kv->s);
+    case 'b': return json_boolean(kv->i);
+    case 'i': return json_integer(kv->i);
+    case 'r':
+        if (isfinite(kv->d)) {
+            double p = pow(10.0, kv->dec);
+            return json_real(round(kv->d * p) / p);
+        }
+        break;
+    }
+    return json_null();
 }
 
-static void write_layers(FILE *f, const sparse *sp, const hp_config *c)
+/* Add the figures kv[0..n) to object o in order; 0 or -1 (out of memory). */
+static int kv_put(json_t *o, const stat_kv *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!o || json_object_set_new(o, kv[i].key, kv_value(&kv[i])) != 0)
+            return -1;
+    return 0;
+}
+#define KV_PUT(o, table) kv_put((o), (table), sizeof(table) / sizeof(table)[0])
+
+/* Per layer: window, neurons per token, fractions, recalls. */
+static json_t *layers_json(const sparse *sp, const hp_config *c)
 {
     double n = (double)c->d_ffn;
     int truth = sparse_knows_truth(sp);
-    fprintf(f, "  \"layers\": [\n");
-    for (int64_t l = 0; l < c->n_layers; l++) {
+    json_t *arr = json_array();
+    for (int64_t l = 0; arr && l < c->n_layers; l++) {
         sparse_layer_stats ls;
         if (sparse_layer_stats_get(sp, l, &ls, NULL) != 0)
             continue;
         double t = ls.tokens > 0 ? (double)ls.tokens : 1.0, ta = ls.tokens_after > 0 ? (double)ls.tokens_after : 1.0;
-        fprintf(f,
-                "    {\"layer\": %lld, \"capacity\": %lld, \"window_k\": %lld, \"window_k_max\": %lld, "
-                "\"window_shrinks\": %lld, \"window_grows\": %lld, \"overflows\": %lld, "
-                "\"neurons_predicted_per_token\": %.3f, \"neurons_loaded_per_token\": %.3f, "
-                "\"neurons_resident_per_token\": %.3f, \"fraction_read_per_token\": %.6f, "
-                "\"fraction_read_per_token_after_warmup\": %.6f",
-                (long long)l, (long long)ls.capacity, (long long)ls.k, (long long)ls.k_max,
-                (long long)ls.all.shrinks, (long long)ls.grows, (long long)ls.all.overflows,
-                (double)ls.all.selected / t, (double)ls.all.loaded / t, (double)ls.all.resident / t,
-                (double)ls.all.loaded / t / n, ls.tokens_after > 0 ? (double)ls.after.loaded / ta / n : 0.0);
-        if (truth)
-            fprintf(f, ", \"neurons_active_per_token\": %.3f, \"predictor_recall\": %.6f, \"resident_recall\": %.6f",
-                    (double)ls.all.active / t,
-                    ls.all.active ? (double)ls.all.hits / (double)ls.all.active : 1.0,
-                    ls.all.active ? (double)ls.all.resident_hits / (double)ls.all.active : 1.0);
-        fprintf(f, "}%s\n", l + 1 < c->n_layers ? "," : "");
+        const stat_kv kv[] = {
+            KV_I("layer", l),
+            KV_I("capacity", ls.capacity),
+            KV_I("window_k", ls.k),
+            KV_I("window_k_max", ls.k_max),
+            KV_I("window_shrinks", ls.all.shrinks),
+            KV_I("window_grows", ls.grows),
+            KV_I("overflows", ls.all.overflows),
+            KV_R("neurons_predicted_per_token", (double)ls.all.selected / t, 3),
+            KV_R("neurons_loaded_per_token", (double)ls.all.loaded / t, 3),
+            KV_R("neurons_resident_per_token", (double)ls.all.resident / t, 3),
+            KV_R("fraction_read_per_token", (double)ls.all.loaded / t / n, 6),
+            KV_R("fraction_read_per_token_after_warmup",
+                 ls.tokens_after > 0 ? (double)ls.after.loaded / ta / n : 0.0, 6),
+        };
+        const stat_kv kt[] = {
+            KV_R("neurons_active_per_token", (double)ls.all.active / t, 3),
+            KV_R("predictor_recall", ls.all.active ? (double)ls.all.hits / (double)ls.all.active : 1.0, 6),
+            KV_R("resident_recall", ls.all.active ? (double)ls.all.resident_hits / (double)ls.all.active : 1.0, 6),
+        };
+        json_t *o = json_object();
+        if (json_array_append_new(arr, o) != 0 || KV_PUT(o, kv) < 0 || (truth && KV_PUT(o, kt) < 0)) {
+            json_decref(arr);
+            return NULL;
+        }
     }
-    fprintf(f, "  ],\n");
+    return arr;
 }
 
-static void write_records(FILE *f, const cli_stats *st, const sparse *sp)
+/* One record per forwarded position. */
+static json_t *records_json(const cli_stats *st, const sparse *sp)
 {
     static const char *kinds[] = {"prompt", "gen", "ppl"};
     int truth = sp && sparse_knows_truth(sp);
-    fprintf(f, "  \"per_token\": [\n");
-    for (int64_t i = 0; i < st->n_recs; i++) {
+    json_t *arr = json_array();
+    for (int64_t i = 0; arr && i < st->n_recs; i++) {
         const cli_rec *r = &st->recs[i];
-        fprintf(f, "    {\"i\": %lld, \"pos\": %lld, \"kind\": \"%s\", \"ms\": %.4f, \"io_ms\": %.4f, \"bytes\": %llu",
-                (long long)i, (long long)r->pos, kinds[r->kind], r->ms, (double)r->io_ns / 1e6,
-                (unsigned long long)r->bytes);
-        if (sp)
-            fprintf(f, ", \"predicted\": %lld, \"loaded\": %lld, \"dropped\": %lld, \"resident\": %lld, \"reads\": %lld, "
-                       "\"shrinks\": %lld, \"overflows\": %lld",
-                    (long long)r->c.selected, (long long)r->c.loaded, (long long)r->c.dropped,
-                    (long long)r->c.resident, (long long)r->c.reads, (long long)r->c.shrinks,
-                    (long long)r->c.overflows);
-        if (truth)
-            fprintf(f, ", \"active\": %lld, \"hits\": %lld", (long long)r->c.active, (long long)r->c.hits);
-        if (r->top1 >= 0)
-            fprintf(f, ", \"top1\": %d", r->top1);
-        fprintf(f, "}%s\n", i + 1 < st->n_recs ? "," : "");
+        const stat_kv kv[] = {
+            KV_I("i", i),
+            KV_I("pos", r->pos),
+            KV_S("kind", kinds[r->kind]),
+            KV_R("ms", r->ms, 4),
+            KV_R("io_ms", (double)r->io_ns / 1e6, 4),
+            KV_I("bytes", r->bytes),
+        };
+        const stat_kv ks[] = {
+            KV_I("predicted", r->c.selected), KV_I("loaded", r->c.loaded), KV_I("dropped", r->c.dropped),
+            KV_I("resident", r->c.resident), KV_I("reads", r->c.reads), KV_I("shrinks", r->c.shrinks),
+            KV_I("overflows", r->c.overflows),
+        };
+        const stat_kv kt[] = { KV_I("active", r->c.active), KV_I("hits", r->c.hits) };
+        const stat_kv k1[] = { KV_I("top1", r->top1) };
+        json_t *o = json_object();
+        if (json_array_append_new(arr, o) != 0 || KV_PUT(o, kv) < 0 || (sp && KV_PUT(o, ks) < 0) ||
+            (truth && KV_PUT(o, kt) < 0) || (r->top1 >= 0 && KV_PUT(o, k1) < 0)) {
+            json_decref(arr);
+            return NULL;
+        }
     }
-    fprintf(f, "  ]\n");
+    return arr;
 }
 
 static uint64_t peak_rss_bytes(void)
@@ -340,120 +397,144 @@ static uint64_t peak_rss_bytes(void)
     return (uint64_t)ru.ru_maxrss * 1024u;   /* Linux: kilobytes, = VmHWM */
 }
 
+/* Sums of the sparse engine's counters over the counted records (and over
+ * the records after the warm-up, which include prompt positions). */
+typedef struct {
+    sparse_count s;            /* over the decode / scored records */
+    double       after_bytes, after_n;
+    int64_t      shrinks, overflows, grows;
+} sparse_sums;
+
+static void sum_sparse(const cli_stats *st, const sparse *sp, const hp_config *c, sparse_sums *t)
+{
+    *t = (sparse_sums){0};
+    for (int64_t i = 0; i < st->n_recs; i++) {
+        const cli_rec *r = &st->recs[i];
+        t->shrinks += r->c.shrinks;
+        t->overflows += r->c.overflows;
+        if (i >= CLI_WARMUP) {
+            t->after_bytes += (double)r->bytes;
+            t->after_n++;
+        }
+        if (r->kind == REC_PROMPT)
+            continue;
+        t->s.selected += r->c.selected;
+        t->s.active += r->c.active;
+        t->s.hits += r->c.hits;
+        t->s.resident_hits += r->c.resident_hits;
+        t->s.loaded += r->c.loaded;
+        t->s.dropped += r->c.dropped;
+        t->s.resident += r->c.resident;
+        t->s.reads += r->c.reads;
+    }
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        sparse_layer_stats ls;
+        if (sparse_layer_stats_get(sp, l, &ls, NULL) == 0)
+            t->grows += ls.grows;
+    }
+}
+
+/* The sparse engine's figures: sums per token, the window, the budget, and
+ * the per-layer array. k: the counted tokens (>= 1). */
+static int put_sparse(json_t *root, const cli_opts *o, const model *m, const sparse *sp, const cli_stats *st,
+                      double k, uint64_t ffn_total)
+{
+    const hp_config *c = &m->cfg;
+    sparse_sums t;
+    sum_sparse(st, sp, c, &t);
+    const sparse_budget *b = sparse_get_budget(sp);
+    sparse_opts defaults;
+    sparse_opts_init(&defaults, SPARSE_PREDICT);
+    int truth = sparse_knows_truth(sp);
+    double after = t.after_n > 0 ? t.after_bytes / t.after_n : 0.0;
+    const stat_kv kv[] = {
+        KV_I("window", o->window),
+        KV_I("readers", o->readers >= 0 ? o->readers : defaults.readers),
+        KV_I("warmup_tokens", CLI_WARMUP),
+        KV_R("ffn_bytes_read_per_token_after_warmup", after, 1),
+        KV_R("ffn_fraction_read_per_token_after_warmup", after / (double)ffn_total, 6),
+        KV_R("read_requests_per_token", (double)t.s.reads / k, 3),
+        KV_I("neurons_total", c->n_layers * c->d_ffn),
+        KV_RATIO("neurons_active_per_token", (double)t.s.active, k, truth),
+        KV_R("neurons_predicted_per_token", (double)t.s.selected / k, 3),
+        KV_R("neurons_loaded_per_token", (double)t.s.loaded / k, 3),
+        KV_R("neurons_dropped_per_token", (double)t.s.dropped / k, 3),
+        KV_R("neurons_resident_per_token", (double)t.s.resident / k, 3),
+        KV_RATIO("predictor_recall", (double)t.s.hits, (double)t.s.active, truth),
+        KV_RATIO("resident_recall", (double)t.s.resident_hits, (double)t.s.active, truth),
+        KV_I("window_shrinks", t.shrinks),
+        KV_I("window_grows", t.grows),
+        KV_I("overflows", t.overflows),
+        KV_I("dram_budget_bytes", o->budget_bytes),
+        KV_I("budget_min_bytes", b->min_bytes),
+        KV_I("budget_accounted_bytes", b->total_bytes),
+        KV_I("engine_fixed_bytes", b->fixed_bytes),
+        KV_I("neuron_matrix_bytes", b->nmat_bytes),
+        KV_I("capacity_per_layer", b->capacity),
+    };
+    if (KV_PUT(root, kv) < 0)
+        return -1;
+    return json_object_set_new(root, "layers", layers_json(sp, c));
+}
+
+/* The --stats file: a summary, the sparse engine's figures and per-layer
+ * array (sparse modes), one record per token. */
 static int write_stats(const char *path, const cli_opts *o, const model *m, const sparse *sp, const cli_stats *st,
                        ierr *err)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return ierr_set(err, -errno, "%s: %s", path, strerror(errno));
     const hp_config *c = &m->cfg;
     double k = st->counted > 0 ? (double)st->counted : 1.0;
     double ms = st->counted > 0 ? st->sum_ms / k : 0.0;
     double io = st->counted > 0 ? (double)st->sum_io_ns / 1e6 / k : 0.0;
     double bytes = st->counted > 0 ? (double)st->sum_bytes / k : 0.0;
     uint64_t ffn_total = (uint64_t)c->n_layers * (uint64_t)c->d_ffn * (uint64_t)source_bundle_bytes(m->src);
-    fprintf(f,
-            "{\n"
-            "  \"mode\": \"%s\",\n"
-            "  \"source\": \"%s\",\n"
-            "  \"dtype\": \"%s\",\n"
-            "  \"dense_resident\": %s,\n"
-            "  \"prompt_tokens\": %lld,\n"
-            "  \"tokens\": %lld,\n"
-            "  \"decode_steps\": %lld,\n"
-            "  \"positions\": %lld,\n"
-            "  \"prefill_ms\": %.3f,\n"
-            "  \"ms_per_token\": %.4f,\n"
-            "  \"io_ms_per_token\": %.4f,\n"
-            "  \"compute_ms_per_token\": %.4f,\n"
-            "  \"ffn_bytes_total\": %llu,\n"
-            "  \"ffn_bytes_read_per_token\": %.1f,\n"
-            "  \"ffn_fraction_read_per_token\": %.6f,\n"
-            "  \"model_resident_bytes\": %llu,\n"
-            "  \"resident_bytes_peak\": %llu,\n",
-            mode_name(o->mode), o->mmap ? "mmap" : o->store_dir ? "store" : "mount", fmt_dtype_name(source_dtype(m->src)),
-            o->dense_resident ? "true" : "false", (long long)st->prompt_tokens, (long long)st->tokens,
-            (long long)st->decode_steps, (long long)st->n_recs, st->prefill_ms, ms, io, ms - io,
-            (unsigned long long)ffn_total, bytes, bytes / (double)ffn_total, (unsigned long long)m->resident_bytes,
-            (unsigned long long)peak_rss_bytes());
-    if (st->have_ppl) {
-        fprintf(f, "  \"perplexity\": %.6f,\n", st->ppl);
-        if (st->dense_ppl >= 0)
-            fprintf(f, "  \"dense_perplexity\": %.6f,\n  \"top1_agreement\": %.6f,\n", st->dense_ppl,
-                    st->tokens ? (double)st->agree / (double)st->tokens : 0.0);
+    const stat_kv kv[] = {
+        KV_S("mode", mode_name(o->mode)),
+        KV_S("source", o->mmap ? "mmap" : o->store_dir ? "store" : "mount"),
+        KV_S("dtype", fmt_dtype_name(source_dtype(m->src))),
+        KV_B("dense_resident", o->dense_resident),
+        KV_I("prompt_tokens", st->prompt_tokens),
+        KV_I("tokens", st->tokens),
+        KV_I("decode_steps", st->decode_steps),
+        KV_I("positions", st->n_recs),
+        KV_R("prefill_ms", st->prefill_ms, 3),
+        KV_R("ms_per_token", ms, 4),
+        KV_R("io_ms_per_token", io, 4),
+        KV_R("compute_ms_per_token", ms - io, 4),
+        KV_I("ffn_bytes_total", ffn_total),
+        KV_R("ffn_bytes_read_per_token", bytes, 1),
+        KV_R("ffn_fraction_read_per_token", bytes / (double)ffn_total, 6),
+        KV_I("model_resident_bytes", m->resident_bytes),
+        KV_I("resident_bytes_peak", peak_rss_bytes()),
+    };
+    const stat_kv kp[] = { KV_R("perplexity", st->ppl, 6) };
+    const stat_kv kd[] = {
+        KV_R("dense_perplexity", st->dense_ppl, 6),
+        KV_R("top1_agreement", st->tokens ? (double)st->agree / (double)st->tokens : 0.0, 6),
+    };
+    json_t *root = json_object();
+    int rc = KV_PUT(root, kv);
+    if (rc == 0 && st->have_ppl)
+        rc = KV_PUT(root, kp);
+    if (rc == 0 && st->have_ppl && st->dense_ppl >= 0)
+        rc = KV_PUT(root, kd);
+    if (rc == 0 && sp)
+        rc = put_sparse(root, o, m, sp, st, k, ffn_total);
+    if (rc == 0)
+        rc = json_object_set_new(root, "per_token", records_json(st, sp));
+    if (rc < 0) {
+        json_decref(root);
+        return ierr_set(err, -ENOMEM, "%s: out of memory for the statistics", path);
     }
-    if (sp) {
-        /* sums over the counted records, and over the records after the warm-up */
-        sparse_count s = {0};
-        double after_bytes = 0, after_n = 0;
-        int64_t shrinks = 0, grows = 0, overflows = 0;
-        for (int64_t i = 0; i < st->n_recs; i++) {
-            const cli_rec *r = &st->recs[i];
-            shrinks += r->c.shrinks;
-            overflows += r->c.overflows;
-            if (i >= CLI_WARMUP) {
-                after_bytes += (double)r->bytes;
-                after_n++;
-            }
-            if (r->kind == REC_PROMPT)
-                continue;
-            s.selected += r->c.selected;
-            s.active += r->c.active;
-            s.hits += r->c.hits;
-            s.resident_hits += r->c.resident_hits;
-            s.loaded += r->c.loaded;
-            s.dropped += r->c.dropped;
-            s.resident += r->c.resident;
-            s.reads += r->c.reads;
-        }
-        for (int64_t l = 0; l < c->n_layers; l++) {
-            sparse_layer_stats ls;
-            if (sparse_layer_stats_get(sp, l, &ls, NULL) == 0)
-                grows += ls.grows;
-        }
-        const sparse_budget *b = sparse_get_budget(sp);
-        sparse_opts defaults;
-        sparse_opts_init(&defaults, SPARSE_PREDICT);
-        int truth = sparse_knows_truth(sp);
-        double after = after_n > 0 ? after_bytes / after_n : 0.0;
-        fprintf(f,
-                "  \"window\": %lld,\n"
-                "  \"readers\": %d,\n"
-                "  \"warmup_tokens\": %d,\n"
-                "  \"ffn_bytes_read_per_token_after_warmup\": %.1f,\n"
-                "  \"ffn_fraction_read_per_token_after_warmup\": %.6f,\n"
-                "  \"read_requests_per_token\": %.3f,\n"
-                "  \"neurons_total\": %lld,\n",
-                (long long)o->window, o->readers >= 0 ? o->readers : defaults.readers, CLI_WARMUP, after,
-                after / (double)ffn_total, (double)s.reads / k, (long long)(c->n_layers * c->d_ffn));
-        json_ratio(f, "neurons_active_per_token", (double)s.active, k, truth, ",");
-        fprintf(f,
-                "  \"neurons_predicted_per_token\": %.3f,\n"
-                "  \"neurons_loaded_per_token\": %.3f,\n"
-                "  \"neurons_dropped_per_token\": %.3f,\n"
-                "  \"neurons_resident_per_token\": %.3f,\n",
-                (double)s.selected / k, (double)s.loaded / k, (double)s.dropped / k, (double)s.resident / k);
-        json_ratio(f, "predictor_recall", (double)s.hits, (double)s.active, truth, ",");
-        json_ratio(f, "resident_recall", (double)s.resident_hits, (double)s.active, truth, ",");
-        fprintf(f,
-                "  \"window_shrinks\": %lld,\n"
-                "  \"window_grows\": %lld,\n"
-                "  \"overflows\": %lld,\n"
-                "  \"dram_budget_bytes\": %llu,\n"
-                "  \"budget_min_bytes\": %llu,\n"
-                "  \"budget_accounted_bytes\": %llu,\n"
-                "  \"engine_fixed_bytes\": %llu,\n"
-                "  \"neuron_matrix_bytes\": %llu,\n"
-                "  \"capacity_per_layer\": %lld,\n",
-                (long long)shrinks, (long long)grows, (long long)overflows,
-                (unsigned long long)(o->budget_mib * 1048576.0), (unsigned long long)b->min_bytes,
-                (unsigned long long)b->total_bytes, (unsigned long long)b->fixed_bytes,
-                (unsigned long long)b->nmat_bytes, (long long)b->capacity);
-        write_layers(f, sp, c);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        rc = -errno;
+        json_decref(root);
+        return ierr_set(err, rc, "%s: %s", path, strerror(-rc));
     }
-    write_records(f, st, sp);
-    fprintf(f, "}\n");
-    if (fclose(f) != 0)
+    int bad = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) != 0 || fputc('\n', f) == EOF;
+    json_decref(root);
+    if (fclose(f) != 0 || bad)
         return ierr_set(err, -EIO, "%s: write error", path);
     return 0;
 }
@@ -469,7 +550,7 @@ static int sparse_start(const cli_opts *o, model *m, uint64_t extra, sparse **ou
     sparse_opts_init(&so, o->mode == CLI_ORACLE ? SPARSE_ORACLE : SPARSE_PREDICT);
     so.window = o->window;
     so.tau_shift = o->tau_shift;
-    so.budget = (uint64_t)(o->budget_mib * 1048576.0);
+    so.budget = o->budget_bytes;
     so.extra_bytes = extra;
     so.check_recall = o->check_recall;
     so.warmup = CLI_WARMUP;
@@ -542,6 +623,10 @@ static int prompt_ids(const cli_opts *o, const tok *tk, const hp_config *c, int3
     return 0;
 }
 
+/* Generate: prompt ids, then the model (and sparse engine, sampler), the
+ * prompt forwarded (position by position in the sparse modes, recorded for
+ * --stats), then one sampled token per decode step, streamed as text. One
+ * sequence of phases sharing their state and one cleanup, hence its length. */
 static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
 {
     const hp_config *c = source_hparams(src);
@@ -830,137 +915,170 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
 
 /* ---- main ------------------------------------------------------------------ */
 
-static int parse_args(int argc, char **argv, cli_opts *o)
+/* A value of an option that did not parse: one line, and -1. */
+static int bad_value(const char *name, const char *expect, const char *v)
 {
-    enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE,
-           O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP, O_TAU };
-    static const struct option longs[] = {
-        {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
-        {"tokens", required_argument, 0, 'n'},  {"temperature", required_argument, 0, 't'},
-        {"top-p", required_argument, 0, O_TOPP}, {"seed", required_argument, 0, O_SEED},
-        {"ids", no_argument, 0, O_IDS},         {"mode", required_argument, 0, O_MODE},
-        {"stats", required_argument, 0, O_STATS}, {"threads", required_argument, 0, O_THREADS},
-        {"perplexity", required_argument, 0, O_PPL}, {"dense-resident", no_argument, 0, O_RESIDENT},
-        {"store", required_argument, 0, O_STORE}, {"dump-logits", required_argument, 0, O_DUMP},
-        {"prompt-ids", required_argument, 0, O_PIDS},
-        {"per-line", no_argument, 0, O_PERLINE}, {"help", no_argument, 0, 'h'},
-        {"window", required_argument, 0, O_WINDOW}, {"dram-budget", required_argument, 0, O_BUDGET},
-        {"check-recall", no_argument, 0, O_RECALL}, {"compare-dense", no_argument, 0, O_CMPDENSE},
-        {"readers", required_argument, 0, O_READERS}, {"mmap", no_argument, 0, O_MMAP},
-        {"threshold-shift", required_argument, 0, O_TAU},
-        {0, 0, 0, 0},
-    };
+    fprintf(stderr, "inflash: %s: expected %s, got '%s'\n", name, expect, v);
+    return -1;
+}
+
+static int int_opt(const char *v, int64_t lo, int64_t hi, int64_t *out, const char *name, const char *expect)
+{
+    return cli_parse_i64(v, lo, hi, out) ? bad_value(name, expect, v) : 0;
+}
+
+static int real_opt(const char *v, double lo, double hi, double *out, const char *name, const char *expect)
+{
+    return cli_parse_f64(v, lo, hi, out) ? bad_value(name, expect, v) : 0;
+}
+
+enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE,
+       O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP, O_TAU };
+
+static const struct option cli_longs[] = {
+    {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
+    {"tokens", required_argument, 0, 'n'},  {"temperature", required_argument, 0, 't'},
+    {"top-p", required_argument, 0, O_TOPP}, {"seed", required_argument, 0, O_SEED},
+    {"ids", no_argument, 0, O_IDS},         {"mode", required_argument, 0, O_MODE},
+    {"stats", required_argument, 0, O_STATS}, {"threads", required_argument, 0, O_THREADS},
+    {"perplexity", required_argument, 0, O_PPL}, {"dense-resident", no_argument, 0, O_RESIDENT},
+    {"store", required_argument, 0, O_STORE}, {"dump-logits", required_argument, 0, O_DUMP},
+    {"prompt-ids", required_argument, 0, O_PIDS},
+    {"per-line", no_argument, 0, O_PERLINE}, {"help", no_argument, 0, 'h'},
+    {"window", required_argument, 0, O_WINDOW}, {"dram-budget", required_argument, 0, O_BUDGET},
+    {"check-recall", no_argument, 0, O_RECALL}, {"compare-dense", no_argument, 0, O_CMPDENSE},
+    {"readers", required_argument, 0, O_READERS}, {"mmap", no_argument, 0, O_MMAP},
+    {"threshold-shift", required_argument, 0, O_TAU},
+    {0, 0, 0, 0},
+};
+
+static void opts_default(cli_opts *o)
+{
     o->n_gen = 128;
     o->temperature = 1.0;
     o->top_p = 0.9;
     o->seed = (uint64_t)time(NULL);
     o->window = 4;
     o->readers = -1;
-    opterr = 0;
-    int ch;
-    int64_t v;
-    while ((ch = getopt_long(argc, argv, ":p:f:n:t:h", longs, NULL)) != -1) {
-        switch (ch) {
-        case 'p': o->prompt = optarg; break;
-        case 'f': o->prompt_file = optarg; break;
-        case 'n':
-            if (cli_parse_i64(optarg, 0, INT32_MAX, &o->n_gen)) {
-                fprintf(stderr, "inflash: -n: expected a token count >= 0, got '%s'\n", optarg);
-                return -1;
-            }
-            break;
-        case 't':
-            if (cli_parse_f64(optarg, 0.0, 100.0, &o->temperature)) {
-                fprintf(stderr, "inflash: -t: expected a temperature in [0, 100], got '%s'\n", optarg);
-                return -1;
-            }
-            break;
-        case O_TOPP:
-            if (cli_parse_f64(optarg, 0.0, 1.0, &o->top_p) || o->top_p <= 0.0) {
-                fprintf(stderr, "inflash: --top-p: expected a value in (0, 1], got '%s'\n", optarg);
-                return -1;
-            }
-            break;
-        case O_SEED:
-            if (cli_parse_i64(optarg, 0, INT64_MAX, &v)) {
-                fprintf(stderr, "inflash: --seed: expected a non-negative integer, got '%s'\n", optarg);
-                return -1;
-            }
-            o->seed = (uint64_t)v;
-            break;
-        case O_IDS: o->print_ids = 1; break;
-        case O_MODE:
-            if (strcmp(optarg, "dense") == 0)
-                o->mode = CLI_DENSE;
-            else if (strcmp(optarg, "oracle") == 0)
-                o->mode = CLI_ORACLE;
-            else if (strcmp(optarg, "predict") == 0)
-                o->mode = CLI_PREDICT;
-            else {
-                fprintf(stderr, "inflash: --mode: expected dense, oracle or predict, got '%s'\n", optarg);
-                return -1;
-            }
-            break;
-        case O_STATS: o->stats_file = optarg; break;
-        case O_THREADS:
-            if (cli_parse_i64(optarg, 1, 1024, &v)) {
-                fprintf(stderr, "inflash: --threads: expected 1..1024, got '%s'\n", optarg);
-                return -1;
-            }
-            o->threads = (int)v;
-            break;
-        case O_PPL: o->ppl_file = optarg; break;
-        case O_RESIDENT: o->dense_resident = 1; break;
-        case O_STORE: o->store_dir = optarg; break;
-        case O_DUMP: o->dump_logits = optarg; break;
-        case O_PIDS: o->prompt_ids = optarg; break;
-        case O_PERLINE: o->ppl_per_line = 1; break;
-        case O_WINDOW:
-            if (cli_parse_i64(optarg, 1, 1024, &o->window)) {
-                fprintf(stderr, "inflash: --window: expected 1..1024 tokens, got '%s'\n", optarg);
-                return -1;
-            }
-            o->sparse_opt = 1;
-            break;
-        case O_BUDGET:
-            if (cli_parse_f64(optarg, 0.0, 1e9, &o->budget_mib) || o->budget_mib <= 0.0) {
-                fprintf(stderr, "inflash: --dram-budget: expected a size in MiB > 0, got '%s'\n", optarg);
-                return -1;
-            }
-            o->sparse_opt = 1;
-            break;
-        case O_RECALL: o->check_recall = 1; o->sparse_opt = 1; break;
-        case O_CMPDENSE: o->compare_dense = 1; o->sparse_opt = 1; break;
-        case O_READERS:
-            if (cli_parse_i64(optarg, 0, 64, &v)) {
-                fprintf(stderr, "inflash: --readers: expected 0..64, got '%s'\n", optarg);
-                return -1;
-            }
-            o->readers = (int)v;
-            o->sparse_opt = 1;
-            break;
-        case O_MMAP: o->mmap = 1; break;
-        case O_TAU:
-            if (cli_parse_f64(optarg, -100.0, 100.0, &o->tau_shift)) {
-                fprintf(stderr, "inflash: --threshold-shift: expected a number in [-100, 100], got '%s'\n", optarg);
-                return -1;
-            }
-            o->sparse_opt = 1;
-            break;
-        case 'h': return 1;
-        case ':':
-            if (optopt > 0 && optopt < 256)
-                fprintf(stderr, "inflash: option '-%c' needs a value (see --help)\n", optopt);
-            else
-                fprintf(stderr, "inflash: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+}
+
+/* The options of the sparse modes (refused with --mode dense). */
+static int is_sparse_opt(int ch)
+{
+    return ch == O_WINDOW || ch == O_BUDGET || ch == O_RECALL || ch == O_CMPDENSE || ch == O_READERS || ch == O_TAU;
+}
+
+/* One option ch (value v, or NULL) into o: 0, or -1 after a message. */
+static int set_option(cli_opts *o, int ch, const char *v)
+{
+    int64_t x;
+    o->sparse_opt |= is_sparse_opt(ch);
+    switch (ch) {
+    case 'p': o->prompt = v; break;
+    case 'f': o->prompt_file = v; break;
+    case 'n': return int_opt(v, 0, INT32_MAX, &o->n_gen, "-n", "a token count >= 0");
+    case 't': return real_opt(v, 0.0, 100.0, &o->temperature, "-t", "a temperature in [0, 100]");
+    case O_TOPP:
+        if (cli_parse_f64(v, 0.0, 1.0, &o->top_p) || o->top_p <= 0.0)
+            return bad_value("--top-p", "a value in (0, 1]", v);
+        break;
+    case O_SEED:
+        if (int_opt(v, 0, INT64_MAX, &x, "--seed", "a non-negative integer") < 0)
             return -1;
-        default:
-            if (optopt > 0 && optopt < 256)
-                fprintf(stderr, "inflash: unknown option '-%c' (see --help)\n", optopt);
-            else
-                fprintf(stderr, "inflash: unknown option '%s' (see --help)\n", argv[optind - 1]);
+        o->seed = (uint64_t)x;
+        break;
+    case O_IDS: o->print_ids = 1; break;
+    case O_MODE:
+        if (strcmp(v, "dense") == 0)
+            o->mode = CLI_DENSE;
+        else if (strcmp(v, "oracle") == 0)
+            o->mode = CLI_ORACLE;
+        else if (strcmp(v, "predict") == 0)
+            o->mode = CLI_PREDICT;
+        else
+            return bad_value("--mode", "dense, oracle or predict", v);
+        break;
+    case O_STATS: o->stats_file = v; break;
+    case O_THREADS:
+        if (int_opt(v, 1, 1024, &x, "--threads", "1..1024") < 0)
+            return -1;
+        o->threads = (int)x;
+        break;
+    case O_PPL: o->ppl_file = v; break;
+    case O_RESIDENT: o->dense_resident = 1; break;
+    case O_STORE: o->store_dir = v; break;
+    case O_DUMP: o->dump_logits = v; break;
+    case O_PIDS: o->prompt_ids = v; break;
+    case O_PERLINE: o->ppl_per_line = 1; break;
+    case O_WINDOW: return int_opt(v, 1, 1024, &o->window, "--window", "1..1024 tokens");
+    case O_BUDGET:
+        if (cli_parse_size(v, 1048576, &o->budget_bytes) < 0 || o->budget_bytes == 0)
+            return bad_value("--dram-budget", "a size > 0 (512m, 2g; a bare number is MiB)", v);
+        break;
+    case O_RECALL: o->check_recall = 1; break;
+    case O_CMPDENSE: o->compare_dense = 1; break;
+    case O_READERS:
+        if (int_opt(v, 0, 64, &x, "--readers", "0..64") < 0)
+            return -1;
+        o->readers = (int)x;
+        break;
+    case O_MMAP: o->mmap = 1; break;
+    case O_TAU: return real_opt(v, -100.0, 100.0, &o->tau_shift, "--threshold-shift", "a number in [-100, 100]");
+    }
+    return 0;
+}
+
+/* An option getopt_long refused (ch ':' missing value, else unknown). */
+static int bad_option(int ch, char **argv)
+{
+    char shortopt[3] = {'-', (char)optopt, '\0'};
+    const char *name = optopt > 0 && optopt < 256 ? shortopt : argv[optind - 1];
+    if (ch == ':')
+        fprintf(stderr, "inflash: option '%s' needs a value (see --help)\n", name);
+    else
+        fprintf(stderr, "inflash: unknown option '%s' (see --help)\n", name);
+    return -1;
+}
+
+/* The options that go together: the first rule broken is the message. */
+static int check_combinations(const cli_opts *o)
+{
+    const struct {
+        int         broken;
+        const char *msg;
+    } rules[] = {
+        {!!o->prompt + !!o->prompt_file + !!o->prompt_ids > 1, "give the prompt once (-p or -f)"},
+        {o->ppl_per_line && !o->ppl_file, "--per-line goes with --perplexity"},
+        {o->ppl_file && (o->prompt || o->prompt_file || o->prompt_ids), "--perplexity takes no prompt"},
+        {o->sparse_opt && o->mode == CLI_DENSE,
+         "--window, --dram-budget, --check-recall, --compare-dense, --readers and --threshold-shift go with "
+         "--mode oracle or predict"},
+        {o->compare_dense && !o->ppl_file, "--compare-dense goes with --perplexity"},
+        {o->mmap && (!o->store_dir || o->mode != CLI_DENSE || o->dense_resident),
+         "--mmap goes with --store and --mode dense (not --dense-resident)"},
+        {o->dense_resident && o->mode != CLI_DENSE, "--dense-resident goes with --mode dense"},
+    };
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
+        if (rules[i].broken) {
+            fprintf(stderr, "inflash: %s\n", rules[i].msg);
             return -1;
         }
+    return 0;
+}
+
+/* The command line into o: 0, 1 for --help, or -1 after a message. */
+static int parse_args(int argc, char **argv, cli_opts *o)
+{
+    opts_default(o);
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":p:f:n:t:h", cli_longs, NULL)) != -1) {
+        if (ch == 'h')
+            return 1;
+        if (ch == ':' || ch == '?')
+            return bad_option(ch, argv);
+        if (set_option(o, ch, optarg) < 0)
+            return -1;
     }
     int npos = argc - optind;
     if (o->store_dir ? npos != 0 : npos != 1) {
@@ -970,36 +1088,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
     }
     if (!o->store_dir)
         o->mount = argv[optind];
-    if (!!o->prompt + !!o->prompt_file + !!o->prompt_ids > 1) {
-        fprintf(stderr, "inflash: give the prompt once (-p or -f)\n");
-        return -1;
-    }
-    if (o->ppl_per_line && !o->ppl_file) {
-        fprintf(stderr, "inflash: --per-line goes with --perplexity\n");
-        return -1;
-    }
-    if (o->ppl_file && (o->prompt || o->prompt_file || o->prompt_ids)) {
-        fprintf(stderr, "inflash: --perplexity takes no prompt\n");
-        return -1;
-    }
-    if (o->sparse_opt && o->mode == CLI_DENSE) {
-        fprintf(stderr, "inflash: --window, --dram-budget, --check-recall, --compare-dense, --readers and --threshold-shift go with "
-                        "--mode oracle or predict\n");
-        return -1;
-    }
-    if (o->compare_dense && !o->ppl_file) {
-        fprintf(stderr, "inflash: --compare-dense goes with --perplexity\n");
-        return -1;
-    }
-    if (o->mmap && (!o->store_dir || o->mode != CLI_DENSE || o->dense_resident)) {
-        fprintf(stderr, "inflash: --mmap goes with --store and --mode dense (not --dense-resident)\n");
-        return -1;
-    }
-    if (o->dense_resident && o->mode != CLI_DENSE) {
-        fprintf(stderr, "inflash: --dense-resident goes with --mode dense\n");
-        return -1;
-    }
-    return 0;
+    return check_combinations(o);
 }
 
 /* predict needs the predictors; oracle of a gated model the activity

@@ -33,6 +33,34 @@
 #include "stats.h"
 #include "slot_map.h"
 
+/* The buffers of one neuron-file read and the state of its steps (see
+ * read_ffn). Each thread that reads keeps one (the ifs's pthread key) and
+ * reuses it for its next read: grown when a request needs more, never
+ * shrunk, freed when the thread ends or at ifs_close. A reply borrows its
+ * thread's scratch (its pins and pieces live here) until ifs_reply_free;
+ * a read while the thread's scratch is lent out gets a one-off scratch
+ * that the reply frees. */
+enum {
+    SCRATCH_IDLE,                /* a thread's, free for its next read */
+    SCRATCH_BUSY,                /* a thread's, lent to a reply */
+    SCRATCH_ORPHAN,              /* lent when its thread ended: the reply frees it */
+    SCRATCH_ONEOFF,              /* a reply's own: freed with the reply */
+};
+
+struct ifs_scratch {
+    xlate_ext     *ext;          /* [ext_cap] the request as ffn.bin extents, in file order */
+    size_t         ext_cap, n_ext;
+    unsigned char *block;        /* [cap] of each array below, in one allocation */
+    struct iovec  *iov;          /* the reply's pieces (at most one per chunk crossing of the extents) */
+    uint64_t      *idx;          /* chunk ids to pin, sorted, unique: n_idx */
+    chunk        **pins;         /* pins[i] holds chunk idx[i] */
+    size_t         cap, n_idx;
+    XXH64_state_t *h;            /* hash of a bundle across chunks; made on first use */
+    atomic_int     state;        /* SCRATCH_* */
+    ifs           *m;            /* the owner (for the thread-end destructor) */
+    ifs_scratch   *prev, *next;  /* threads' scratches: in ifs.scratch, guarded by scratch_mu */
+};
+
 /* Verification state of one dense tensor. */
 typedef struct {
     pthread_mutex_t mu;          /* one whole-tensor check at a time */
@@ -63,6 +91,10 @@ struct ifs {
     size_t       *vfirst;        /* [n_layers] index of each layer's slot 0 in vgen */
     ifs_tensor   *tens;          /* [tensor count], mutexes initialised */
     size_t        n_tens;
+    pthread_key_t   scratch_key; /* each reading thread's ifs_scratch */
+    int             scratch_key_ok;
+    pthread_mutex_t scratch_mu;  /* guards the list below */
+    ifs_scratch     scratch;     /* sentinel of the list of the threads' scratches */
     /* updated atomically */
     atomic_uint_fast64_t dense_reads, dense_bytes;
     atomic_uint_fast64_t ver_bundles, ver_bytes, ver_ns, ver_errors, ver_retries, ver_tensors;
@@ -283,6 +315,97 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
     return fsstat_format(kv, sizeof kv / sizeof kv[0], json, out, len);
 }
 
+/* ---- per-thread read buffers ---------------------------------------------- */
+
+static void scratch_free(ifs_scratch *s)
+{
+    free(s->ext);
+    free(s->block);
+    XXH64_freeState(s->h);
+    free(s);
+}
+
+/* The pthread key's destructor: a thread that read ends. */
+static void scratch_thread_end(void *p)
+{
+    ifs_scratch *s = p;
+    pthread_mutex_lock(&s->m->scratch_mu);
+    s->prev->next = s->next;
+    s->next->prev = s->prev;
+    pthread_mutex_unlock(&s->m->scratch_mu);
+    int busy = SCRATCH_BUSY;
+    if (!atomic_compare_exchange_strong(&s->state, &busy, SCRATCH_ORPHAN))
+        scratch_free(s);          /* idle; else the reply holding it frees it */
+}
+
+/* Borrow this thread's scratch (made on its first read), or a one-off one
+ * while the thread's is lent out; NULL when out of memory. */
+static ifs_scratch *scratch_get(ifs *m)
+{
+    ifs_scratch *s = pthread_getspecific(m->scratch_key);
+    int idle = SCRATCH_IDLE;
+    if (s && atomic_compare_exchange_strong(&s->state, &idle, SCRATCH_BUSY))
+        return s;
+    int first = !s;
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->m = m;
+    atomic_init(&s->state, SCRATCH_ONEOFF);
+    if (first && pthread_setspecific(m->scratch_key, s) == 0) {
+        atomic_store(&s->state, SCRATCH_BUSY);
+        pthread_mutex_lock(&m->scratch_mu);
+        s->prev = &m->scratch;
+        s->next = m->scratch.next;
+        m->scratch.next->prev = s;
+        m->scratch.next = s;
+        pthread_mutex_unlock(&m->scratch_mu);
+    }
+    return s;
+}
+
+/* Give a borrowed scratch back (on any thread). */
+static void scratch_put(ifs_scratch *s)
+{
+    int busy = SCRATCH_BUSY;
+    if (s && !atomic_compare_exchange_strong(&s->state, &busy, SCRATCH_IDLE))
+        scratch_free(s);          /* one-off, or its thread has ended */
+}
+
+/* Room for n extents. The old contents are not kept (the buffers only live
+ * for one request), so growing copies nothing. */
+static int scratch_reserve_ext(ifs_scratch *s, size_t n, ierr *err)
+{
+    if (n <= s->ext_cap)
+        return 0;
+    size_t cap = n > 2 * s->ext_cap ? n : 2 * s->ext_cap;
+    xlate_ext *e = malloc(cap * sizeof *e);
+    if (!e)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    free(s->ext);
+    s->ext = e;
+    s->ext_cap = cap;
+    return 0;
+}
+
+/* Room for n chunk ids, pins and pieces (old contents not kept). */
+static int scratch_reserve_chunks(ifs_scratch *s, size_t n, ierr *err)
+{
+    if (n <= s->cap)
+        return 0;
+    size_t cap = n > 2 * s->cap ? n : 2 * s->cap;
+    unsigned char *b = malloc(cap * (sizeof *s->iov + sizeof *s->idx + sizeof *s->pins));
+    if (!b)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    free(s->block);
+    s->block = b;
+    s->iov = (struct iovec *)b;                                  /* all 8-byte aligned */
+    s->idx = (uint64_t *)(b + cap * sizeof *s->iov);
+    s->pins = (chunk **)(b + cap * (sizeof *s->iov + sizeof *s->idx));
+    s->cap = cap;
+    return 0;
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 /* The verification state: vgen for every bundle, a lock and flag per tensor. */
@@ -374,6 +497,13 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
     m->o = *o;
     m->verify = o->verify;
     m->ffn_fd = -1;
+    pthread_mutex_init(&m->scratch_mu, NULL);
+    m->scratch.prev = m->scratch.next = &m->scratch;
+    if (pthread_key_create(&m->scratch_key, scratch_thread_end) != 0) {
+        rc = ierr_set(err, -EAGAIN, "no thread-specific key left");
+        goto fail;
+    }
+    m->scratch_key_ok = 1;
     m->t_mount_ns = fsstat_now_ns();
     rc = store_open(store_dir_path, &m->st, err);
     if (rc < 0)
@@ -442,6 +572,16 @@ void ifs_close(ifs *m)
 {
     if (!m)
         return;
+    /* no reads are running: the threads' scratches are all idle, and a
+     * thread ending after this calls no destructor */
+    if (m->scratch_key_ok)
+        pthread_key_delete(m->scratch_key);
+    while (m->scratch.next != &m->scratch) {
+        ifs_scratch *s = m->scratch.next;
+        m->scratch.next = s->next;
+        scratch_free(s);
+    }
+    pthread_mutex_destroy(&m->scratch_mu);
     chunk_cache_free(m->cache);
     if (m->ffn_fd >= 0)
         close(m->ffn_fd);
@@ -567,22 +707,24 @@ static void ext_chunks(const ifs *m, const xlate_layer *xl, const xlate_ext *e, 
     *c1 = (end - 1) / cb;
 }
 
-/* Check each bundle the extents touch whose chunks were filled since it
- * last matched (see the top of the file). At a mismatch the bundle's chunks
- * leave the cache and the result is -EAGAIN (read them again), or when
- * `final`, -EIO and one log line. pins[i] holds chunk idx[i]. */
-static int verify_ffn(ifs *m, int64_t layer, const xlate_ext *ext, size_t n_ext, const uint64_t *idx, size_t n_idx,
-                      chunk **pins, int final, ierr *err)
+/* Check each bundle the extents s->ext touch whose chunks were filled since
+ * it last matched (see the top of the file). At a mismatch the bundle's
+ * chunks leave the cache and the result is -EAGAIN (read them again), or
+ * when `final`, -EIO and one log line. s->pins[i] holds chunk s->idx[i]. */
+static int verify_ffn(ifs *m, int64_t layer, ifs_scratch *sc, int final, ierr *err)
 {
     const xlate_layer *xl = &m->xl[layer];
     const store_layer *L = store_layer_at(m->st, layer);
     const uint64_t cb = chunk_size(m->cache), B = xl->bundle;
     const uint64_t first_id = chunk_region_first(m->cache, (size_t)layer);
+    const xlate_ext *ext = sc->ext;
+    const uint64_t *idx = sc->idx;
+    chunk **pins = sc->pins;
+    const size_t n_idx = sc->n_idx;
     atomic_uint_fast64_t *vg = m->vgen + m->vfirst[layer];
-    XXH64_state_t *h = NULL;
     uint64_t t0 = 0, checked = 0;
     int rc = 0;
-    for (size_t e = 0; e < n_ext && rc == 0; e++) {
+    for (size_t e = 0; e < sc->n_ext && rc == 0; e++) {
         int64_t s0 = (int64_t)((ext[e].off - xl->base) / B), s1 = (int64_t)((ext[e].off + ext[e].len - 1 - xl->base) / B);
         for (int64_t s = s0; s <= s1 && rc == 0; s++) {
             const uint64_t lo = (uint64_t)s * B, c0 = lo / cb, c1 = (lo + B - 1) / cb;
@@ -603,20 +745,20 @@ static int verify_ffn(ifs *m, int64_t layer, const xlate_ext *ext, size_t n_ext,
                 if (!short_chunk)
                     sum = XXH64(chunk_data(k) + (lo - c0 * cb), (size_t)B, 0);
             } else {
-                if (!h && !(h = XXH64_createState())) {
+                if (!sc->h && !(sc->h = XXH64_createState())) {
                     rc = ierr_set(err, -ENOMEM, "out of memory");
                     break;
                 }
-                XXH64_reset(h, 0);
+                XXH64_reset(sc->h, 0);
                 for (uint64_t c = c0; c <= c1 && !short_chunk; c++) {
                     const chunk *k = pins[find_idx(idx, n_idx, first_id + c)];
                     uint64_t from = c == c0 ? lo - c * cb : 0;
                     uint64_t to = c == c1 ? lo + B - c * cb : cb;
                     short_chunk = to > chunk_valid(k);
                     if (!short_chunk)
-                        XXH64_update(h, chunk_data(k) + from, (size_t)(to - from));
+                        XXH64_update(sc->h, chunk_data(k) + from, (size_t)(to - from));
                 }
-                sum = XXH64_digest(h);
+                sum = XXH64_digest(sc->h);
             }
             checked++;
             const char *problem = short_chunk ? "bundle beyond the data read" : "checksum mismatch";
@@ -642,138 +784,164 @@ static int verify_ffn(ifs *m, int64_t layer, const xlate_ext *ext, size_t n_ext,
         atomic_fetch_add(&m->ver_bundles, checked);
         atomic_fetch_add(&m->ver_bytes, checked * B);
     }
-    XXH64_freeState(h);
     return rc;
 }
 
-/* A neuron-file read (xl: the id-order or the slot-order view of the
- * layer): extents of ffn.bin -> pinned chunks -> pieces. */
-static int read_ffn(ifs *m, int64_t layer, const xlate_layer *xl, uint64_t off, uint64_t len, ifs_reply *r,
-                    ierr *err)
+/* A neuron-file read, step 1: bytes [off, off + len) of the file (xl: the
+ * id-order or the slot-order view of the layer) as extents of ffn.bin, in
+ * sc->ext; *bytes the length within the file (0: nothing to read). */
+static int ffn_extents(int64_t layer, const xlate_layer *xl, uint64_t off, uint64_t len, ifs_scratch *sc,
+                       uint64_t *bytes, ierr *err)
+{
+    size_t cap = xlate_max_extents(xl, clamp_len(xlate_file_bytes(xl), off, len));
+    int rc = scratch_reserve_ext(sc, cap, err);
+    if (rc < 0)
+        return rc;
+    if (xlate_range(xl, off, len, sc->ext, cap, &sc->n_ext, bytes) < 0)
+        return ierr_set(err, -EIO, "layers/%02" PRId64 "/ffn: bad slot table", layer);
+    return 0;
+}
+
+/* Step 2, the plan: every chunk the extents touch (with verification, those
+ * of the whole bundles they touch), sorted and unique in sc->idx. */
+static int ffn_plan(const ifs *m, int64_t layer, const xlate_layer *xl, ifs_scratch *sc, ierr *err)
 {
     const uint64_t cb = chunk_size(m->cache);
     /* chunk ids of this layer: its own grid from the layer's start */
-    const uint64_t first_id = chunk_region_first(m->cache, (size_t)layer), base = xl->base;
-    size_t cap = xlate_max_extents(xl, len), n_ext;
-    uint64_t bytes;
-    xlate_ext *ext = malloc(cap * sizeof *ext);
-    uint64_t *idx = NULL;
-    int rc;
-    if (!ext)
-        return ierr_set(err, -ENOMEM, "out of memory");
-    rc = xlate_range(xl, off, len, ext, cap, &n_ext, &bytes);
-    if (rc < 0) {
-        rc = ierr_set(err, -EIO, "layers/%02" PRId64 "/ffn: bad slot table", layer);
-        goto out;
-    }
-    if (bytes == 0)
-        goto out;
-    /* every chunk the extents touch, sorted and unique; pieces = chunk crossings */
-    size_t n_idx = 0, n_pieces = 0, idx_cap = 0;
+    const uint64_t first_id = chunk_region_first(m->cache, (size_t)layer);
+    size_t n = 0;
     uint64_t c0, c1;
-    for (size_t e = 0; e < n_ext; e++) {
-        ext_chunks(m, xl, &ext[e], cb, &c0, &c1);
-        idx_cap += (size_t)(c1 - c0 + 1);
+    for (size_t e = 0; e < sc->n_ext; e++) {
+        ext_chunks(m, xl, &sc->ext[e], cb, &c0, &c1);
+        n += (size_t)(c1 - c0 + 1);
     }
-    idx = malloc(idx_cap * sizeof *idx);
-    if (!idx) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
+    int rc = scratch_reserve_chunks(sc, n, err);   /* n >= the pieces: chunk crossings */
+    if (rc < 0)
+        return rc;
     int sorted = 1;
-    for (size_t e = 0; e < n_ext; e++) {
-        ext_chunks(m, xl, &ext[e], cb, &c0, &c1);
+    sc->n_idx = 0;
+    for (size_t e = 0; e < sc->n_ext; e++) {
+        ext_chunks(m, xl, &sc->ext[e], cb, &c0, &c1);
         for (uint64_t c = c0; c <= c1; c++) {
-            if (n_idx > 0 && first_id + c <= idx[n_idx - 1])
+            if (sc->n_idx > 0 && first_id + c <= sc->idx[sc->n_idx - 1])
                 sorted = 0;
-            idx[n_idx++] = first_id + c;
+            sc->idx[sc->n_idx++] = first_id + c;
         }
     }
-    n_pieces = n_idx;      /* >= the pieces: chunk crossings of the extents */
     if (!sorted) {
-        qsort(idx, n_idx, sizeof *idx, cmp_u64);
+        qsort(sc->idx, sc->n_idx, sizeof *sc->idx, cmp_u64);
         size_t u = 0;
-        for (size_t i = 0; i < n_idx; i++)
-            if (u == 0 || idx[i] != idx[u - 1])
-                idx[u++] = idx[i];
-        n_idx = u;
+        for (size_t i = 0; i < sc->n_idx; i++)
+            if (u == 0 || sc->idx[i] != sc->idx[u - 1])
+                sc->idx[u++] = sc->idx[i];
+        sc->n_idx = u;
     }
-    r->pins = malloc(n_idx * sizeof *r->pins);
-    if (!r->pins) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
+    return 0;
+}
+
+/* Step 3, fill and verify: pin the planned chunks into r (reading the
+ * missing ones) and check the bundles they hold; a bundle that does not
+ * match is read once more before the read fails. */
+static int ffn_fill(ifs *m, int64_t layer, uint64_t off, ifs_scratch *sc, ifs_reply *r, ierr *err)
+{
+    r->pins = sc->pins;
     for (int attempt = 0;; attempt++) {
-        rc = chunk_pin(m->cache, idx, n_idx, r->pins, err);
-        if (rc < 0) {
-            ierr_wrap(err, rc, "layers/%02" PRId64 "/ffn offset %" PRIu64, layer, off);
-            goto out;
-        }
-        r->n_pins = n_idx;
-        if (!m->verify || (rc = verify_ffn(m, layer, ext, n_ext, idx, n_idx, r->pins, attempt > 0, err)) == 0)
-            break;
+        int rc = chunk_pin(m->cache, sc->idx, sc->n_idx, r->pins, err);
+        if (rc < 0)
+            return ierr_wrap(err, rc, "layers/%02" PRId64 "/ffn offset %" PRIu64, layer, off);
+        r->n_pins = sc->n_idx;
+        if (!m->verify || (rc = verify_ffn(m, layer, sc, attempt > 0, err)) == 0)
+            return 0;
         if (rc != -EAGAIN)
-            goto out;
+            return rc;
         /* a bundle did not match: its chunks were discarded; read them again
          * once (the damage may have been in a cached copy or in transit) */
         chunk_unpin(m->cache, r->pins, r->n_pins);
         r->n_pins = 0;
         atomic_fetch_add(&m->ver_retries, 1);
     }
-    /* the pieces, in file order, pointing into the pinned chunks (neighbours
-     * in memory merged) */
-    r->iov = malloc(n_pieces * sizeof *r->iov);
-    if (!r->iov) {
-        rc = ierr_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    r->iov_owned = 1;
+}
+
+/* Step 4, the reply vectors: the pieces of the extents, in file order,
+ * pointing into the pinned chunks (neighbours in memory merged). */
+static int ffn_assemble(ifs *m, int64_t layer, const xlate_layer *xl, ifs_scratch *sc, ifs_reply *r, ierr *err)
+{
+    const uint64_t cb = chunk_size(m->cache), base = xl->base;
+    const uint64_t first_id = chunk_region_first(m->cache, (size_t)layer);
+    struct iovec *iov = sc->iov;
     size_t pi = 0;
-    for (size_t e = 0; e < n_ext; e++) {
-        uint64_t pos = ext[e].off, end = ext[e].off + ext[e].len;
+    for (size_t e = 0; e < sc->n_ext; e++) {
+        uint64_t pos = sc->ext[e].off, end = sc->ext[e].off + sc->ext[e].len;
         while (pos < end) {
             uint64_t c = (pos - base) / cb;
-            const chunk *k = r->pins[find_idx(idx, n_idx, first_id + c)];
+            const chunk *k = r->pins[find_idx(sc->idx, sc->n_idx, first_id + c)];
             uint64_t in = pos - base - c * cb;
             uint64_t take = cb - in;
             if (take > end - pos)
                 take = end - pos;
             if (in + take > chunk_valid(k)) {
-                rc = ierr_set(err, -EIO, "%s: offset %" PRIu64 " beyond the data read", IFL_FFN_NAME, pos);
+                int rc = ierr_set(err, -EIO, "%s: offset %" PRIu64 " beyond the data read", IFL_FFN_NAME, pos);
                 fprintf(stderr, "inflashfs: %s\n", err ? err->msg : "short chunk");
-                goto out;
+                return rc;
             }
             unsigned char *p = (unsigned char *)chunk_data(k) + in;
-            if (pi > 0 && (unsigned char *)r->iov[pi - 1].iov_base + r->iov[pi - 1].iov_len == p)
-                r->iov[pi - 1].iov_len += (size_t)take;
+            if (pi > 0 && (unsigned char *)iov[pi - 1].iov_base + iov[pi - 1].iov_len == p)
+                iov[pi - 1].iov_len += (size_t)take;
             else
-                r->iov[pi++] = (struct iovec){ .iov_base = p, .iov_len = (size_t)take };
+                iov[pi++] = (struct iovec){ .iov_base = p, .iov_len = (size_t)take };
             pos += take;
         }
     }
+    r->iov = iov;
     r->n = pi;
-    r->bytes = bytes;
-    if (pi > IFS_MAX_IOV) {
-        /* too scattered for one writev: the one copy, and the chunks go back now */
-        r->buf = malloc(bytes);
-        if (!r->buf) {
-            rc = ierr_set(err, -ENOMEM, "out of memory");
-            goto out;
-        }
-        unsigned char *dst = r->buf;
-        for (size_t i = 0; i < pi; i++) {
-            memcpy(dst, r->iov[i].iov_base, r->iov[i].iov_len);
-            dst += r->iov[i].iov_len;
-        }
-        chunk_unpin(m->cache, r->pins, r->n_pins);
-        r->n_pins = 0;
-        free(r->iov);
-        r->iov_owned = 0;
-        reply_one(r, r->buf, bytes);
+    return 0;
+}
+
+/* A reply too scattered for one writev (more than IFS_MAX_IOV pieces)
+ * becomes one copy, and its chunks and buffers go back now. */
+static int reply_flatten(ifs *m, ifs_reply *r, ierr *err)
+{
+    unsigned char *dst = r->buf = malloc(r->bytes);
+    if (!dst)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < r->n; i++) {
+        memcpy(dst, r->iov[i].iov_base, r->iov[i].iov_len);
+        dst += r->iov[i].iov_len;
     }
-out:
-    free(ext);
-    free(idx);
+    chunk_unpin(m->cache, r->pins, r->n_pins);
+    r->n_pins = 0;
+    r->pins = NULL;
+    scratch_put(r->scratch);
+    r->scratch = NULL;
+    reply_one(r, r->buf, r->bytes);
+    return 0;
+}
+
+/* A neuron-file read (xl: the id-order or the slot-order view of the
+ * layer): extents of ffn.bin -> planned chunks -> pinned and checked ->
+ * pieces, all in the thread's scratch, which the reply keeps. */
+static int read_ffn(ifs *m, int64_t layer, const xlate_layer *xl, uint64_t off, uint64_t len, ifs_reply *r,
+                    ierr *err)
+{
+    ifs_scratch *sc = r->scratch = scratch_get(m);
+    if (!sc)
+        return ierr_set(err, -ENOMEM, "out of memory");
+    uint64_t bytes = 0;
+    int rc = ffn_extents(layer, xl, off, len, sc, &bytes, err);
+    if (rc == 0 && bytes == 0) {
+        scratch_put(sc);           /* at or past EOF: no pieces */
+        r->scratch = NULL;
+        return 0;
+    }
+    if (rc == 0)
+        rc = ffn_plan(m, layer, xl, sc, err);
+    if (rc == 0)
+        rc = ffn_fill(m, layer, off, sc, r, err);
+    if (rc == 0)
+        rc = ffn_assemble(m, layer, xl, sc, r, err);
+    r->bytes = bytes;
+    if (rc == 0 && r->n > IFS_MAX_IOV)
+        rc = reply_flatten(m, r, err);
     if (rc < 0)
         ifs_reply_free(m, r);
     return rc;
@@ -885,9 +1053,7 @@ void ifs_reply_free(ifs *m, ifs_reply *r)
 {
     if (r->n_pins)
         chunk_unpin(m->cache, r->pins, r->n_pins);
-    free(r->pins);
-    if (r->iov_owned)
-        free(r->iov);
+    scratch_put(r->scratch);
     free(r->buf);
     ifs_file_close(r->file);
     memset(r, 0, sizeof *r);

@@ -2,7 +2,8 @@
  * checks the store, builds the virtual tree, renders the generated files and
  * serves reads as lists of memory pieces (iovecs) for the FUSE glue in
  * main.c to send. Every function returns 0 or a negative errno. Thread-safe
- * after ifs_open. */
+ * after ifs_open. Each reading thread keeps its read buffers (grown to the
+ * largest request it served) until it ends or ifs_close. */
 #ifndef INFLASH_FS_IFS_H
 #define INFLASH_FS_IFS_H
 
@@ -57,20 +58,24 @@ int ifs_opts_check(const ifs_opts *o, ierr *err);
 
 typedef struct ifs ifs;
 typedef struct ifs_file ifs_file;     /* one open file */
+typedef struct ifs_scratch ifs_scratch; /* a thread's read buffers (private) */
 
 /* The pieces of one read reply. iov[0..n) total `bytes`; the memory stays
- * valid until ifs_reply_free. */
+ * valid until ifs_reply_free. A neuron-file reply borrows the reading
+ * thread's buffers (iov, pins) until then, so the thread's next read reuses
+ * them: free a reply before reading again on the same thread (a read while
+ * the thread's buffers are lent out gets buffers of its own, slower). */
 typedef struct {
     struct iovec *iov;
     size_t        n;
     uint64_t      bytes;
     /* private */
     struct iovec  one;           /* iov storage for single-piece replies */
-    chunk       **pins;          /* chunks the pieces point into */
+    chunk       **pins;          /* chunks the pieces point into (in scratch) */
     size_t        n_pins;
     void         *buf;           /* owned copy (tensors, large scatter) */
     ifs_file     *file;          /* a reference: the file outlives the reply */
-    int           iov_owned;
+    ifs_scratch  *scratch;       /* borrowed buffers iov and pins live in, or NULL */
 } ifs_reply;
 
 /* Open the store (store_open checks it against its index) and everything
@@ -103,6 +108,7 @@ const tree_node *ifs_file_node(const ifs_file *f);
  * A neuron-file read covers whole bundles: the chunks of a bundle the
  * request only partly wants are pinned (read) too. */
 int  ifs_read(ifs *m, ifs_file *f, uint64_t off, uint64_t len, ifs_reply *r, ierr *err);
+/* Release a reply (on any thread; before ifs_close). */
 void ifs_reply_free(ifs *m, ifs_reply *r);
 
 /* Account a finished read request (latency from t0_ns, fsstat_now_ns()). */

@@ -448,7 +448,7 @@ static void usage(FILE *f)
 "\n"
 "options:\n"
 "  -o chunk=SIZE       store read unit, power of two 4k..4m (default %uk)\n"
-"  -o cache=SIZE       chunk cache budget (default %um)\n"
+"  -o cache=SIZE       chunk cache budget, at least 4 chunks (default %um)\n"
 "  -o readahead=N      chunks read ahead after each request (default %u)\n"
 "  -o ra_workers=N     read-ahead threads (default %u)\n"
 "  -o threads=N        FUSE worker threads (default %u)\n"
@@ -462,7 +462,8 @@ static void usage(FILE *f)
 "  -d                  debug output (implies -f)\n"
 "  -s                  single-threaded\n"
 "  -h, --help          this help\n"
-"SIZE takes a k, m or g suffix. Exit status: 0 unmounted cleanly,\n"
+"SIZE: bytes, or a number with a k, m, g or t suffix (powers of 1024;\n"
+"fractions allowed: 1.5m). Exit status: 0 unmounted cleanly,\n"
 "1 runtime error (bad store, mount failed), 2 usage error.\n",
             IFS_DEFAULT_CHUNK >> 10, IFS_DEFAULT_CACHE >> 20, IFS_DEFAULT_READAHEAD,
             IFS_DEFAULT_RA_WORKERS, DEFAULT_THREADS);
@@ -475,6 +476,50 @@ static int parse_size_opt(const char *name, const char *val, uint64_t *out)
         return -1;
     }
     return 0;
+}
+
+/* The daemon's -o options into io (defaults for the rest): 0, or -1 after
+ * a usage message. */
+static int daemon_opts(const cmdline *c, ifs_opts *io)
+{
+    ifs_opts_default(io);
+    io->readahead = c->readahead;
+    io->ra_workers = c->ra_workers;
+    io->buffered = c->buffered;
+    io->verify = c->verify;
+    if (c->verify != 0 && c->verify != 1) {
+        fprintf(stderr, PROG ": -o verify=%d: must be 0 or 1\n", c->verify);
+        return -1;
+    }
+    if (parse_size_opt("chunk", c->chunk, &io->chunk_bytes) < 0 ||
+        parse_size_opt("cache", c->cache, &io->cache_bytes) < 0)
+        return -1;
+    ierr err = IERR_INIT;
+    if (ifs_opts_check(io, &err) < 0) {
+        fprintf(stderr, PROG ": -o %s\n", err.msg);
+        return -1;
+    }
+    if (c->threads < 1 || c->threads > 256) {
+        fprintf(stderr, PROG ": -o threads=%u: must be 1..256\n", c->threads);
+        return -1;
+    }
+    return 0;
+}
+
+/* Serve requests until unmounted or signalled: libfuse's loop, single- or
+ * multi-threaded (*lc: the loop configuration, for main to free). */
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *fo, unsigned threads,
+                 struct fuse_loop_config **lc)
+{
+    if (fo->singlethread)
+        return fuse_session_loop(se);
+    *lc = fuse_loop_cfg_create();
+    if (!*lc)
+        return -ENOMEM;
+    fuse_loop_cfg_set_clone_fd(*lc, (unsigned)fo->clone_fd);
+    fuse_loop_cfg_set_max_threads(*lc, threads);
+    fuse_loop_cfg_set_idle_threads(*lc, threads);
+    return fuse_session_loop_mt(se, *lc);
 }
 
 /* -o ro,default_permissions,subtype=inflashfs,fsname=<store> */
@@ -529,26 +574,9 @@ int main(int argc, char *argv[])
         goto out;
     }
     ifs_opts io;
-    ifs_opts_default(&io);
-    io.readahead = c.readahead;
-    io.ra_workers = c.ra_workers;
-    io.buffered = c.buffered;
-    io.verify = c.verify;
-    if (c.verify != 0 && c.verify != 1) {
-        fprintf(stderr, PROG ": -o verify=%d: must be 0 or 1\n", c.verify);
-        goto out;
-    }
-    if (parse_size_opt("chunk", c.chunk, &io.chunk_bytes) < 0 || parse_size_opt("cache", c.cache, &io.cache_bytes) < 0)
+    if (daemon_opts(&c, &io) < 0)
         goto out;
     ierr err = IERR_INIT;
-    if (ifs_opts_check(&io, &err) < 0) {
-        fprintf(stderr, PROG ": -o %s\n", err.msg);
-        goto out;
-    }
-    if (c.threads < 1 || c.threads > 256) {
-        fprintf(stderr, PROG ": -o threads=%u: must be 1..256\n", c.threads);
-        goto out;
-    }
 
     store_abs = realpath(c.store_dir, NULL);
     if (!store_abs) {
@@ -589,20 +617,7 @@ int main(int argc, char *argv[])
             store_abs, fo.mountpoint, io.chunk_bytes, io.cache_bytes, io.readahead, c.threads,
             ifs_direct(m) ? "O_DIRECT" : "buffered", io.verify ? "" : ", verify off");
     fuse_daemonize(fo.foreground);
-    int rc;
-    if (fo.singlethread) {
-        rc = fuse_session_loop(se);
-    } else {
-        lc = fuse_loop_cfg_create();
-        if (!lc) {
-            rc = -ENOMEM;
-        } else {
-            fuse_loop_cfg_set_clone_fd(lc, (unsigned)fo.clone_fd);
-            fuse_loop_cfg_set_max_threads(lc, c.threads);
-            fuse_loop_cfg_set_idle_threads(lc, c.threads);
-            rc = fuse_session_loop_mt(se, lc);
-        }
-    }
+    int rc = serve(se, &fo, c.threads, &lc);
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
     /* the workers are gone; close the files the kernel never released */

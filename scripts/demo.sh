@@ -38,7 +38,17 @@ for path in sys.argv[1:]:
         s["mode"], s["ms_per_token"], s["ffn_bytes_read_per_token"],
         100.0 * s["ffn_bytes_read_per_token"] / s["ffn_bytes_total"]))
 PY
-cat "$mnt/stats"
+echo "== the daemon's statistics (all of them: $mnt/stats, $mnt/stats.json)"
+python3 - "$mnt/stats.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+hits, misses = s["cache_hits"], s["cache_misses"]
+print("read requests %d, %.1f MB served, %.1f MB read from the store" % (
+    s["requests"], s["bytes_served"] / 1e6, s["store_read_bytes"] / 1e6))
+print("chunk cache   %d hits, %d misses (%.1f%% hits)" % (
+    hits, misses, 100.0 * hits / (hits + misses) if hits + misses else 0.0))
+print("latency       p50 %.0f us, p99 %.0f us per request" % (s["latency_p50_us"], s["latency_p99_us"]))
+PY
 echo "== unmount"
 ./mount.sh -u "$mnt"
 trap - EXIT

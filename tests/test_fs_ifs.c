@@ -3,8 +3,9 @@
  * with layer 1's slots reversed as a calibration reorder would: the tree
  * and its sizes, neuron-file reads of arbitrary ranges against
  * store_read_bundle (both the piece list and the copy path for very
- * scattered reads), tensors, neurons.tsv, stats, EOF, EIO after the store
- * shrinks (the daemon keeps serving), O_DIRECT and buffered, options. */
+ * scattered reads), the per-thread read buffers, tensors, neurons.tsv,
+ * stats, EOF, EIO after the store shrinks (the daemon keeps serving),
+ * O_DIRECT and buffered, options. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,6 +266,70 @@ static void test_ffn_reads(void **state)
     ifs_close(m);
 }
 
+/* Flatten a reply's pieces into out (total r->bytes). */
+static void reply_copy(const ifs_reply *r, unsigned char *out)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        memcpy(out, r->iov[i].iov_base, r->iov[i].iov_len);
+        out += r->iov[i].iov_len;
+    }
+}
+
+typedef struct {
+    ifs       *m;
+    ifs_file  *f;
+    ifs_reply  r;
+} lend_arg;
+
+static void *read_and_end(void *p)
+{
+    lend_arg *a = p;
+    ierr err = IERR_INIT;
+    assert_int_equal(ifs_read(a->m, a->f, 10 * B, 3 * B, &a->r, &err), 0);
+    return NULL;   /* the thread ends while its reply still holds its buffers */
+}
+
+/* The per-thread read buffers: a second read on a thread whose buffers a
+ * reply still holds gets its own; growing to a bigger request; a reply
+ * freed on another thread after its reading thread has ended. */
+static void test_buffer_lending(void **state)
+{
+    (void)state;
+    ifs *m = open_ifs(g_store, 4096, 64 * 4096, 0);
+    unsigned char *want = expected_layer(m, 1);
+    unsigned char *buf = malloc((size_t)(F * B));
+    const tree_node *n;
+    ifs_file *f;
+    ierr err = IERR_INIT;
+    assert_int_equal(tree_resolve(ifs_tree(m), "layers/01/ffn", &n), 0);
+    assert_int_equal(ifs_file_open(m, n, &f, &err), 0);
+    ifs_reply r1, r2, r3;
+    assert_int_equal(ifs_read(m, f, 5 * B + 3, 7 * B, &r1, &err), 0);
+    assert_int_equal(ifs_read(m, f, 100 * B, 900 * B, &r2, &err), 0);   /* r1 holds the buffers */
+    reply_copy(&r1, buf);
+    assert_memory_equal(buf, want + 5 * B + 3, (size_t)(7 * B));
+    reply_copy(&r2, buf);
+    assert_memory_equal(buf, want + 100 * B, (size_t)(900 * B));
+    ifs_reply_free(m, &r1);
+    ifs_reply_free(m, &r2);
+    /* the thread's buffers again, grown past both */
+    assert_int_equal(ifs_read(m, f, 0, 1000 * B, &r3, &err), 0);
+    reply_copy(&r3, buf);
+    assert_memory_equal(buf, want, (size_t)(1000 * B));
+    ifs_reply_free(m, &r3);
+    lend_arg a = { .m = m, .f = f };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, read_and_end, &a), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    reply_copy(&a.r, buf);
+    assert_memory_equal(buf, want + 10 * B, (size_t)(3 * B));
+    ifs_reply_free(m, &a.r);
+    ifs_file_close(f);
+    free(buf);
+    free(want);
+    ifs_close(m);
+}
+
 static void test_tensor_and_eof(void **state)
 {
     (void)state;
@@ -405,6 +471,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tree_and_sizes),
         cmocka_unit_test(test_ffn_reads),
+        cmocka_unit_test(test_buffer_lending),
         cmocka_unit_test(test_tensor_and_eof),
         cmocka_unit_test(test_eio),
         cmocka_unit_test(test_options),

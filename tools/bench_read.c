@@ -7,6 +7,7 @@
  * prints MB/s and microseconds per bundle side by side. */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -29,7 +30,7 @@
 typedef struct {
     const char *store_dir;
     const char *mnt;
-    int64_t     n;                    /* bundles per run */
+    int64_t     n;                    /* --bundles: bundles read per run and side */
     unsigned    threads[MAX_LIST];
     size_t      n_threads;
     uint64_t    chunks[MAX_LIST];     /* empty: use the mount as it is */
@@ -281,19 +282,22 @@ static int parse_list(const char *s, int sizes, uint64_t *out, size_t *n)
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: " PROG " STORE_DIR MOUNTPOINT [--n N] [--threads 1,16] [--chunks 4k,8k,...,1m]\n"
+"usage: " PROG " STORE_DIR MOUNTPOINT [--bundles N] [--threads 1,16] [--chunks 4k,8k,...,1m]\n"
 "                          [--opts MOUNT_OPTS] [--no-remount] [--mount-sh PATH] [--rounds R] [--seed S]\n"
 "Read N random neuron bundles directly from STORE_DIR/ffn.bin (O_DIRECT, 4 KiB\n"
 "aligned) and through MOUNTPOINT/layers/NN/ffn at each reader count, for each\n"
 "chunk size; print MB/s (bundle bytes) and mean microseconds per bundle.\n"
-"  --n N          bundles per run (default 4000)\n"
+"  --bundles N    bundles read per run and side (default 4000; --n is the old name)\n"
 "  --threads L    concurrent readers, comma-separated (default 1,16)\n"
-"  --chunks L     chunk sizes; the daemon is remounted with -o chunk=C via\n"
-"                 mount.sh for each (default 4k,8k,16k,32k,64k,128k,256k,512k,1m)\n"
+"  --chunks L     chunk sizes (SIZE: bytes, or with a k, m or g suffix); the\n"
+"                 daemon is remounted with -o chunk=C via mount.sh for each\n"
+"                 (default 4k,8k,16k,32k,64k,128k,256k,512k,1m)\n"
 "  --opts O       more mount options for each remount (e.g. cache=256m)\n"
 "  --no-remount   benchmark MOUNTPOINT as it is mounted now\n"
 "  --rounds R     alternate direct and mount reads in R rounds (default 4)\n"
+"  --seed S       seed of the random bundle choice (default 1)\n"
 "  --mount-sh P   mount.sh to use (default: the one beside the build)\n"
+"  -h, --help     this help\n"
 "The page cache is dropped before every configuration (needs root).\n"
 "Exit status: 0 ok, 1 error, 2 usage error.\n");
 }
@@ -321,77 +325,96 @@ static const char *default_mount_sh(void)
     return "./mount.sh";
 }
 
-int main(int argc, char **argv)
+/* The value of one option into c: 0, or -1 if it is not valid. */
+static int set_option(bench_cfg *c, int opt, const char *v)
 {
-    bench_cfg c = { .n = 4000, .threads = { 1, 16 }, .n_threads = 2, .seed = 1, .rounds = 4 };
-    int no_remount = 0;
+    uint64_t list[MAX_LIST];
+    int64_t x;
+    size_t n;
+    switch (opt) {
+    case 'b':
+        return cli_parse_i64(v, 1, INT32_MAX, &c->n);
+    case 't':
+        if (parse_list(v, 0, list, &n) < 0)
+            return -1;
+        for (size_t k = 0; k < n; k++) {
+            if (list[k] > 256)
+                return -1;
+            c->threads[k] = (unsigned)list[k];
+        }
+        c->n_threads = n;
+        return 0;
+    case 'c':
+        return parse_list(v, 1, c->chunks, &c->n_chunks);
+    case 'o':
+        c->extra_opts = v;
+        return 0;
+    case 'm':
+        c->mount_sh = v;
+        return 0;
+    case 'r':
+        if (cli_parse_i64(v, 1, 1000, &x) < 0)
+            return -1;
+        c->rounds = (unsigned)x;
+        return 0;
+    case 's':
+        if (cli_parse_i64(v, 0, INT64_MAX, &x) < 0)
+            return -1;
+        c->seed = (uint64_t)x;
+        return 0;
+    }
+    return -1;
+}
+
+/* The command line into c: 0, 1 for --help, or -1 after a usage message. */
+static int parse_args(int argc, char **argv, bench_cfg *c)
+{
+    static const struct option longs[] = {
+        { "bundles", required_argument, 0, 'b' }, { "n", required_argument, 0, 'b' },
+        { "threads", required_argument, 0, 't' }, { "chunks", required_argument, 0, 'c' },
+        { "opts", required_argument, 0, 'o' },    { "mount-sh", required_argument, 0, 'm' },
+        { "rounds", required_argument, 0, 'r' },  { "seed", required_argument, 0, 's' },
+        { "no-remount", no_argument, 0, 'N' },    { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
+    };
     static const uint64_t def_chunks[] = { 4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10,
                                            256 << 10, 512 << 10, 1 << 20 };
-    memcpy(c.chunks, def_chunks, sizeof def_chunks);
-    c.n_chunks = sizeof def_chunks / sizeof def_chunks[0];
-    const char *pos[2];
-    int n_pos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        uint64_t list[MAX_LIST];
-        size_t n;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--no-remount")) {
+    *c = (bench_cfg){ .n = 4000, .threads = { 1, 16 }, .n_threads = 2, .seed = 1, .rounds = 4 };
+    memcpy(c->chunks, def_chunks, sizeof def_chunks);
+    c->n_chunks = sizeof def_chunks / sizeof def_chunks[0];
+    int no_remount = 0, opt, li = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", longs, &li)) != -1) {
+        if (opt == 'h')
+            return 1;
+        if (opt == 'N') {
             no_remount = 1;
-        } else if (a[0] == '-' && i + 1 < argc) {
-            const char *v = argv[++i];
-            if (!strcmp(a, "--n")) {
-                c.n = strtoll(v, NULL, 10);
-                if (c.n <= 0)
-                    goto bad;
-            } else if (!strcmp(a, "--threads")) {
-                if (parse_list(v, 0, list, &n) < 0)
-                    goto bad;
-                for (size_t k = 0; k < n; k++) {
-                    if (list[k] > 256)
-                        goto bad;
-                    c.threads[k] = (unsigned)list[k];
-                }
-                c.n_threads = n;
-            } else if (!strcmp(a, "--chunks")) {
-                if (parse_list(v, 1, c.chunks, &c.n_chunks) < 0)
-                    goto bad;
-            } else if (!strcmp(a, "--opts")) {
-                c.extra_opts = v;
-            } else if (!strcmp(a, "--mount-sh")) {
-                c.mount_sh = v;
-            } else if (!strcmp(a, "--rounds")) {
-                c.rounds = (unsigned)strtoul(v, NULL, 10);
-                if (c.rounds < 1 || c.rounds > 1000)
-                    goto bad;
-            } else if (!strcmp(a, "--seed")) {
-                c.seed = strtoull(v, NULL, 10);
-            } else {
-                goto bad;
-            }
-        } else if (a[0] != '-' && n_pos < 2) {
-            pos[n_pos++] = a;
-        } else {
-            goto bad;
+        } else if (opt == ':' || opt == '?') {
+            fprintf(stderr, PROG ": %s '%s' (try --help)\n", opt == ':' ? "option needs a value:" : "unknown option",
+                    argv[optind - 1]);
+            return -1;
+        } else if (set_option(c, opt, optarg) < 0) {
+            fprintf(stderr, PROG ": --%s %s: bad value (try --help)\n", longs[li].name, optarg);
+            return -1;
         }
-        continue;
-    bad:
-        fprintf(stderr, PROG ": bad argument '%s' (try --help)\n", a);
-        return 2;
     }
-    if (n_pos != 2) {
+    if (argc - optind != 2) {
         fprintf(stderr, PROG ": need STORE_DIR and MOUNTPOINT (try --help)\n");
-        return 2;
+        return -1;
     }
-    c.store_dir = pos[0];
-    c.mnt = pos[1];
-    if (!c.mount_sh)
-        c.mount_sh = default_mount_sh();
+    c->store_dir = argv[optind];
+    c->mnt = argv[optind + 1];
+    if (!c->mount_sh)
+        c->mount_sh = default_mount_sh();
     if (no_remount)
-        c.n_chunks = 0;
-    /* the mount.sh we call runs the inflashfs of this build */
+        c->n_chunks = 0;          /* benchmark the mount as it is */
+    return 0;
+}
+
+/* The mount.sh we call runs the inflashfs of this build (unless
+ * INFLASH_BIN says otherwise). */
+static void export_bin_dir(void)
+{
     char bindir[PATH_MAX];
     ssize_t bl = readlink("/proc/self/exe", bindir, sizeof bindir - 1);
     if (bl > 0 && !getenv("INFLASH_BIN")) {
@@ -399,127 +422,185 @@ int main(int argc, char **argv)
         *strrchr(bindir, '/') = '\0';
         setenv("INFLASH_BIN", bindir, 1);
     }
+}
 
-    store *st;
+/* What every configuration shares: the store, ffn.bin for the direct side,
+ * the bundles to read and the mount's layer files. */
+typedef struct {
+    store         *st;
+    const hp_config *hp;
+    int64_t        bundle;            /* bytes */
+    int            ffn_fd;            /* ffn.bin, O_DIRECT */
+    int64_t       *layer_of[2], *id_of[2];   /* [direct, mount][n] */
+    int           *layer_fd;          /* [n_layers] the mount's layers/NN/ffn while a configuration runs */
+} bench;
+
+static int bench_open(const bench_cfg *c, bench *b)
+{
     ierr err = IERR_INIT;
-    if (store_open(c.store_dir, &st, &err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err.msg);
-        return 1;
-    }
-    const hp_config *hp = store_hparams(st);
-    int64_t B = store_bundle_bytes(st);
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", store_dir(st), IFL_FFN_NAME);
-    int ffn_fd = open(path, O_RDONLY | O_DIRECT);
-    if (ffn_fd < 0) {
+    *b = (bench){ .ffn_fd = -1 };
+    if (store_open(c->store_dir, &b->st, &err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        return -1;
+    }
+    b->hp = store_hparams(b->st);
+    b->bundle = store_bundle_bytes(b->st);
+    snprintf(path, sizeof path, "%s/%s", store_dir(b->st), IFL_FFN_NAME);
+    b->ffn_fd = open(path, O_RDONLY | O_DIRECT);
+    if (b->ffn_fd < 0) {
         fprintf(stderr, PROG ": %s: O_DIRECT open: %s\n", path, strerror(errno));
-        return 1;
+        return -1;
     }
-    int64_t *layer_of[2], *id_of[2];     /* [direct, mount][n] */
     for (int mode = 0; mode < 2; mode++) {
-        layer_of[mode] = malloc((size_t)c.n * sizeof **layer_of);
-        id_of[mode] = malloc((size_t)c.n * sizeof **id_of);
+        b->layer_of[mode] = malloc((size_t)c->n * sizeof **b->layer_of);
+        b->id_of[mode] = malloc((size_t)c->n * sizeof **b->id_of);
     }
-    int *layer_fd = calloc((size_t)hp->n_layers, sizeof *layer_fd);
-    if (!layer_of[0] || !id_of[0] || !layer_of[1] || !id_of[1] || !layer_fd) {
+    b->layer_fd = calloc((size_t)b->hp->n_layers, sizeof *b->layer_fd);
+    if (!b->layer_of[0] || !b->id_of[0] || !b->layer_of[1] || !b->id_of[1] || !b->layer_fd) {
         fprintf(stderr, PROG ": out of memory\n");
-        return 1;
+        return -1;
     }
+    return 0;
+}
+
+static void bench_close(bench *b)
+{
+    if (b->ffn_fd >= 0)
+        close(b->ffn_fd);
+    for (int mode = 0; mode < 2; mode++) {
+        free(b->layer_of[mode]);
+        free(b->id_of[mode]);
+    }
+    free(b->layer_fd);
+    store_close(b->st);
+}
+
+static void print_header(const bench_cfg *c, const bench *b)
+{
     printf("store %s: ffn.bin %.2f GiB, %" PRId64 " layers x %" PRId64 " neurons, bundle %" PRId64
            " bytes; %" PRId64 " random bundles per run\n",
-           c.store_dir, (double)store_ffn_bytes(st) / (1 << 30), hp->n_layers, hp->d_ffn, B, c.n);
+           c->store_dir, (double)store_ffn_bytes(b->st) / (1 << 30), b->hp->n_layers, b->hp->d_ffn, b->bundle,
+           c->n);
     printf("%-6s %3s | %8s %9s %7s | %8s %9s %7s | %6s | %7s %7s | %6s %8s\n", "chunk", "thr", "direct", "direct",
            "direct", "mount", "mount", "mount", "mount/", "daemon", "store", "cache", "store");
     printf("%-6s %3s | %8s %9s %7s | %8s %9s %7s | %6s | %7s %7s | %6s %8s\n", "", "", "MB/s", "us/bundle", "cpu us",
            "MB/s", "us/bundle", "cpu us", "direct", "us/req", "us/read", "hit %", "MB read");
     fflush(stdout);
+}
 
-    size_t n_cfg = c.n_chunks ? c.n_chunks : 1;
-    int rc = 0;
-    for (size_t ci = 0; ci < n_cfg && rc == 0; ci++) {
-        for (size_t ti = 0; ti < c.n_threads && rc == 0; ti++) {
-            if (c.n_chunks) {
-                if (remount(&c, c.chunks[ci]) < 0) {
-                    rc = 1;
-                    break;
-                }
-            } else {
-                drop_caches();
-            }
-            for (int64_t l = 0; l < hp->n_layers; l++) {
-                snprintf(path, sizeof path, "%s/layers/%02" PRId64 "/ffn", c.mnt, l);
-                layer_fd[l] = open(path, O_RDONLY);
-                if (layer_fd[l] < 0) {
-                    fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
-                    return 1;
-                }
-            }
-            double hits0 = mount_stat(c.mnt, "cache_hits"), miss0 = mount_stat(c.mnt, "cache_misses");
-            double rb0 = mount_stat(c.mnt, "ffn_store_read_bytes");
-            run r = { .st = st, .ffn_fd = ffn_fd, .layer_fd = layer_fd, .bundle = B, .n_threads = c.threads[ti] };
-            double res[2][3];   /* [direct, mount][MB/s, us per bundle, CPU us per bundle] */
-            /* different bundles for the two sides, so neither profits from
-             * the other's reads in a cache below us; the two sides alternate
-             * in rounds so that a drifting machine load hits both alike */
-            if (pick(st, c.seed + ci * 1000 + ti * 10, c.n, layer_of, id_of) < 0) {
-                fprintf(stderr, PROG ": out of memory\n");
-                rc = 1;
-                break;
-            }
-            double wall[2] = { 0, 0 }, lat[2] = { 0, 0 }, cpu[2] = { 0, 0 };
-            for (unsigned k = 0; k < c.rounds && rc == 0; k++) {
-                int64_t lo = c.n * k / c.rounds, hi = c.n * (k + 1) / c.rounds;
-                for (int mode = 0; mode < 2; mode++) {
-                    r.direct = mode == 0;
-                    r.layer_of = layer_of[mode] + lo;
-                    r.id_of = id_of[mode] + lo;
-                    r.n = hi - lo;
-                    double cpu0 = self_cpu() + (mode ? daemon_cpu(c.mnt) : 0);
-                    double w = run_threads(&r);
-                    if (w < 0) {
-                        fprintf(stderr, PROG ": %s reads failed (%d errors)\n", mode ? "mount" : "direct", r.errors);
-                        rc = 1;
-                        break;
-                    }
-                    wall[mode] += w;
-                    lat[mode] += (double)r.lat_ns_sum;
-                    cpu[mode] += self_cpu() + (mode ? daemon_cpu(c.mnt) : 0) - cpu0;
-                }
-            }
-            for (int mode = 0; mode < 2 && rc == 0; mode++) {
-                res[mode][0] = (double)c.n * (double)B / wall[mode] / 1e6;
-                res[mode][1] = lat[mode] / (double)c.n / 1e3;
-                res[mode][2] = cpu[mode] / (double)c.n * 1e6;
-            }
-            double hits = mount_stat(c.mnt, "cache_hits") - hits0, miss = mount_stat(c.mnt, "cache_misses") - miss0;
-            double rb = mount_stat(c.mnt, "ffn_store_read_bytes") - rb0;
-            for (int64_t l = 0; l < hp->n_layers; l++)
-                close(layer_fd[l]);
-            if (rc)
-                break;
-            char label[32];
-            if (c.n_chunks)
-                snprintf(label, sizeof label, "%" PRIu64 "k", c.chunks[ci] >> 10);
-            else
-                snprintf(label, sizeof label, "%.0fk", mount_stat(c.mnt, "chunk_bytes") / 1024);
-            /* inside the daemon: mean time per read request and per store read
-             * (since the mount: exact for a remounted configuration) */
-            printf("%-6s %3u | %8.1f %9.1f %7.1f | %8.1f %9.1f %7.1f | %5.0f%% | %7.1f %7.1f | %5.1f%% %8.1f\n",
-                   label, c.threads[ti], res[0][0], res[0][1], res[0][2], res[1][0], res[1][1], res[1][2],
-                   100 * res[1][0] / res[0][0], mount_stat(c.mnt, "ffn_latency_mean_us"),
-                   mount_stat(c.mnt, "store_read_mean_us"), hits + miss > 0 ? 100 * hits / (hits + miss) : 0.0,
-                   rb / 1e6);
-            fflush(stdout);
+static int open_layers(const bench_cfg *c, bench *b)
+{
+    char path[PATH_MAX];
+    for (int64_t l = 0; l < b->hp->n_layers; l++) {
+        snprintf(path, sizeof path, "%s/layers/%02" PRId64 "/ffn", c->mnt, l);
+        b->layer_fd[l] = open(path, O_RDONLY);
+        if (b->layer_fd[l] < 0) {
+            fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
+            while (l-- > 0)
+                close(b->layer_fd[l]);
+            return -1;
         }
     }
+    return 0;
+}
+
+/* Both sides of one configuration in alternating rounds: res[side] =
+ * {MB/s, us per bundle, CPU us per bundle}. */
+static int run_rounds(const bench_cfg *c, bench *b, unsigned n_threads, double res[2][3])
+{
+    run r = { .st = b->st, .ffn_fd = b->ffn_fd, .layer_fd = b->layer_fd, .bundle = b->bundle,
+              .n_threads = n_threads };
+    double wall[2] = { 0, 0 }, lat[2] = { 0, 0 }, cpu[2] = { 0, 0 };
+    for (unsigned k = 0; k < c->rounds; k++) {
+        int64_t lo = c->n * k / c->rounds, hi = c->n * (k + 1) / c->rounds;
+        for (int mode = 0; mode < 2; mode++) {
+            r.direct = mode == 0;
+            r.layer_of = b->layer_of[mode] + lo;
+            r.id_of = b->id_of[mode] + lo;
+            r.n = hi - lo;
+            double cpu0 = self_cpu() + (mode ? daemon_cpu(c->mnt) : 0);
+            double w = run_threads(&r);
+            if (w < 0) {
+                fprintf(stderr, PROG ": %s reads failed (%d errors)\n", mode ? "mount" : "direct", r.errors);
+                return -1;
+            }
+            wall[mode] += w;
+            lat[mode] += (double)r.lat_ns_sum;
+            cpu[mode] += self_cpu() + (mode ? daemon_cpu(c->mnt) : 0) - cpu0;
+        }
+    }
+    for (int mode = 0; mode < 2; mode++) {
+        res[mode][0] = (double)c->n * (double)b->bundle / wall[mode] / 1e6;
+        res[mode][1] = lat[mode] / (double)c->n / 1e3;
+        res[mode][2] = cpu[mode] / (double)c->n * 1e6;
+    }
+    return 0;
+}
+
+/* One configuration (chunk size ci, reader count ti): (re)mount, read both
+ * sides, print its row. */
+static int run_config(const bench_cfg *c, bench *b, size_t ci, size_t ti)
+{
+    if (c->n_chunks ? remount(c, c->chunks[ci]) < 0 : (drop_caches(), 0))
+        return -1;
+    if (open_layers(c, b) < 0)
+        return -1;
+    double hits0 = mount_stat(c->mnt, "cache_hits"), miss0 = mount_stat(c->mnt, "cache_misses");
+    double rb0 = mount_stat(c->mnt, "ffn_store_read_bytes");
+    double res[2][3];
+    /* different bundles for the two sides, so neither profits from the
+     * other's reads in a cache below us; the two sides alternate in rounds
+     * so that a drifting machine load hits both alike */
+    int rc = pick(b->st, c->seed + ci * 1000 + ti * 10, c->n, b->layer_of, b->id_of);
+    if (rc < 0)
+        fprintf(stderr, PROG ": out of memory\n");
+    else
+        rc = run_rounds(c, b, c->threads[ti], res);
+    double hits = mount_stat(c->mnt, "cache_hits") - hits0, miss = mount_stat(c->mnt, "cache_misses") - miss0;
+    double rb = mount_stat(c->mnt, "ffn_store_read_bytes") - rb0;
+    for (int64_t l = 0; l < b->hp->n_layers; l++)
+        close(b->layer_fd[l]);
+    if (rc < 0)
+        return -1;
+    char label[32];
+    if (c->n_chunks)
+        snprintf(label, sizeof label, "%" PRIu64 "k", c->chunks[ci] >> 10);
+    else
+        snprintf(label, sizeof label, "%.0fk", mount_stat(c->mnt, "chunk_bytes") / 1024);
+    /* inside the daemon: mean time per read request and per store read
+     * (since the mount: exact for a remounted configuration) */
+    printf("%-6s %3u | %8.1f %9.1f %7.1f | %8.1f %9.1f %7.1f | %5.0f%% | %7.1f %7.1f | %5.1f%% %8.1f\n", label,
+           c->threads[ti], res[0][0], res[0][1], res[0][2], res[1][0], res[1][1], res[1][2],
+           100 * res[1][0] / res[0][0], mount_stat(c->mnt, "ffn_latency_mean_us"),
+           mount_stat(c->mnt, "store_read_mean_us"), hits + miss > 0 ? 100 * hits / (hits + miss) : 0.0, rb / 1e6);
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    bench_cfg c;
+    int pr = parse_args(argc, argv, &c);
+    if (pr != 0) {
+        if (pr > 0)
+            usage(stdout);
+        return pr > 0 ? 0 : 2;
+    }
+    export_bin_dir();
+    bench b;
+    if (bench_open(&c, &b) < 0) {
+        bench_close(&b);
+        return 1;
+    }
+    print_header(&c, &b);
+    size_t n_cfg = c.n_chunks ? c.n_chunks : 1;
+    int rc = 0;
+    for (size_t ci = 0; ci < n_cfg && rc == 0; ci++)
+        for (size_t ti = 0; ti < c.n_threads && rc == 0; ti++)
+            rc = run_config(&c, &b, ci, ti) < 0 ? 1 : 0;
     if (c.n_chunks && is_mounted(c.mnt) && mount_sh(&c, "-u", c.mnt, NULL, NULL) != 0)   /* ours: remounted above */
         fprintf(stderr, PROG ": cannot unmount %s\n", c.mnt);
-    close(ffn_fd);
-    for (int mode = 0; mode < 2; mode++) {
-        free(layer_of[mode]);
-        free(id_of[mode]);
-    }
-    free(layer_fd);
-    store_close(st);
+    bench_close(&b);
     return rc;
 }
