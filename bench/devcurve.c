@@ -235,7 +235,7 @@ static int parse_args(int argc, char **argv, dc_opts *o)
     o->seed = 1;
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         char *e;
         int bad = 0;
         switch (c) {
@@ -252,8 +252,7 @@ static int parse_args(int argc, char **argv, dc_opts *o)
         case O_JSON: o->json = optarg; break;
         case O_SEED: o->seed = strtoull(optarg, &e, 10); bad = *e; break;
         default:
-            fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
-            return -1;
+            return cli_bad_option(PROG, c, argv);
         }
         if (bad) {
             fprintf(stderr, PROG ": bad value '%s' for %s\n", optarg, argv[optind - 2 >= 0 ? optind - 2 : 0]);

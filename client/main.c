@@ -1028,18 +1028,6 @@ static int set_option(cli_opts *o, int ch, const char *v)
     return 0;
 }
 
-/* An option getopt_long refused (ch ':' missing value, else unknown). */
-static int bad_option(int ch, char **argv)
-{
-    char shortopt[3] = {'-', (char)optopt, '\0'};
-    const char *name = optopt > 0 && optopt < 256 ? shortopt : argv[optind - 1];
-    if (ch == ':')
-        fprintf(stderr, "inflash: option '%s' needs a value (see --help)\n", name);
-    else
-        fprintf(stderr, "inflash: unknown option '%s' (see --help)\n", name);
-    return -1;
-}
-
 /* The options that go together: the first rule broken is the message. */
 static int check_combinations(const cli_opts *o)
 {
@@ -1076,7 +1064,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         if (ch == 'h')
             return 1;
         if (ch == ':' || ch == '?')
-            return bad_option(ch, argv);
+            return cli_bad_option("inflash", ch, argv);
         if (set_option(o, ch, optarg) < 0)
             return -1;
     }

@@ -3,7 +3,10 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,4 +57,25 @@ int cli_parse_size(const char *s, uint64_t unit, uint64_t *out)
         return -1;
     *out = (uint64_t)bytes;
     return 0;
+}
+
+int cli_bad_option(const char *prog, int ch, char *const argv[])
+{
+    char shortopt[3] = { '-', (char)optopt, '\0' };
+    const char *name = optopt > 0 && optopt < 256 ? shortopt : argv[optind - 1];
+    if (ch == ':')
+        fprintf(stderr, "%s: option '%s' needs a value (see --help)\n", prog, name);
+    else
+        fprintf(stderr, "%s: unknown option '%s' (see --help)\n", prog, name);
+    return -1;
+}
+
+void cli_on_stop_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }

@@ -20,4 +20,14 @@ int cli_parse_f64(const char *s, double lo, double hi, double *out);
  * (empty, a sign, trailing text, NaN, more than 2^63 bytes). */
 int cli_parse_size(const char *s, uint64_t unit, uint64_t *out);
 
+/* The one message for an option getopt_long refused (parse with opterr = 0
+ * and an optstring that starts with ':'): ch ':' is a missing value, '?' an
+ * unknown option. Prints "prog: option '--x' needs a value (see --help)" or
+ * "prog: unknown option '--x' (see --help)" on stderr; returns -1. */
+int cli_bad_option(const char *prog, int ch, char *const argv[]);
+
+/* Run handler on SIGINT, SIGTERM and SIGHUP (the programs that write a store
+ * set a flag there and stop cleanly before the rename). */
+void cli_on_stop_signals(void (*handler)(int));
+
 #endif

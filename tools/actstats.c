@@ -730,7 +730,7 @@ static int parse_args(int argc, char **argv, as_opts *o)
     int c;
     int64_t v;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "ht:", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":ht:", lo, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
         case 'h': usage(stdout); return 1;
@@ -758,8 +758,7 @@ static int parse_args(int argc, char **argv, as_opts *o)
         case O_ACT: if (cli_parse_f64(optarg, -DBL_MAX, DBL_MAX, &o->act_thr) || o->act_thr <= 0) bad = "--act-threshold"; break;
         case O_CRIT: if (act_parse_flag(optarg, &o->crit) || !act_gated(o->crit)) bad = "--criterion"; break;
         default:
-            fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
-            return -1;
+            return cli_bad_option(PROG, c, argv);
         }
         if (bad) {
             fprintf(stderr, PROG ": %s: bad value '%s'\n", bad, optarg);

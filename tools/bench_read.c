@@ -390,9 +390,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c)
         if (opt == 'N') {
             no_remount = 1;
         } else if (opt == ':' || opt == '?') {
-            fprintf(stderr, PROG ": %s '%s' (try --help)\n", opt == ':' ? "option needs a value:" : "unknown option",
-                    argv[optind - 1]);
-            return -1;
+            return cli_bad_option(PROG, opt, argv);
         } else if (set_option(c, opt, optarg) < 0) {
             fprintf(stderr, PROG ": --%s %s: bad value (try --help)\n", longs[li].name, optarg);
             return -1;

@@ -963,13 +963,8 @@ static int parse_args(int argc, char **argv, cal_opts *o)
             usage(stdout);
             return 1;
         }
-        if (ch == ':' || ch == '?') {
-            if (ch == ':')
-                fprintf(stderr, PROG ": %s needs a value (see --help)\n", argv[optind - 1]);
-            else
-                fprintf(stderr, PROG ": unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return -1;
-        }
+        if (ch == ':' || ch == '?')
+            return cli_bad_option(PROG, ch, argv);
         const char *bad = parse_opt(ch, optarg, o);
         if (bad) {
             fprintf(stderr, PROG ": %s, got '%s'\n", bad, optarg ? optarg : "");
@@ -998,12 +993,7 @@ int main(int argc, char **argv)
     g_verbosity = o.verbosity;
     if (o.threads > 0)
         openblas_set_num_threads(o.threads);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    cli_on_stop_signals(on_signal);
     ierr err = IERR_INIT;
     if (calibrate(&o, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);

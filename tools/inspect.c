@@ -4,6 +4,7 @@
  * sparsity, recall, precision, predicted fraction); with --verify it checks
  * every dense tensor and every bundle against the index's xxh64 instead and
  * lists what is damaged. Reads only through layout/store.h. */
+#include "cli.h"
 #include "store.h"
 
 #include <errno.h>
@@ -281,7 +282,7 @@ int main(int argc, char **argv)
     };
     int verify = 0, quiet = 0, c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":qh", opts, NULL)) != -1) {
         switch (c) {
         case 'V':
             verify = 1;
@@ -293,10 +294,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            if (optopt)
-                fprintf(stderr, PROG ": unknown option -%c (see --help)\n", optopt);
-            else
-                fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]);
+            cli_bad_option(PROG, c, argv);
             return 2;
         }
     }

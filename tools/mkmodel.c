@@ -1045,7 +1045,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
     int c;
     double v;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
         case 'h': usage(stdout); return 1;
@@ -1087,8 +1087,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
                 bad = "--shard-mb";
             break;
         default:
-            fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
-            return -1;
+            return cli_bad_option(PROG, c, argv);
         }
         if (bad) {
             fprintf(stderr, PROG ": %s: bad value '%s'\n", bad, optarg);
@@ -1341,12 +1340,7 @@ int main(int argc, char **argv)
     int pa = parse_args(argc, argv, &o);
     if (pa)
         return pa > 0 ? 0 : EXIT_USAGE;   /* 1: --help printed */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    cli_on_stop_signals(on_signal);
     ierr err = IERR_INIT;
     int rc = run(&o, &err);
     if (rc) {

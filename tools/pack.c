@@ -3,6 +3,7 @@
  * tensors to dense.bin, FFN neurons as row-column bundles to ffn.bin, the
  * tokenizer and hyperparameters to index.sqlite. Streams layer by layer:
  * at most one layer's FFN matrices are in memory at a time. */
+#include "cli.h"
 #include "checkpoint.h"
 #include "format.h"
 #include "hparams.h"
@@ -648,15 +649,8 @@ static int parse_args(int argc, char **argv, packer *p)
         case 'h':
             usage(stdout);
             return -1;
-        case ':':
-            fprintf(stderr, PROG ": %s needs a value%s (see --help)\n", argv[optind - 1],
-                    optopt == O_DTYPE ? ", f32 or f16" : "");
-            return 2;
         default:
-            if (optopt)
-                fprintf(stderr, PROG ": unknown option -%c (see --help)\n", optopt);
-            else
-                fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]);
+            cli_bad_option(PROG, c, argv);
             return 2;
         }
     }
@@ -679,11 +673,7 @@ int main(int argc, char **argv)
         return prc < 0 ? 0 : prc;
     p.tty = isatty(STDERR_FILENO);
 
-    struct sigaction sa = { 0 };
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    cli_on_stop_signals(on_signal);
 
     ierr err = IERR_INIT;
     struct stat st;
