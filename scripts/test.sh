@@ -12,8 +12,9 @@
 #   scripts/test.sh               everything (CI runs this)
 #   scripts/test.sh --quick       the developers' loop: the same sanitizer
 #                                 build, only the tests labelled quick (unit
-#                                 tests and the core end-to-end path), no TSan
-#                                 build, no fuzzing
+#                                 tests and the core end-to-end path, whose
+#                                 longest runs INFLASH_E2E_QUICK skips), two
+#                                 at a time, no TSan build, no fuzzing
 #   scripts/test.sh [--quick] -R NAME   extra arguments go to ctest
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,8 @@ quick=0
 if [ "${1:-}" = "--quick" ]; then
     quick=1
     shift
-    set -- -L quick "$@"
+    set -- -L quick -j"$(nproc)" "$@"
+    export INFLASH_E2E_QUICK=1   # e2e scripts skip their longest runs (e2e_sparse's held-out perplexity)
 fi
 case "${1:-}" in -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 bash scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }

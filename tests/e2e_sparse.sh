@@ -19,6 +19,8 @@
 #  6. --dram-budget below the minimum is refused with the minimum; a tight
 #     budget shrinks the windows and still runs; usage errors; the --stats
 #     JSON has its fields.
+# With INFLASH_E2E_QUICK set (scripts/test.sh --quick) the two long runs, 2+3
+# and 5, are skipped; the full suite runs everything.
 # Env: INFLASH_SHARED (shared/), INFLASH_BIN (build/bin), INFLASH_SRC (source root).
 set -u
 
@@ -134,6 +136,9 @@ done
 
 # ---- 2 + 3. predict on the held-out text --------------------------------------------
 section "2+3. predict on the held-out text"
+if [ -n "${INFLASH_E2E_QUICK:-}" ]; then
+    echo "     skipped in the quick run (INFLASH_E2E_QUICK)"
+else
 # The whole text through the store (the mount serves the same bytes; the slice
 # below checks that the figures are identical), with the dense model alongside.
 ppl_line() { grep '^perplexity:' "$1"; }
@@ -187,6 +192,8 @@ for run in "f16 predict" "f32 oracle"; do
     fi
 done
 
+fi  # quick
+
 # ---- 4. greedy: tokens matching dense before the first divergence ------------------------
 section "4. greedy divergence"
 # (predict through the mount; dense through the mount for prompt 0, for the
@@ -214,6 +221,9 @@ done
 
 # ---- 5. stories260K (gated) -----------------------------------------------------------
 section "5. stories260K"
+if [ -n "${INFLASH_E2E_QUICK:-}" ]; then
+    echo "     skipped in the quick run (INFLASH_E2E_QUICK)"
+else
 STX=$DATA/TinyStories-valid-subset.txt
 timeout 600 "$INFLASH" "$M/st-0.5" --perplexity "$STX" --per-line --stats "$T/st-dense.json" >"$T/st.out" 2>"$T/st.err" ||
     bad "stories dense: $(cat "$T/st.err")"
@@ -244,6 +254,8 @@ EOF
         fi
     done
 done
+
+fi  # quick
 
 # ---- 6b. stats fields, recall, usage errors ---------------------------------------------
 section "6b. stats and usage"
