@@ -112,3 +112,18 @@ e2e_finish() {
     echo "$1: all passed${2:+ $2}"
     exit 0
 }
+
+# e2e_pynum: PYNUM becomes a Python 3 that has numpy (python3 on PATH, else
+# Debian's /usr/bin/python3, where CI installs python3-numpy); the script
+# stops if there is none. The independent references (scripts/ref/) need it.
+e2e_pynum() {
+    local p
+    for p in python3 /usr/bin/python3; do
+        if "$p" -c "import numpy" >/dev/null 2>&1; then
+            PYNUM=$p
+            return 0
+        fi
+    done
+    bad "no python3 with numpy (apt-get install python3-numpy)"
+    exit 1
+}
