@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libopenblas-dev
       libsqlite3-dev libcmocka-dev libjansson-dev libpcre2-dev libxxhash-dev
-      python3 clang libclang-rt-14-dev gnuplot-nox)
+      python3 python3-numpy clang libclang-rt-14-dev gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
