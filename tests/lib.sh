@@ -13,6 +13,7 @@ e2e_env() {
     MODELS=$INFLASH_SHARED/models
     DATA=$INFLASH_SHARED/data
     MOUNT_SH=$INFLASH_SRC/mount.sh
+    CHECK_REF=$INFLASH_SRC/tests/check_reference.py
 }
 
 # e2e_tmp NAME: T becomes a new /tmp/inflash-e2e-NAME.XXXXXX directory and
