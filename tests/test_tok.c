@@ -962,15 +962,22 @@ static int shared_file(void *ctx, const char *name, char **data, size_t *len, ie
     return 0;
 }
 
+/* opt-relu-shakespeare's tokenizer with its special-token maps. */
+static tok *load_opt_files(void)
+{
+    tok *t = NULL;
+    ierr e = IERR_INIT;
+    if (tok_new_files(shared_file, "opt-relu-shakespeare", &t, &e) < 0)
+        fail_msg("opt: %s", e.msg);
+    return t;
+}
+
 /* The pieces, the declared specials and the merge list, as the store's
  * tables record them, for both shared models. */
 static void test_tables(void **state)
 {
     (void)state;
-    tok *t = NULL;
-    ierr e = IERR_INIT;
-    if (tok_new_files(shared_file, "opt-relu-shakespeare", &t, &e) < 0)
-        fail_msg("opt: %s", e.msg);
+    tok *t = load_opt_files();
     assert_string_equal(tok_scheme_name(tok_scheme_of(t)), "gpt2-bpe");
     /* "<s>" is a control token but not named by the special-token maps */
     assert_string_equal(piece_str(t, 0), "<s>");
@@ -1182,10 +1189,7 @@ static void test_special_sp(void **state)
 static void test_special_gpt2(void **state)
 {
     (void)state;
-    tok *t = NULL;
-    ierr e = IERR_INIT;
-    if (tok_new_files(shared_file, "opt-relu-shakespeare", &t, &e) < 0)
-        fail_msg("opt: %s", e.msg);
+    tok *t = load_opt_files();
     expect_special(t, "</s>ROMEO: hi<unk>", (const char *const[]){ "#2", "ROMEO: hi", "#3", NULL });
     expect_special(t, "<s>ROMEO</s>", (const char *const[]){ "<s>ROMEO", "#2", NULL });
     expect_special(t, "a<pad><pad>b", (const char *const[]){ "a", "#1", "#1", "b", NULL });
