@@ -221,8 +221,8 @@ static void run_model(const char *dir, int64_t seq_len, int64_t batch, const int
                       int64_t want_kv, float *logits)
 {
     ierr err = IERR_INIT;
-    source *src;
-    model *m;
+    source *src = NULL;
+    model *m = NULL;
     if (source_open_store(dir, &src, &err) != 0 || model_new(src, seq_len, batch, &m, &err) != 0)
         fail_msg("%s", err.msg);
     assert_int_equal(m->s.kv_len, want_kv);
