@@ -54,6 +54,10 @@ typedef struct {
     int         readers;      /* --readers, -1 = default */
     double      tau_shift;    /* --threshold-shift */
     int         sparse_opt;   /* an option of the sparse modes was given */
+    int         special;      /* --special: special tokens in the prompt text are their ids */
+    int64_t     ctx;          /* -c: context positions, 0 = the model's max_pos */
+    int64_t     batch;        /* --batch: positions per forward in dense prefill, 0 = default */
+    int         verbose;      /* -v */
 } cli_opts;
 
 static void cli_usage(FILE *f)
@@ -66,6 +70,13 @@ static void cli_usage(FILE *f)
             "\n"
             "  -p TEXT            prompt (the model's BOS is prepended)\n"
             "  -f FILE            read the prompt from FILE\n"
+            "      --special      recognise the tokenizer's special and added tokens (<s>,\n"
+            "                     </s>, ...) typed in the prompt as their ids, longest match\n"
+            "                     first, the text between them encoded as usual. Default:\n"
+            "                     off, such text is encoded as plain characters\n"
+            "  -c, --ctx-size N   context in positions (default and most: the model's\n"
+            "                     max_position_embeddings); prompt + generation must fit\n"
+            "      --batch N      dense: prompt positions per forward (default 128)\n"
             "  -n N               tokens to generate (default 128); stops early at EOS\n"
             "  -t T               temperature (default 1.0; 0 = greedy)\n"
             "      --top-p P      nucleus sampling threshold (default 0.9; 1 = off)\n"
@@ -93,18 +104,23 @@ static void cli_usage(FILE *f)
             "      --threshold-shift D  predict: add D to every layer's calibrated predictor\n"
             "                     threshold (D > 0: fewer neurons read, lower recall)\n"
             "      --perplexity FILE  score FILE instead of generating; the last line is\n"
-            "                     'perplexity: X (tokens: N)'. Windows of max_pos - 1\n"
+            "                     'perplexity: X (tokens: N)'. Windows of context - 1\n"
             "                     tokens, each fed as BOS + window, every token scored once\n"
             "      --per-line     with --perplexity: each line is its own document\n"
-            "      --stats FILE   write timing and I/O statistics as JSON: a summary, per-layer\n"
-            "                     figures and one record per token\n"
+            "      --stats FILE   write timing and I/O statistics as JSON: a summary (with\n"
+            "                     kv_cache_bytes and kv_positions), per-layer figures and one\n"
+            "                     record per token\n"
             "      --threads N    OpenBLAS threads\n"
             "      --dense-resident  keep the whole FFN in memory (reference only)\n"
             "      --store DIR    read a store directory instead of a mount\n"
             "      --mmap         with --store and --mode dense: memory-map the store and compute\n"
             "                     from the mapping, the page cache being the only cache (the way\n"
             "                     llama.cpp runs a model larger than RAM; for comparison)\n"
+            "  -v, --verbose      print the model and KV cache sizes on stderr\n"
             "  -h, --help         this help\n"
+            "\n"
+            "A model with a sliding window (Mistral's \"sliding_window\": W) attends to the\n"
+            "last W positions; its KV cache holds min(context, W) positions.\n"
             "\n"
             "Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
 }
@@ -505,6 +521,8 @@ static int write_stats(const char *path, const cli_opts *o, const model *m, cons
         KV_R("ffn_bytes_read_per_token", bytes, 1),
         KV_R("ffn_fraction_read_per_token", bytes / (double)ffn_total, 6),
         KV_I("model_resident_bytes", m->resident_bytes),
+        KV_I("kv_cache_bytes", model_kv_bytes(m)),
+        KV_I("kv_positions", m->s.kv_len),
         KV_I("resident_bytes_peak", peak_rss_bytes()),
     };
     const stat_kv kp[] = { KV_R("perplexity", st->ppl, 6) };
@@ -603,7 +621,7 @@ static int prompt_ids(const cli_opts *o, const tok *tk, const hp_config *c, int3
         len = strlen(t);
     int32_t *enc = NULL;
     size_t nenc = 0;
-    rc = tok_encode(tk, t, len, &enc, &nenc, err);
+    rc = o->special ? tok_encode_special(tk, t, len, &enc, &nenc, err) : tok_encode(tk, t, len, &enc, &nenc, err);
     free(text);
     if (rc)
         return ierr_wrap(err, rc, "prompt");
@@ -623,6 +641,36 @@ static int prompt_ids(const cli_opts *o, const tok *tk, const hp_config *c, int3
     return 0;
 }
 
+/* The context in positions: -c, or the model's max_pos. A -c beyond it is
+ * a usage error (RC_USAGE, message in err). */
+static int context_of(const cli_opts *o, const hp_config *c, int64_t *ctx, ierr *err)
+{
+    *ctx = o->ctx ? o->ctx : c->max_pos;
+    if (o->ctx > c->max_pos) {
+        ierr_set(err, -EINVAL, "-c %lld: beyond the model's context of %lld positions", (long long)o->ctx,
+                 (long long)c->max_pos);
+        return RC_USAGE;
+    }
+    return 0;
+}
+
+/* -v: the model's shape and its KV cache, on stderr. */
+static void say_model(const cli_opts *o, const model *m)
+{
+    const hp_config *c = &m->cfg;
+    char win[64] = "";
+    if (!o->verbose)
+        return;
+    if (c->sliding_window > 0)
+        snprintf(win, sizeof win, ", sliding window %lld", (long long)c->sliding_window);
+    fprintf(stderr,
+            "inflash: %s, %lld layers, d_model %lld, %lld/%lld heads, context %lld positions%s; "
+            "KV cache %llu bytes for %lld positions; resident %llu bytes\n",
+            hp_family_name(c->family), (long long)c->n_layers, (long long)c->d_model, (long long)c->n_heads,
+            (long long)c->n_kv_heads, (long long)m->s.seq_len, win, (unsigned long long)model_kv_bytes(m),
+            (long long)m->s.kv_len, (unsigned long long)m->resident_bytes);
+}
+
 /* Generate: prompt ids, then the model (and sparse engine, sampler), the
  * prompt forwarded (position by position in the sparse modes, recorded for
  * --stats), then one sampled token per decode step, streamed as text. One
@@ -631,21 +679,23 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
 {
     const hp_config *c = source_hparams(src);
     int32_t *ids = NULL;
-    int64_t np = 0;
-    int rc = prompt_ids(o, tk, c, &ids, &np, err);
+    int64_t np = 0, ctx;
+    int rc = context_of(o, c, &ctx, err);
+    if (rc == 0)
+        rc = prompt_ids(o, tk, c, &ids, &np, err);
     if (rc)
         return rc;
     int64_t need = np + (o->n_gen > 0 ? 1 : 0);   /* the sequence must fit the context */
-    if (np == 0 || need > c->max_pos) {
+    if (np == 0 || need > ctx) {
         free(ids);
         if (np == 0)
             return ierr_set(err, -EINVAL, "prompt: empty, and the model has no BOS token");
         return ierr_set(err, -E2BIG, "prompt: %lld tokens, longer than the context (%lld positions, minus 1 to generate)",
-                        (long long)np, (long long)c->max_pos);
+                        (long long)np, (long long)ctx);
     }
     int64_t n_gen = o->n_gen;
-    if (np + n_gen > c->max_pos)
-        n_gen = c->max_pos - np;   /* stop when the context is full */
+    if (np + n_gen > ctx)
+        n_gen = ctx - np;   /* stop when the context is full */
     int64_t seq_len = np + (n_gen > 0 ? n_gen - 1 : 0);
     int32_t *all = realloc(ids, (size_t)(np + n_gen) * sizeof *all);
     if (!all) {
@@ -661,7 +711,9 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
     cli_stats st = {0};
     st.prompt_tokens = np;
     /* sparse modes go one position at a time: the window is per token */
-    rc = model_new(src, seq_len, sparse_mode ? 1 : 0, &m, err);
+    rc = model_new(src, seq_len, sparse_mode ? 1 : o->batch, &m, err);
+    if (rc == 0)
+        say_model(o, m);
     if (rc == 0 && o->dense_resident)
         rc = model_load_resident_ffn(m, err);
     if (rc == 0 && sparse_mode)
@@ -849,18 +901,23 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
         return ierr_set(err, -EINVAL, "--perplexity: the model has no BOS token to start a window with");
     char *text = NULL;
     size_t len = 0;
-    int rc = read_file(o->ppl_file, &text, &len, err);
+    int64_t ctx;
+    int rc = context_of(o, c, &ctx, err);
+    if (rc == 0)
+        rc = read_file(o->ppl_file, &text, &len, err);
     if (rc)
         return rc;
     ppl_run R = {.o = o};
     R.st.dense_ppl = -1.0;
     int sparse_mode = o->mode != CLI_DENSE;
     /* dense: a window per forward; sparse: one position at a time */
-    rc = model_new(src, c->max_pos, sparse_mode ? 1 : c->max_pos, &R.m, err);
+    rc = model_new(src, ctx, sparse_mode ? 1 : o->batch ? o->batch : ctx, &R.m, err);
+    if (rc == 0)
+        say_model(o, R.m);
     if (rc == 0 && o->dense_resident)
         rc = model_load_resident_ffn(R.m, err);
     if (rc == 0 && o->compare_dense) {
-        rc = model_new(src, c->max_pos, c->max_pos, &R.dm, err);
+        rc = model_new(src, ctx, ctx, &R.dm, err);
         if (rc == 0)
             rc = model_load_resident_ffn(R.dm, err);
         if (rc == 0 && !(R.dlogits = malloc((size_t)(c->max_pos * c->vocab_size) * sizeof *R.dlogits)))
@@ -933,7 +990,7 @@ static int real_opt(const char *v, double lo, double hi, double *out, const char
 }
 
 enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE,
-       O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP, O_TAU };
+       O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP, O_TAU, O_SPECIAL, O_BATCH };
 
 static const struct option cli_longs[] = {
     {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
@@ -949,6 +1006,8 @@ static const struct option cli_longs[] = {
     {"check-recall", no_argument, 0, O_RECALL}, {"compare-dense", no_argument, 0, O_CMPDENSE},
     {"readers", required_argument, 0, O_READERS}, {"mmap", no_argument, 0, O_MMAP},
     {"threshold-shift", required_argument, 0, O_TAU},
+    {"special", no_argument, 0, O_SPECIAL}, {"ctx-size", required_argument, 0, 'c'},
+    {"batch", required_argument, 0, O_BATCH}, {"verbose", no_argument, 0, 'v'},
     {0, 0, 0, 0},
 };
 
@@ -1024,6 +1083,10 @@ static int set_option(cli_opts *o, int ch, const char *v)
         break;
     case O_MMAP: o->mmap = 1; break;
     case O_TAU: return real_opt(v, -100.0, 100.0, &o->tau_shift, "--threshold-shift", "a number in [-100, 100]");
+    case O_SPECIAL: o->special = 1; break;
+    case 'c': return int_opt(v, 2, 1 << 24, &o->ctx, "-c", "a context of 2.. positions");
+    case O_BATCH: return int_opt(v, 1, 1 << 16, &o->batch, "--batch", "1..65536 positions");
+    case 'v': o->verbose = 1; break;
     }
     return 0;
 }
@@ -1045,6 +1108,8 @@ static int check_combinations(const cli_opts *o)
         {o->mmap && (!o->store_dir || o->mode != CLI_DENSE || o->dense_resident),
          "--mmap goes with --store and --mode dense (not --dense-resident)"},
         {o->dense_resident && o->mode != CLI_DENSE, "--dense-resident goes with --mode dense"},
+        {o->special && (o->ppl_file || o->prompt_ids), "--special goes with a prompt (-p or -f)"},
+        {o->batch && o->mode != CLI_DENSE, "--batch goes with --mode dense (the sparse modes go one position at a time)"},
     };
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
         if (rules[i].broken) {
@@ -1060,7 +1125,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
     opts_default(o);
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, ":p:f:n:t:h", cli_longs, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":p:f:n:t:c:vh", cli_longs, NULL)) != -1) {
         if (ch == 'h')
             return 1;
         if (ch == ':' || ch == '?')

@@ -290,6 +290,7 @@ static int alloc_state(model *m, int64_t seq_len, int64_t max_batch, ierr *err)
     model_state *s = &m->s;
     int64_t d = c->d_model, B = max_batch;
     s->seq_len = seq_len;
+    s->kv_len = c->sliding_window > 0 && c->sliding_window < seq_len ? c->sliding_window : seq_len;
     s->max_batch = max_batch;
     int64_t bb = source_bundle_bytes(m->src);
     s->ffn_block = (int64_t)MODEL_FFN_BLOCK_BYTES / bb;
@@ -305,15 +306,15 @@ static int alloc_state(model *m, int64_t seq_len, int64_t max_batch, ierr *err)
     if (rc == 0) rc = alloc_f32(m, &s->k, B * m->kv_dim, "k", err);
     if (rc == 0) rc = alloc_f32(m, &s->v, B * m->kv_dim, "v", err);
     if (rc == 0) rc = alloc_f32(m, &s->att_out, B * m->q_dim, "att_out", err);
-    if (rc == 0) rc = alloc_f32(m, &s->att, seq_len, "att", err);
+    if (rc == 0) rc = alloc_f32(m, &s->att, s->kv_len, "att", err);
     if (rc == 0) rc = alloc_f32(m, &s->pre, B * c->d_ffn, "pre", err);
     if (rc == 0 && c->gated) rc = alloc_f32(m, &s->gpre, B * c->d_ffn, "gpre", err);
     if (rc == 0) rc = alloc_f32(m, &s->act, B * s->ffn_block, "act", err);
     if (rc == 0) rc = alloc_f32(m, &s->bgather, 2 * s->ffn_block, "ffn block biases", err);
     int64_t wcols = d > m->q_dim ? d : m->q_dim;
     if (rc == 0) rc = alloc_f32(m, &s->wscratch, wm_scratch_floats(wcols), "matrix scratch", err);
-    if (rc == 0) rc = alloc_f32(m, &s->key_cache, c->n_layers * seq_len * m->kv_dim, "key cache", err);
-    if (rc == 0) rc = alloc_f32(m, &s->value_cache, c->n_layers * seq_len * m->kv_dim, "value cache", err);
+    if (rc == 0) rc = alloc_f32(m, &s->key_cache, c->n_layers * s->kv_len * m->kv_dim, "key cache", err);
+    if (rc == 0) rc = alloc_f32(m, &s->value_cache, c->n_layers * s->kv_len * m->kv_dim, "value cache", err);
     if (rc == 0 && !m->w.mapped) {
         size_t n = (size_t)s->ffn_block * (size_t)bb;
         s->ffn_raw = malloc(n);
@@ -540,46 +541,64 @@ static void norm_rows(const model *m, float *out, const float *x, const float *w
     }
 }
 
+/* One query head q over the cached positions lo..p of one kv head (kc, vc:
+ * its first element in slot 0 of the layer's ring, rows kv_dim apart): the
+ * scores, their softmax and the weighted sum of the values into o. The
+ * positions sit in ring slots lo mod kv_len onwards, in at most two runs of
+ * consecutive slots (the ring wraps at most once since p - lo < kv_len);
+ * they are taken in position order. */
+static void attend(model_state *s, const float *q, const float *kc, const float *vc, int64_t kvd, int64_t hd,
+                   int64_t lo, int64_t p, float scale, float *o)
+{
+    int64_t T = p - lo + 1, a = lo % s->kv_len;
+    int64_t n1 = a + T <= s->kv_len ? T : s->kv_len - a, n2 = T - n1;   /* slots a.., then 0.. */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n1, (int)hd, scale, kc + a * kvd, (int)kvd, q, 1, 0.0f, s->att, 1);
+    if (n2)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n2, (int)hd, scale, kc, (int)kvd, q, 1, 0.0f, s->att + n1, 1);
+    model_softmax(s->att, T);
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)n1, (int)hd, 1.0f, vc + a * kvd, (int)kvd, s->att, 1, 0.0f, o, 1);
+    if (n2)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)n2, (int)hd, 1.0f, vc, (int)kvd, s->att + n1, 1, 1.0f, o, 1);
+}
+
 /* Causal self-attention of layer l for the batch in s.xb (already normed);
- * the result (after o_proj) lands in s.xb2. */
+ * the result (after o_proj) lands in s.xb2. Row i (position p = pos + i)
+ * writes its key and value into slot p mod kv_len and then attends, before
+ * row i + 1 writes: with a sliding window W, p attends to positions
+ * p-W+1..p (Hugging Face's Mistral mask: a key j is masked when j > p or
+ * j <= p - W; transformers, src/transformers/models/mistral/modeling_mistral.py,
+ * MistralModel._prepare_4d_causal_attention_mask_with_cache_position,
+ * sliding_attend_mask), and the slot it overwrites held p - W, which no row
+ * from p on needs, so a batch longer than the window is safe. */
 static void attention(model *m, int64_t l, int64_t n, int64_t pos)
 {
     const hp_config *c = &m->cfg;
     const model_weights *w = &m->w;
     model_state *s = &m->s;
     int64_t d = c->d_model, hd = m->head_dim, qd = m->q_dim, kvd = m->kv_dim;
-    int64_t group = c->n_heads / c->n_kv_heads;
+    int64_t group = c->n_heads / c->n_kv_heads, win = c->sliding_window;
     float scale = 1.0f / sqrtf((float)hd);
     matmul(m, s->q, s->xb, w->wq[l], w->bq ? w->bq + l * qd : NULL, n, d, qd);
     matmul(m, s->k, s->xb, w->wk[l], w->bk ? w->bk + l * kvd : NULL, n, d, kvd);
     matmul(m, s->v, s->xb, w->wv[l], w->bv ? w->bv + l * kvd : NULL, n, d, kvd);
-    float *kc = s->key_cache + l * s->seq_len * kvd, *vc = s->value_cache + l * s->seq_len * kvd;
+    float *kc = s->key_cache + l * s->kv_len * kvd, *vc = s->value_cache + l * s->kv_len * kvd;
+    float qk_scale = c->family == HP_OPT ? 1.0f : scale;
     for (int64_t i = 0; i < n; i++) {
+        int64_t p = pos + i, slot = p % s->kv_len, lo = win > 0 && p >= win ? p - win + 1 : 0;
         float *q = s->q + i * qd, *k = s->k + i * kvd;
         if (c->family == HP_OPT) {
             for (int64_t j = 0; j < qd; j++)   /* OPT: q scaled after its bias */
                 q[j] *= scale;
         } else {
-            int64_t half = hd / 2, p = pos + i;
+            int64_t half = hd / 2;
             model_rope(q, c->n_heads, hd, s->rope_cos + p * half, s->rope_sin + p * half);
             model_rope(k, c->n_kv_heads, hd, s->rope_cos + p * half, s->rope_sin + p * half);
         }
-        memcpy(kc + (pos + i) * kvd, k, (size_t)kvd * sizeof(float));
-        memcpy(vc + (pos + i) * kvd, s->v + i * kvd, (size_t)kvd * sizeof(float));
-    }
-    float qk_scale = c->family == HP_OPT ? 1.0f : scale;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t T = pos + i + 1;   /* positions visible to row i */
+        memcpy(kc + slot * kvd, k, (size_t)kvd * sizeof(float));
+        memcpy(vc + slot * kvd, s->v + i * kvd, (size_t)kvd * sizeof(float));
         for (int64_t h = 0; h < c->n_heads; h++) {
-            const float *q = s->q + i * qd + h * hd;
             int64_t kvh = h / group;
-            /* scores over the cached keys of this kv head (rows of stride kv_dim) */
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)T, (int)hd, qk_scale, kc + kvh * hd, (int)kvd, q, 1,
-                        0.0f, s->att, 1);
-            model_softmax(s->att, T);
-            float *o = s->att_out + i * qd + h * hd;
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)T, (int)hd, 1.0f, vc + kvh * hd, (int)kvd, s->att, 1,
-                        0.0f, o, 1);
+            attend(s, q + h * hd, kc + kvh * hd, vc + kvh * hd, kvd, hd, lo, p, qk_scale, s->att_out + i * qd + h * hd);
         }
     }
     matmul(m, s->xb2, s->att_out, w->wo[l], w->bo ? w->bo + l * d : NULL, n, qd, d);

@@ -58,10 +58,17 @@ typedef struct {
 } model_weights;
 
 /* Activations for a batch of up to max_batch consecutive positions, and the
- * KV cache for seq_len positions. Owned by the model; one forward at a time. */
+ * KV cache. Owned by the model; one forward at a time.
+ * The KV cache is a ring of kv_len slots per layer: position p lives in
+ * slot p mod kv_len. Without a sliding window kv_len = seq_len and the ring
+ * never wraps; with a window W (hp_config.sliding_window) kv_len =
+ * min(seq_len, W): position p attends to positions max(0, p-W+1)..p, which
+ * are exactly the last W written, so the memory stays flat however long the
+ * sequence. */
 typedef struct {
     int64_t max_batch;   /* rows of the batch buffers */
-    int64_t seq_len;     /* positions the KV cache holds */
+    int64_t seq_len;     /* the context: positions 0..seq_len-1 may be forwarded */
+    int64_t kv_len;      /* slots of the KV ring per layer: seq_len, or min(seq_len, window) */
     int64_t ffn_block;   /* neurons per dense FFN read (bounds ffn_w) */
     float *x;            /* [max_batch][d_model] residual stream */
     float *xb;           /* [max_batch][d_model] normalised input of attention/FFN;
@@ -71,15 +78,15 @@ typedef struct {
     float *k;            /* [max_batch][kv_dim] */
     float *v;            /* [max_batch][kv_dim] */
     float *att_out;      /* [max_batch][q_dim] attention result before o_proj */
-    float *att;          /* [seq_len] scores of one head */
+    float *att;          /* [kv_len] scores of one head */
     float *pre;          /* [max_batch][d_ffn] up pre-activation (incl. bias) */
     float *gpre;         /* [max_batch][d_ffn] gate pre-activation; gated only, else NULL */
     float *act;          /* [max_batch][ffn_block] activation of one block */
     void  *ffn_raw;      /* [ffn_block * bundle_bytes] store bytes of one block (wdt) */
     float *bgather;      /* [2][ffn_block] up/gate biases of a block in slot order (mapped) */
     float *wscratch;     /* [wm_scratch_floats(max(d_model, q_dim))] for client/weight_matrix.h */
-    float *key_cache;    /* [n_layers][seq_len][kv_dim] */
-    float *value_cache;  /* [n_layers][seq_len][kv_dim] */
+    float *key_cache;    /* [n_layers][kv_len][kv_dim], position p in slot p mod kv_len */
+    float *value_cache;  /* [n_layers][kv_len][kv_dim], the same slots */
     float *rope_cos;     /* [seq_len][head_dim / 2]; Llama only, else NULL */
     float *rope_sin;     /* [seq_len][head_dim / 2]; Llama only, else NULL */
 } model_state;
@@ -125,17 +132,24 @@ struct model {
     uint64_t       resident_bytes;   /* weights + state allocated by the model */
 };
 
-/* Load the resident weights and allocate the state. seq_len: KV cache
- * positions (0 = max_pos; at most max_pos); max_batch: positions per
- * forward call (0 = a default). */
+/* Load the resident weights and allocate the state. seq_len: the context
+ * in positions (0 = max_pos; at most max_pos); the KV cache holds
+ * min(seq_len, sliding_window) of them for a model with a window;
+ * max_batch: positions per forward call (0 = a default). */
 int  model_new(source *src, int64_t seq_len, int64_t max_batch, model **out, ierr *err);
 void model_free(model *m);
+
+/* Bytes of the KV cache (keys and values of every layer, f32). */
+static inline uint64_t model_kv_bytes(const model *m)
+{
+    return 2u * (uint64_t)m->cfg.n_layers * (uint64_t)m->s.kv_len * (uint64_t)m->kv_dim * sizeof(float);
+}
 
 /* Read every layer's FFN once and keep it in memory (--dense-resident). */
 int  model_load_resident_ffn(model *m, ierr *err);
 
 /* Forward n (1..max_batch) tokens at positions pos..pos+n-1 (the KV cache
- * must hold positions 0..pos-1). Afterwards s.xb holds the n final hidden
+ * must hold positions 0..pos-1, or the last window of them). Afterwards s.xb holds the n final hidden
  * states; model_logits turns one into logits. */
 int  model_forward(model *m, const int32_t *tokens, int64_t n, int64_t pos, ierr *err);
 /* logits [n][vocab_size] of rows row0..row0+n-1 of the last model_forward. */

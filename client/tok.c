@@ -12,9 +12,11 @@
  *      not at all);
  *   4. each word becomes symbols and BPE merges them (bpe.c).
  *
- * Text that spells a special token ("<s>", "</s>") is encoded as plain text.
- * It is never turned into the control token. This is what SentencePiece and
- * llama2.c do. HF tokenizers matches such text instead. */
+ * tok_encode encodes text that spells a special token ("<s>", "</s>") as
+ * plain text, never as the control token: what SentencePiece and llama2.c
+ * do. tok_encode_special first cuts the text at the special tokens it
+ * spells (HF tokenizers' added-vocabulary split, llama.cpp's parse_special)
+ * and runs the four steps on each stretch between them. */
 #include "tok_impl.h"
 #include "utf8.h"
 
@@ -149,8 +151,9 @@ int tok_set_split(tok *t, const char *pat, size_t len, uint32_t extra, const cha
 /* The state of one tok_encode call. */
 typedef struct {
     bpe_scratch b;          /* per-word scratch; b.t the tokenizer */
-    int32_t *ids;           /* [len + 1] the output: at most one id per byte */
-    size_t   nids;
+    int32_t *ids;           /* [cap] the output: room for one id per byte of
+                               each stretch after its text rules */
+    size_t   nids, cap;
     pcre2_match_data *md;   /* with a split regex */
     ierr    *err;
 } enc;
@@ -216,8 +219,9 @@ static int enc_text(enc *e, const unsigned char *w, size_t len)
     return rc;
 }
 
-/* Apply the text rules to in[0..n): *out is malloc'd. */
-static int apply_rules(const tok *t, const char *in, size_t n, char **out, size_t *on, ierr *err)
+/* Apply the text rules to in[0..n), a stretch that starts the text if
+ * at_start: *out is malloc'd. */
+static int apply_rules(const tok *t, const char *in, size_t n, bool at_start, char **out, size_t *on, ierr *err)
 {
     char *cur = malloc(n ? n : 1);
     size_t len = n;
@@ -241,7 +245,8 @@ static int apply_rules(const tok *t, const char *in, size_t n, char **out, size_
             if (__builtin_mul_overflow(cnt, bl, &nl) || __builtin_add_overflow(nl, len - cnt * al, &nl))
                 goto nomem;
         } else {
-            if (len == 0 || (ru->kind == RULE_PREPEND_UNLESS && len >= al && memcmp(cur, a, al) == 0))
+            if (len == 0 || (ru->first_only && !at_start) ||
+                (ru->kind == RULE_PREPEND_UNLESS && len >= al && memcmp(cur, a, al) == 0))
                 continue;
             if (__builtin_add_overflow(len, al, &nl))
                 goto nomem;
@@ -281,11 +286,94 @@ nomem:
     return ierr_set(err, -ENOMEM, "text: out of memory");
 }
 
-int tok_encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n, ierr *err)
+/* One stretch of the text: its text rules, then words and BPE; the ids are
+ * appended to e->ids (grown to fit). */
+static int enc_stretch(enc *e, const char *text, size_t len, bool at_start)
+{
+    char *w = NULL;
+    size_t wlen = 0;
+    int rc = apply_rules(e->b.t, text, len, at_start, &w, &wlen, e->err);
+    if (rc < 0)
+        return rc;
+    if (wlen > SIZE_MAX / sizeof *e->ids - 1 - e->nids) {   /* at most one id per byte */
+        free(w);
+        return ierr_set(e->err, -ENOMEM, "text: too long");
+    }
+    if (e->nids + wlen + 1 > e->cap) {
+        size_t cap = e->nids + wlen + 1;
+        int32_t *p = realloc(e->ids, cap * sizeof *p);
+        if (!p) {
+            free(w);
+            return ierr_set(e->err, -ENOMEM, "text: out of memory");
+        }
+        e->ids = p;
+        e->cap = cap;
+    }
+    rc = enc_text(e, (const unsigned char *)w, wlen);
+    free(w);
+    return rc;
+}
+
+/* A special token as the text spells it. */
+typedef struct {
+    const char *p;
+    size_t      len;
+    int32_t     id;
+} special_piece;
+
+/* Longest first; among equals the lower id. */
+static int special_cmp(const void *a, const void *b)
+{
+    const special_piece *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len < y->len ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* The declared special and added tokens with a non-empty, valid UTF-8
+ * piece (so a match never cuts a character), longest first; *out
+ * malloc'd (NULL when there are none). */
+static int special_pieces(const tok *t, special_piece **out, size_t *n, ierr *err)
+{
+    size_t k = 0;
+    *out = NULL;
+    *n = 0;
+    for (int64_t id = 0; id < t->n; id++)
+        k += (t->flag[id] & (TF_DECLARED | TF_ADDED)) != 0;
+    if (k == 0)
+        return 0;
+    special_piece *v = malloc(k * sizeof *v);
+    if (!v)
+        return ierr_set(err, -ENOMEM, "text: out of memory");
+    k = 0;
+    for (int64_t id = 0; id < t->n; id++) {
+        span sp = t->piece[id];
+        const unsigned char *p = (const unsigned char *)vocab_ptr(t, sp);
+        if ((t->flag[id] & (TF_DECLARED | TF_ADDED)) && sp.len && utf8_check(p, sp.len) == sp.len)
+            v[k++] = (special_piece){ (const char *)p, sp.len, (int32_t)id };
+    }
+    qsort(v, k, sizeof *v, special_cmp);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+/* The longest special piece that starts text[0..len), or NULL. */
+static const special_piece *special_at(const special_piece *sp, size_t nsp, const char *text, size_t len)
+{
+    for (size_t k = 0; k < nsp; k++)
+        if (sp[k].len <= len && sp[k].p[0] == text[0] && memcmp(sp[k].p, text, sp[k].len) == 0)
+            return &sp[k];
+    return NULL;
+}
+
+/* tok_encode and tok_encode_special: the whole text as one stretch, or cut
+ * at the special pieces it spells. */
+static int encode(const tok *t, const char *text, size_t len, bool special, int32_t **ids, size_t *n, ierr *err)
 {
     enc e = { .b = { .t = t }, .err = err };
-    char *w = NULL;
-    size_t wlen = 0, bad;
+    special_piece *sp = NULL;
+    size_t nsp = 0, bad;
     int rc;
 
     if (!t || !ids || !n || (!text && len))
@@ -295,19 +383,34 @@ int tok_encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t
     bad = utf8_check((const unsigned char *)text, len);
     if (bad < len)
         return ierr_set(err, -EILSEQ, "text: invalid UTF-8 at byte offset %zu", bad);
-    if ((rc = apply_rules(t, text, len, &w, &wlen, err)) < 0)
-        return rc;
-    if (wlen > SIZE_MAX / sizeof *e.ids - 1) {
-        free(w);
-        return ierr_set(err, -ENOMEM, "text: too long");
-    }
-    e.ids = malloc((wlen + 1) * sizeof *e.ids);   /* at most one id per byte */
     e.md = t->re ? pcre2_match_data_create_from_pattern(t->re, NULL) : NULL;
-    if (!e.ids || (t->re && !e.md))
+    if (t->re && !e.md)
         rc = ierr_set(err, -ENOMEM, "text: out of memory");
     else
-        rc = enc_text(&e, (const unsigned char *)w, wlen);
-    free(w);
+        rc = special ? special_pieces(t, &sp, &nsp, err) : 0;
+    size_t start = 0, i = 0;   /* the stretch not yet encoded starts at start */
+    while (rc == 0 && nsp && i < len) {
+        const special_piece *m = special_at(sp, nsp, text + i, len - i);
+        if (!m) {
+            i++;
+            continue;
+        }
+        if (i > start)
+            rc = enc_stretch(&e, text + start, i - start, start == 0);
+        if (rc == 0 && e.nids == e.cap) {
+            int32_t *p = realloc(e.ids, (e.cap + 1) * sizeof *p);
+            if (!p)
+                rc = ierr_set(err, -ENOMEM, "text: out of memory");
+            e.ids = p ? p : e.ids;
+            e.cap += p != NULL;
+        }
+        if (rc == 0)
+            e.ids[e.nids++] = m->id;
+        start = i = i + m->len;
+    }
+    if (rc == 0 && (start < len || start == 0))
+        rc = enc_stretch(&e, text + start, len - start, start == 0);
+    free(sp);
     bpe_scratch_free(&e.b);
     pcre2_match_data_free(e.md);
     if (rc < 0) {
@@ -317,6 +420,16 @@ int tok_encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t
     *ids = e.ids;
     *n = e.nids;
     return 0;
+}
+
+int tok_encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n, ierr *err)
+{
+    return encode(t, text, len, false, ids, n, err);
+}
+
+int tok_encode_special(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n, ierr *err)
+{
+    return encode(t, text, len, true, ids, n, err);
 }
 
 /* ---------------------------------------------------------------- decode */

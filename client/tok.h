@@ -60,8 +60,16 @@ int  tok_merge(const tok *t, int64_t rank, int32_t *left, int32_t *right, int32_
 
 /* Encode text (len bytes; must be valid UTF-8, else an error naming the
  * byte offset). No BOS is added here: the caller prepends the model's BOS.
- * *ids is malloc'd (caller frees). */
+ * *ids is malloc'd (caller frees). Text that spells a special token ("<s>")
+ * is encoded as plain characters. */
 int tok_encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n, ierr *err);
+/* The same, except that the declared special and added tokens
+ * (tok_declared_special: tokenizer.json's added_tokens, GPT-2's special-token
+ * maps) spelled in the text become their ids: at each place the longest such
+ * piece that starts there, the leftmost first; the stretches between them
+ * are encoded as tok_encode does (text rules per stretch, as HF tokenizers
+ * normalizes each part around an added token). llama.cpp's parse_special. */
+int tok_encode_special(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n, ierr *err);
 
 /* The raw bytes of one token (byte-level: un-mapped; SentencePiece: "▁" ->
  * " ", <0xNN> -> that byte). Returns the count written (<= cap) or -1 for an

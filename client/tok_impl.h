@@ -50,6 +50,8 @@ enum { RULE_PREPEND, RULE_PREPEND_UNLESS, RULE_REPLACE };
 typedef struct {
     int  kind;          /* RULE_*: PREPEND_UNLESS skips a text that starts with a */
     span a, b;          /* PREPEND*: a = text; REPLACE: a -> b */
+    bool first_only;    /* PREPEND*: only the stretch that starts the text, not one
+                           after a special token (Metaspace prepend_scheme "first") */
 } rule;
 
 enum {

@@ -175,12 +175,14 @@ static int parse_pretok(tok *t, json_t *p, const char *where, int depth, ierr *e
         if ((rc = jbool(p, "add_prefix_space", true, &prefix, where, err)) < 0 ||
             (rc = jbool(p, "split", true, &split, where, err)) < 0)
             return rc;
-        if (json_is_string(ps)) {   /* "first" = "always" here: no added-token sections */
+        bool first = false;
+        if (json_is_string(ps)) {   /* "first": not after a special token (tok_encode_special) */
             const char *s = json_string_value(ps);
             if (strcmp(s, "never") != 0 && strcmp(s, "always") != 0 && strcmp(s, "first") != 0)
                 return ierr_set(err, -EINVAL, TJ ": %s.prepend_scheme \"%s\" is not supported",
                                 where, s);
             prefix = strcmp(s, "never") != 0;
+            first = strcmp(s, "first") == 0;
         }
         const char *rs = json_string_value(r);
         size_t rl = json_string_length(r);
@@ -188,6 +190,8 @@ static int parse_pretok(tok *t, json_t *p, const char *where, int depth, ierr *e
             return rc;
         if (prefix && (rc = add_rule(t, RULE_PREPEND_UNLESS, rs, rl, "", 0, err)) < 0)
             return rc;
+        if (prefix)
+            t->rules[t->nrules - 1].first_only = first;
         if (split) {
             t->split_mark = true;
             return vocab_arena_add(t, rs, rl, &t->mark, err);

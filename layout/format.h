@@ -52,6 +52,9 @@
  *        max_pos, pos_offset (OPT: 2, else 0), norm_eps, rope_theta,
  *        activation ("relu" | "silu"), gated ("0" | "1"),
  *        tie_embeddings ("0" | "1"), bos_id, eos_id, pad_id (-1 if none),
+ *        sliding_window (Mistral: position i attends to positions j with
+ *        i - W < j <= i; the key is present only for a model with a
+ *        window, absent = none),
  *        dtype ("f32" | "f16"), bundle_bytes, dense_bytes, ffn_bytes
  *        (exact sizes of the .bin files), tokenizer ("gpt2-bpe" |
  *        "sp-bpe" | "bytelevel-bpe"), hf_config (the source config.json

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *hp_family_name(hp_family f) { return f == HP_OPT ? "opt" : "llama"; }
@@ -37,7 +38,8 @@ int hp_validate(const hp_config *hp, const char *what, ierr *err)
         (rc = range(what, "pos_offset", hp->pos_offset, 0, 16, err)) ||
         (rc = range(what, "bos_id", hp->bos_id, -1, hp->vocab_size - 1, err)) ||
         (rc = range(what, "eos_id", hp->eos_id, -1, hp->vocab_size - 1, err)) ||
-        (rc = range(what, "pad_id", hp->pad_id, -1, hp->vocab_size - 1, err)))
+        (rc = range(what, "pad_id", hp->pad_id, -1, hp->vocab_size - 1, err)) ||
+        (rc = range(what, "sliding_window", hp->sliding_window, 0, INT64_MAX, err)))
         return rc;
     if (hp->d_model % hp->n_heads)
         return ierr_set(err, -EINVAL, "%s: hidden size %lld is not a multiple of the %lld heads", what,
@@ -202,6 +204,26 @@ static int parse_opt(const cfg *c, hp_config *hp)
     return 0;
 }
 
+/* Mistral's "sliding_window": an integer >= 1, or null/absent for none;
+ * "use_sliding_window": false (Qwen2-style configs) also means none. */
+static int get_sliding_window(const cfg *c, int64_t *out)
+{
+    json_t *v = get(c, "sliding_window");
+    int use = 1, rc = get_bool(c, "use_sliding_window", 1, &use);
+    *out = 0;
+    if (rc || !v || !use)
+        return rc;
+    if (!json_is_integer(v) || json_integer_value(v) < 1) {
+        char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        rc = ierr_set(c->err, -EINVAL, "%s: \"sliding_window\" must be an integer >= 1 or null, not %.40s",
+                      c->what, s ? s : "?");
+        free(s);
+        return rc;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
 static int parse_llama(const cfg *c, hp_config *hp)
 {
     const char *act;
@@ -220,7 +242,8 @@ static int parse_llama(const cfg *c, hp_config *hp)
         (rc = get_str(c, "hidden_act", NULL, &act)) ||
         (rc = require_bool(c, "attention_bias", 0, 0)) ||
         (rc = require_bool(c, "mlp_bias", 0, 0)) ||
-        (rc = get_bool(c, "tie_word_embeddings", 0, &hp->tie_embeddings)))
+        (rc = get_bool(c, "tie_word_embeddings", 0, &hp->tie_embeddings)) ||
+        (rc = get_sliding_window(c, &hp->sliding_window)))
         return rc;
     if (strcmp(act, "silu") != 0)
         return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"hidden_act\": \"%s\" (inflash needs silu)", c->what, act);

@@ -29,12 +29,14 @@ typedef struct {
     int     gated;          /* 1 for SwiGLU (gate_proj present) */
     int     tie_embeddings; /* lm_head shares embed_tokens */
     int64_t bos_id, eos_id, pad_id;   /* -1 if none */
+    int64_t sliding_window; /* Mistral: position i attends to i-W < j <= i; 0 = none */
 } hp_config;
 
 /* Parse a Hugging Face config.json (text, len bytes, need not be
  * NUL-terminated). Accepts model_type "opt" (activation_function "relu",
  * do_layer_norm_before true, word_embed_proj_dim == hidden_size) and
- * "llama"/"mistral" (hidden_act "silu"). Anything else is an error that names
+ * "llama"/"mistral" (hidden_act "silu"; "sliding_window" N >= 1, or
+ * null/absent or "use_sliding_window": false for none). Anything else is an error that names
  * the field and value. `what` names the file in messages. Checks every value
  * for sanity (positive, d_model % n_heads == 0, n_heads % n_kv_heads == 0,
  * sizes below 2^31 per dim). */

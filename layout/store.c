@@ -279,6 +279,9 @@ static int meta_hparams(q *x)
         (rc = meta_int(x, "pad_id", &hp->pad_id)) || (rc = meta_int(x, "bundle_bytes", &bundle)) ||
         (rc = meta_int(x, "dense_bytes", &dense_bytes)) || (rc = meta_int(x, "ffn_bytes", &ffn_bytes)))
         return rc;
+    hp->sliding_window = 0;   /* absent: no window */
+    if (store_meta(s, "sliding_window") && (rc = meta_int(x, "sliding_window", &hp->sliding_window)))
+        return rc;
     if (hp_family_parse(family, &hp->family))
         return ierr_set(x->err, -EINVAL, "%s: unknown family \"%s\"", s->index_path, family);
     if (act_fn_parse(act, &hp->act))

@@ -349,6 +349,9 @@ int storew_set_hparams(storew *w, const hp_config *hp, fmt_dtype dtype, ierr *er
         (rc = storew_set_meta(w, "dtype", fmt_dtype_name(dtype), err)) ||
         (rc = meta_i64(w, "bundle_bytes", w->bundle_bytes, err)))
         return rc;
+    /* only a model with a window has the key (absent = 0) */
+    if (hp->sliding_window > 0 && (rc = meta_i64(w, "sliding_window", hp->sliding_window, err)))
+        return rc;
     return 0;
 }
 

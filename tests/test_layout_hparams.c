@@ -129,6 +129,7 @@ static void test_llama_real(void **state)
     assert_true(hp.rope_theta == 10000.0);
     assert_int_equal(hp.tie_embeddings, 0);
     assert_int_equal(hp.eos_id, 2);
+    assert_int_equal(hp.sliding_window, 0);
     json_decref(root);
 }
 
@@ -158,6 +159,32 @@ static void test_unsupported(void **state)
     with(opt, "enable_bias", json_false(), "enable_bias", NULL);
     with(llama, "attention_bias", json_true(), "attention_bias", NULL);
     with(llama, "head_dim", json_integer(16), "head_dim", NULL);
+}
+
+/* Mistral's sliding_window: an integer, or null / absent /
+ * use_sliding_window false for none; anything else names key and value. */
+static void test_sliding_window(void **state)
+{
+    (void)state;
+    json_t *root = load_config("stories260K");
+    hp_config hp;
+    ierr err = IERR_INIT;
+    json_object_set_new(root, "model_type", json_string("mistral"));
+    json_object_set_new(root, "sliding_window", json_integer(4096));
+    assert_int_equal(parse(root, &hp, &err), 0);
+    assert_int_equal(hp.sliding_window, 4096);
+    json_object_set_new(root, "use_sliding_window", json_false());
+    assert_int_equal(parse(root, &hp, &err), 0);
+    assert_int_equal(hp.sliding_window, 0);
+    json_object_del(root, "use_sliding_window");
+    json_object_set_new(root, "sliding_window", json_null());
+    assert_int_equal(parse(root, &hp, &err), 0);
+    assert_int_equal(hp.sliding_window, 0);
+    json_decref(root);
+    with("stories260K", "sliding_window", json_integer(0), "sliding_window", "0");
+    with("stories260K", "sliding_window", json_integer(-3), "sliding_window", "-3");
+    with("stories260K", "sliding_window", json_string("4k"), "sliding_window", "\"4k\"");
+    with("stories260K", "sliding_window", json_real(4.5), "sliding_window", "4.5");
 }
 
 static void test_bad_values(void **state)
@@ -210,6 +237,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opt_real),
         cmocka_unit_test(test_llama_real),
+        cmocka_unit_test(test_sliding_window),
         cmocka_unit_test(test_unsupported),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_names),

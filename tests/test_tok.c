@@ -2,8 +2,9 @@
  * shared models' reference ids and texts (opt-relu-shakespeare: GPT-2 BPE;
  * stories260K: SentencePiece-BPE tokenizer.json with byte fallback), the
  * equivalent tokenizer.json spellings (byte-level, array merges, Metaspace),
- * the streaming decoder's UTF-8 handling, rejection of bad input, and the
- * tables the store records (pieces, declared specials, merges). */
+ * the streaming decoder's UTF-8 handling, rejection of bad input, the
+ * tables the store records (pieces, declared specials, merges), and
+ * tok_encode_special (special tokens typed in the text) on both kinds. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -961,15 +962,22 @@ static int shared_file(void *ctx, const char *name, char **data, size_t *len, ie
     return 0;
 }
 
+/* opt-relu-shakespeare's tokenizer with its special-token maps. */
+static tok *load_opt_files(void)
+{
+    tok *t = NULL;
+    ierr e = IERR_INIT;
+    if (tok_new_files(shared_file, "opt-relu-shakespeare", &t, &e) < 0)
+        fail_msg("opt: %s", e.msg);
+    return t;
+}
+
 /* The pieces, the declared specials and the merge list, as the store's
  * tables record them, for both shared models. */
 static void test_tables(void **state)
 {
     (void)state;
-    tok *t = NULL;
-    ierr e = IERR_INIT;
-    if (tok_new_files(shared_file, "opt-relu-shakespeare", &t, &e) < 0)
-        fail_msg("opt: %s", e.msg);
+    tok *t = load_opt_files();
     assert_string_equal(tok_scheme_name(tok_scheme_of(t)), "gpt2-bpe");
     /* "<s>" is a control token but not named by the special-token maps */
     assert_string_equal(piece_str(t, 0), "<s>");
@@ -1070,6 +1078,135 @@ static void test_tables_declared(void **state)
     tok_free(t);
 }
 
+/* ------------------------------------------------------- special tokens */
+
+static void encode_special(const tok *t, const char *text, int32_t **ids, size_t *n)
+{
+    ierr e = IERR_INIT;
+    if (tok_encode_special(t, text, strlen(text), ids, n, &e) < 0)
+        fail_msg("tok_encode_special: %s", e.msg);
+}
+
+/* tok_encode_special(text) must give the concatenation of parts: a part
+ * "#N" is the id N, any other part is tok_encode of it. */
+static void expect_special(const tok *t, const char *text, const char *const *parts)
+{
+    int32_t want[256], *ids, *got;
+    size_t nw = 0, n, ng;
+    for (; *parts; parts++) {
+        if ((*parts)[0] == '#') {
+            want[nw++] = (int32_t)atoi(*parts + 1);
+            continue;
+        }
+        encode(t, *parts, strlen(*parts), &ids, &n);
+        assert_true(nw + n <= 256);
+        memcpy(want + nw, ids, n * sizeof *ids);
+        nw += n;
+        free(ids);
+    }
+    encode_special(t, text, &got, &ng);
+    assert_ids(got, ng, want, nw);
+    free(got);
+}
+
+/* tok_encode leaves the text of a special token as text. */
+static void expect_plain(const tok *t, const char *text, int32_t id)
+{
+    int32_t *ids;
+    size_t n;
+    encode(t, text, strlen(text), &ids, &n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_not_equal(ids[i], id);
+    free(ids);
+}
+
+/* SentencePiece-style tokenizer.json (stories260K): <unk> <s> </s> are
+ * added tokens 0..2; each stretch between them gets the normalizer's "▁"
+ * (HF tokenizers normalizes the parts around an added token separately). */
+static void test_special_sp(void **state)
+{
+    (void)state;
+    tok *t = load_sp();
+    expect_special(t, "<s>Hello</s>", (const char *const[]){ "#1", "Hello", "#2", NULL });
+    expect_special(t, "Hello</s>World", (const char *const[]){ "Hello", "#2", "World", NULL });
+    expect_special(t, "</s></s> a<unk>", (const char *const[]){ "#2", "#2", " a", "#0", NULL });
+    expect_special(t, "<s>", (const char *const[]){ "#1", NULL });
+    expect_special(t, "<s/> <s", (const char *const[]){ "<s/> <s", NULL });   /* near misses */
+    expect_special(t, "", (const char *const[]){ NULL });
+    expect_plain(t, "<s>Hello</s>", 1);
+    expect_plain(t, "<s>Hello</s>", 2);
+
+    /* text without specials: the same as tok_encode */
+    size_t len, n1, n2;
+    char *text = slurp("data/TinyStories-valid-subset.txt", &len);
+    int32_t *a, *b;
+    ierr e = IERR_INIT;
+    encode(t, text, len, &a, &n1);
+    assert_int_equal(tok_encode_special(t, text, len, &b, &n2, &e), 0);
+    assert_ids(b, n2, a, n1);
+    free(a);
+    free(b);
+    free(text);
+    tok_free(t);
+
+    /* Metaspace prepend_scheme "first": only the stretch at the start gets
+     * the "▁"; "always": every stretch */
+    tok *tn[2];
+    const char *schemes[2] = { "first", "never" };
+    for (int k = 0; k < 2; k++) {
+        json_t *j = load_json("models/stories260K/tokenizer.json");
+        json_t *ms = json_pack("{ss ss ss sb}", "type", "Metaspace", "replacement", "\xe2\x96\x81",
+                               "prepend_scheme", schemes[k], "split", 0);
+        json_object_set_new(j, "normalizer", json_null());
+        json_object_set(j, "pre_tokenizer", ms);
+        json_object_set_new(j, "decoder", ms);
+        tn[k] = hf_from_json(j);
+        json_decref(j);
+    }
+    int32_t *w1, *w2, *got, want[64];
+    size_t nw1, nw2, ng;
+    encode(tn[0], "Hi", 2, &w1, &nw1);          /* "▁Hi" */
+    encode(tn[1], "there", 5, &w2, &nw2);       /* "there", no "▁" */
+    memcpy(want, w1, nw1 * sizeof *w1);
+    want[nw1] = 2;
+    memcpy(want + nw1 + 1, w2, nw2 * sizeof *w2);
+    encode_special(tn[0], "Hi</s>there", &got, &ng);
+    assert_ids(got, ng, want, nw1 + 1 + nw2);
+    free(got);
+    encode_special(tn[0], "<s>there", &got, &ng);   /* the text starts with a special */
+    want[0] = 1;
+    memcpy(want + 1, w2, nw2 * sizeof *w2);
+    assert_ids(got, ng, want, 1 + nw2);
+    free(got);
+    free(w1);
+    free(w2);
+    tok_free(tn[0]);
+    tok_free(tn[1]);
+}
+
+/* GPT-2 files (opt-relu-shakespeare): the special-token maps name <pad>
+ * </s> <unk> (ids 1..3); "<s>" (id 0) is not named, so it stays text. */
+static void test_special_gpt2(void **state)
+{
+    (void)state;
+    tok *t = load_opt_files();
+    expect_special(t, "</s>ROMEO: hi<unk>", (const char *const[]){ "#2", "ROMEO: hi", "#3", NULL });
+    expect_special(t, "<s>ROMEO</s>", (const char *const[]){ "<s>ROMEO", "#2", NULL });
+    expect_special(t, "a<pad><pad>b", (const char *const[]){ "a", "#1", "#1", "b", NULL });
+    expect_plain(t, "</s>ROMEO:", 2);
+    tok_free(t);
+
+    /* the longest added token wins; the leftmost match first */
+    t = hf_from_string("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"<\": 0, \"x\": 1, \">\": 2, \"y\": 3, "
+                       "\"z\": 4}, \"merges\": []}, \"added_tokens\": ["
+                       "{\"id\": 5, \"content\": \"<x>\", \"special\": true},"
+                       "{\"id\": 6, \"content\": \"<x>y\", \"special\": false},"
+                       "{\"id\": 7, \"content\": \"y<x\", \"special\": true}]}");
+    expect_special(t, "<x>yz<x>", (const char *const[]){ "#6", "z", "#5", NULL });
+    expect_special(t, "zy<x>y", (const char *const[]){ "z", "#7", ">y", NULL });
+    tok_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1089,6 +1226,8 @@ int main(void)
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_tables_declared),
+        cmocka_unit_test(test_special_sp),
+        cmocka_unit_test(test_special_gpt2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

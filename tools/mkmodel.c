@@ -135,6 +135,7 @@ typedef struct {
     int64_t     layers;      /* --layers override, 0 = the shape's */
     int         force;
     uint64_t    shard_bytes; /* --shard-mb (hidden, for tests) */
+    int64_t     window;      /* --sliding-window (llama shapes: a Mistral config), 0 = none */
     /* generator knobs */
     double      tail;        /* p_j ~ r_j^tail */
     double      slow;        /* variance of the slow (AR(1) position) component */
@@ -873,8 +874,11 @@ static json_t *config_json(const mk_opts *o, const hp_config *hp)
         json_object_set_new(c, "pad_token_id", json_integer(1));
     } else {
         json_object_set_new(c, "_name_or_path", json_sprintf("synthetic-%s", o->shape->name));
-        json_object_set_new(c, "architectures", json_pack("[s]", "LlamaForCausalLM"));
-        json_object_set_new(c, "model_type", json_string("llama"));
+        json_object_set_new(c, "architectures", json_pack("[s]", hp->sliding_window ? "MistralForCausalLM"
+                                                                                    : "LlamaForCausalLM"));
+        json_object_set_new(c, "model_type", json_string(hp->sliding_window ? "mistral" : "llama"));
+        if (hp->sliding_window)
+            json_object_set_new(c, "sliding_window", json_integer(hp->sliding_window));
         json_object_set_new(c, "hidden_size", json_integer(hp->d_model));
         json_object_set_new(c, "intermediate_size", json_integer(hp->d_ffn));
         json_object_set_new(c, "num_hidden_layers", json_integer(hp->n_layers));
@@ -993,6 +997,8 @@ static void usage(FILE *f)
             "  --sparsity S       mean FFN sparsity to aim at (default 0.97)\n"
             "  --seed S           random seed (default 1)\n"
             "  --layers N         fewer (or more) layers than the shape has\n"
+            "  --sliding-window N llama shapes: write a Mistral config whose attention sees\n"
+            "                     the last N positions\n"
             "  --tokenizer DIR    tokenizer files to copy (default: the demo's, OPT vocabulary\n"
             "                     1024; stories260K's for llama, vocabulary 512)\n"
             "  --text FILE        text whose unigram frequencies the sampled tokens follow\n"
@@ -1016,7 +1022,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, mk_opts *o)
 {
     enum { O_SHAPE = 256, O_OUT, O_DTYPE, O_SPARS, O_SEED, O_LAYERS, O_TOKDIR, O_TEXT, O_FORCE, O_TAIL, O_SLOW,
-           O_SLOWLEN, O_ATTN, O_FFN, O_QK, O_SHARD, O_TAU, O_FLOOR };
+           O_SLOWLEN, O_ATTN, O_FFN, O_QK, O_SHARD, O_TAU, O_FLOOR, O_SWIN };
     static const struct option lo[] = {
         {"shape", required_argument, 0, O_SHAPE},     {"out", required_argument, 0, O_OUT},
         {"dtype", required_argument, 0, O_DTYPE},     {"sparsity", required_argument, 0, O_SPARS},
@@ -1027,6 +1033,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         {"attn-out", required_argument, 0, O_ATTN},   {"ffn-out", required_argument, 0, O_FFN},
         {"qk", required_argument, 0, O_QK},           {"shard-mb", required_argument, 0, O_SHARD},
         {"spectrum-tau", required_argument, 0, O_TAU}, {"spectrum-floor", required_argument, 0, O_FLOOR},
+        {"sliding-window", required_argument, 0, O_SWIN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -1070,6 +1077,10 @@ static int parse_args(int argc, char **argv, mk_opts *o)
             if (cli_parse_f64(optarg, 1, 1024, &v) || v != floor(v)) bad = "--layers";
             else o->layers = (int64_t)v;
             break;
+        case O_SWIN:
+            if (cli_parse_f64(optarg, 1, 1 << 24, &v) || v != floor(v)) bad = "--sliding-window";
+            else o->window = (int64_t)v;
+            break;
         case O_TOKDIR: o->tokdir = optarg; break;
         case O_TEXT: o->text = optarg; break;
         case O_FORCE: o->force = 1; break;
@@ -1100,6 +1111,10 @@ static int parse_args(int argc, char **argv, mk_opts *o)
     }
     if (!o->shape || !o->out) {
         fprintf(stderr, PROG ": --shape and --out are required (see --help)\n");
+        return -1;
+    }
+    if (o->window && o->shape->family != HP_LLAMA) {
+        fprintf(stderr, PROG ": --sliding-window goes with a llama shape\n");
         return -1;
     }
     return 0;
@@ -1135,6 +1150,7 @@ static void shape_config(const mk_opts *o, const tok *tk, hp_config *hp)
     hp->act = sh->family == HP_OPT ? ACT_FN_RELU : ACT_FN_SILU;
     hp->gated = sh->family == HP_LLAMA;
     hp->tie_embeddings = 1;
+    hp->sliding_window = o->window;
 }
 
 static void gen_free(mk_gen *g)
