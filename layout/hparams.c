@@ -7,7 +7,6 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -81,6 +80,12 @@ int hp_validate(const hp_config *hp, const char *what, ierr *err)
     return validate_act_params(hp, what, err);
 }
 
+/* Does v round to a finite float? (below FLT_MAX + half an ulp) */
+static int fits_float(double v)
+{
+    return fabs(v) < 0x1.ffffffp127;
+}
+
 int hp_act_params_text(const hp_config *hp, char **out, ierr *err)
 {
     *out = NULL;
@@ -105,7 +110,7 @@ int hp_act_params_parse(const char *text, hp_config *hp, const char *what, ierr 
         char *end;
         errno = 0;
         double v = strtod(p, &end);
-        if (end == p || errno || !isfinite(v) || fabs(v) > FLT_MAX)
+        if (end == p || errno || !fits_float(v))
             return ierr_set(err, -EINVAL, "%s: act_params: entry %lld is not a number", what, (long long)l);
         hp->act_param[l] = (float)v;
         p = end;
@@ -290,7 +295,7 @@ static int parse_cats(const cfg *c, hp_config *hp)
     for (int64_t l = 0; l < hp->n_layers; l++) {
         json_t *v = json_array_get(t, (size_t)l);
         double x = json_is_number(v) ? json_number_value(v) : NAN;
-        if (!(isfinite(x) && x >= 0 && x <= FLT_MAX))
+        if (!(fits_float(x) && x >= 0))
             return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"thresholds\"[%lld]: %s (need a finite number >= 0)",
                             c->what, (long long)l, json_is_number(v) ? "negative or too large" : "not a number");
         hp->act_param[l] = (float)x;
@@ -328,7 +333,7 @@ static int parse_llama_act(const cfg *c, const char *type, const char *act, hp_c
         int rc = get_real(c, "hidden_act_param", 1, 0, &p);
         if (rc)
             return rc;
-        if (!(isfinite(p) && p >= 0 && p <= FLT_MAX))
+        if (!(fits_float(p) && p >= 0))
             return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"hidden_act_param\": %g (fatrelu needs a finite threshold >= 0)",
                             c->what, p);
         hp->act = ACT_FN_FATRELU;
