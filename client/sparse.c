@@ -137,12 +137,14 @@ static int calib_criterion(const model *m, int exact, act_crit *crit, ierr *err)
     act_crit got;
     if (exact) {
         if (cr && strcmp(cr, act_name(*crit)) != 0)
-            return ierr_set(err, -EINVAL, "sparse: the store was calibrated with criterion '%s', activation %s needs '%s'",
-                            cr, act_fn_name(m->cfg.act), act_name(*crit));
+            return ierr_set(err, -EINVAL,
+                            "sparse: the store was calibrated with criterion '%s', activation %s needs '%s'", cr,
+                            act_fn_name(m->cfg.act), act_name(*crit));
         return 0;
     }
     if (act_parse(cr, &got) || !act_thresholded(got))
-        return ierr_set(err, -EINVAL, "sparse: unknown calibration criterion '%s' for a gated model", cr ? cr : "(none)");
+        return ierr_set(err, -EINVAL, "sparse: unknown calibration criterion '%s' for a gated model",
+                        cr ? cr : "(none)");
     *crit = got;
     return 0;
 }
@@ -550,9 +552,9 @@ static void compute_rows(sparse *sp, int64_t l, const float *x, float *y, sparse
         if (bg)
             sp->bgate[r] = bg[ids[r]];
     }
-    model_ffn_rows(sp->dtype, nmat_data(nm), nmat_stride(nm), u, sp->d, hp_act_spec(&sp->m->cfg, l), bu ? sp->bup : NULL,
-                   bg ? sp->bgate : NULL, x, 1, sp->pre, sp->gated ? sp->gpre : NULL, u, sp->actbuf, y,
-                   sp->m->s.wscratch);
+    model_ffn_rows(sp->dtype, nmat_data(nm), nmat_stride(nm), u, sp->d, hp_act_spec(&sp->m->cfg, l),
+                   bu ? sp->bup : NULL, bg ? sp->bgate : NULL, x, 1, sp->pre, sp->gated ? sp->gpre : NULL, u,
+                   sp->actbuf, y, sp->m->s.wscratch);
     t->resident += u;
 }
 

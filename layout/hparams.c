@@ -289,8 +289,9 @@ static int parse_cats(const cfg *c, hp_config *hp)
     if (!on || !t)
         return 0;
     if (!json_is_array(t) || (int64_t)json_array_size(t) != hp->n_layers)
-        return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"thresholds\": %s%zu (need a list of %lld numbers, one per layer)",
-                        c->what, json_is_array(t) ? "a list of " : "not a list, ", json_is_array(t) ? json_array_size(t) : 0,
+        return ierr_set(c->err, -ENOTSUP,
+                        "%s: unsupported \"thresholds\": %s%zu (need a list of %lld numbers, one per layer)", c->what,
+                        json_is_array(t) ? "a list of " : "not a list, ", json_is_array(t) ? json_array_size(t) : 0,
                         (long long)hp->n_layers);
     for (int64_t l = 0; l < hp->n_layers; l++) {
         json_t *v = json_array_get(t, (size_t)l);
@@ -334,7 +335,8 @@ static int parse_llama_act(const cfg *c, const char *type, const char *act, hp_c
         if (rc)
             return rc;
         if (!(fits_float(p) && p >= 0))
-            return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"hidden_act_param\": %g (fatrelu needs a finite threshold >= 0)",
+            return ierr_set(c->err, -ENOTSUP,
+                            "%s: unsupported \"hidden_act_param\": %g (fatrelu needs a finite threshold >= 0)",
                             c->what, p);
         hp->act = ACT_FN_FATRELU;
         for (int64_t l = 0; l < hp->n_layers && l < HP_MAX_LAYERS; l++)
@@ -388,13 +390,25 @@ static int parse_llama(const cfg *c, const char *type, hp_config *hp)
 /* The Llama-family model types: the standard Llama tensor names (the
  * checkpoint table, checkpoint.h), the FFN activation told apart by
  * parse_llama_act. */
+static const char *const llama_types[] = { "llama", "mistral", "sparsellama", "bamboo", "sparse_llama",
+                                           "sparse_mistral" };
+#define N_LLAMA_TYPES (sizeof llama_types / sizeof *llama_types)
+
 static int is_llama_type(const char *type)
 {
-    static const char *const types[] = { "llama", "mistral", "sparsellama", "bamboo", "sparse_llama", "sparse_mistral" };
-    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
-        if (strcmp(type, types[i]) == 0)
+    for (size_t i = 0; i < N_LLAMA_TYPES; i++)
+        if (strcmp(type, llama_types[i]) == 0)
             return 1;
     return 0;
+}
+
+/* The unsupported model_type message, with the supported ones listed. */
+static int bad_type(const char *what, const char *type, ierr *err)
+{
+    char list[160] = "opt";
+    for (size_t i = 0, n = 3; i < N_LLAMA_TYPES && n < sizeof list; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, ", %s", llama_types[i]);
+    return ierr_set(err, -ENOTSUP, "%s: unsupported \"model_type\": \"%s\" (supported: %s)", what, type, list);
 }
 
 int hp_from_json(const char *text, size_t len, const char *what, hp_config *hp, ierr *err)
@@ -418,10 +432,7 @@ int hp_from_json(const char *text, size_t len, const char *what, hp_config *hp, 
         else if (is_llama_type(type))
             rc = parse_llama(&c, type, hp);
         else
-            rc = ierr_set(err, -ENOTSUP,
-                          "%s: unsupported \"model_type\": \"%s\" (supported: opt, llama, mistral, sparsellama, "
-                          "bamboo, sparse_llama, sparse_mistral)",
-                          what, type);
+            rc = bad_type(what, type, err);
     }
     if (!rc)
         rc = hp_validate(hp, what, err);
