@@ -309,11 +309,16 @@ static int parse_cats(const cfg *c, hp_config *hp)
  * hidden_act act (activity.h has the table):
  *   llama, mistral  LlamaMLP / MistralMLP: down(ACT2FN[hidden_act](gate) * up);
  *                   silu, or relu (ReLU-Llama, SparseLLM/ReluLLaMA-7B).
- *   sparsellama     ProSparse (SparseLLM/prosparse-llama-2-7b,
- *                   modeling_sparsellama.py): hidden_act "fatrelu" applies
- *                   FATReLU with threshold hidden_act_param to the gate,
- *                   keeping x where x >= threshold (torch.ge, as in the
- *                   authors' FATReLU module); relu and silu as LlamaMLP.
+ *   sparsellama     ProSparse (SparseLLM/prosparse-llama-2-7b): hidden_act
+ *                   "fatrelu" applies FATReLU with threshold
+ *                   hidden_act_param to the gate, keeping x where x >=
+ *                   threshold: the FATReLU module of the authors' (THUNLP)
+ *                   training code, forward: mask = torch.ge(x, threshold).
+ *                   (The checkpoint's own modeling_sparsellama.py was not
+ *                   at hand to confirm the comparison; vLLM's FatreluAndMul
+ *                   uses F.threshold, i.e. x > threshold — the two differ
+ *                   only for a gate exactly equal to the threshold.) relu
+ *                   and silu as LlamaMLP.
  *   bamboo          BambooMLP (SJTU-IPADS Bamboo / PowerInfer TurboSparse,
  *                   modeling_bamboo.py lines 647-659): down(act_fn(gate) *
  *                   act_fn(up)), act_fn = ACT2FN[hidden_act]; dReLU needs relu.
