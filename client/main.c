@@ -1144,11 +1144,14 @@ static int parse_args(int argc, char **argv, cli_opts *o)
     return check_combinations(o);
 }
 
-/* predict needs the predictors; oracle of a gated model the activity
- * thresholds. (Oracle of a ReLU model needs nothing: active = up.x+b > 0.) */
+/* predict needs the predictors; oracle of a SwiGLU model the activity
+ * thresholds. (Oracle of an activation with exact zeros needs nothing:
+ * active = term != 0, activity.h.) */
 static int needs_calibration(const cli_opts *o, const source *src)
 {
-    return o->mode == CLI_PREDICT || (o->mode == CLI_ORACLE && source_hparams(src)->gated);
+    const hp_config *hp = source_hparams(src);
+    act_crit exact;
+    return o->mode == CLI_PREDICT || (o->mode == CLI_ORACLE && act_exact_crit(hp_act_spec(hp, 0), &exact) != 0);
 }
 
 int main(int argc, char **argv)
@@ -1174,7 +1177,7 @@ int main(int argc, char **argv)
         store_calib cal;
         if (source_calib(src, 0, &cal, NULL) == -ENOENT) {
             ierr_set(&err, -ENOENT, "--mode %s needs a calibrated store%s (run inflash-calibrate on it)",
-                     mode_name(o.mode), o.mode == CLI_ORACLE ? " for a gated model" : "");
+                     mode_name(o.mode), o.mode == CLI_ORACLE ? " for a SwiGLU model" : "");
             rc = RC_USAGE;
         }
     }

@@ -93,18 +93,18 @@ void model_softmax(float *x, int64_t n)
         x[i] *= inv;
 }
 
-void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, act_fn act,
+void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, act_spec as,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
                        float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch)
 {
-    model_ffn_rows(dt, w, (gated ? 3 : 2) * d, nb, d, gated, act, b_up, b_gate, x, n, pre, gpre, ldp, actbuf, y,
-                   scratch);
+    model_ffn_rows(dt, w, (as.gated ? 3 : 2) * d, nb, d, as, b_up, b_gate, x, n, pre, gpre, ldp, actbuf, y, scratch);
 }
 
-void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t d, int gated, act_fn act,
+void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t d, act_spec as,
                     const float *b_up, const float *b_gate, const float *x, int64_t n,
                     float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch)
 {
+    const int gated = as.gated;
     const void *up = w, *gate = wm_at(dt, w, bl, 0, d), *down = wm_at(dt, w, bl, 0, (gated ? 2 : 1) * d);
     if (nb <= 0 || n <= 0)
         return;
@@ -116,13 +116,9 @@ void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t
         for (int64_t j = 0; j < nb; j++) {
             if (b_up)
                 p[j] += b_up[j];
-            if (gated) {
-                if (b_gate)
-                    g[j] += b_gate[j];
-                a[j] = act_fn_apply(act, g[j]) * p[j];
-            } else {
-                a[j] = act_fn_apply(act, p[j]);
-            }
+            if (gated && b_gate)
+                g[j] += b_gate[j];
+            a[j] = act_term(as, gated ? g[j] : 0.0f, p[j]);
         }
     }
     wm_gemm_aw(dt, down, bl, nb, d, actbuf, nb, n, y, scratch);
@@ -485,7 +481,7 @@ int model_ffn_dense(model *m, void *ctx, int64_t layer, int64_t pos, const float
                 return rc;
             wb = s->ffn_raw;
         }
-        model_ffn_bundles(m->w.wdt, wb, nb, d, c->gated, c->act, bub, bgb, x, n, s->pre + j,
+        model_ffn_bundles(m->w.wdt, wb, nb, d, hp_act_spec(c, layer), bub, bgb, x, n, s->pre + j,
                           s->gpre ? s->gpre + j : NULL, F, s->act, y, s->wscratch);
     }
     if (m->w.ffn_b_down) {

@@ -172,20 +172,20 @@ void model_rope(float *vec, int64_t n_heads, int64_t head_dim, const float *cos_
 void model_rope_table(int64_t pos, int64_t head_dim, double theta, float *cos_t, float *sin_t);
 /* In-place softmax over n values. */
 void model_softmax(float *x, int64_t n);
-/* The FFN over nb bundles w [nb][bundle_len] (bundle_len = (gated?3:2)*d:
+/* The FFN over nb bundles w [nb][bundle_len] (bundle_len = (as.gated?3:2)*d:
  * up row, gate row if gated, down column), for n inputs x [n][d]:
  *   pre[i][j]  = up_j . x_i + b_up[j]        (pre row stride ldp)
  *   gpre[i][j] = gate_j . x_i + b_gate[j]    (gated only; stride ldp)
- *   act[i][j]  = gated ? act(gpre) * pre : act(pre)   (act [n][nb])
+ *   act[i][j]  = act_term(as, gpre, pre)     (activity.h; act [n][nb])
  *   y[i]      += sum_j act[i][j] * down_j    (y [n][d], accumulated)
  * Biases may be NULL. w is of dtype dt (client/weight_matrix.h); scratch has
  * wm_scratch_floats(d) floats (unused for f32). */
-void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, int gated, act_fn act,
+void model_ffn_bundles(fmt_dtype dt, const void *w, int64_t nb, int64_t d, act_spec as,
                        const float *b_up, const float *b_gate, const float *x, int64_t n,
                        float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);
 /* The same over bundles ldw >= bundle_len elements apart (e.g. the rows of
  * a neuron matrix, client/neuron_matrix.h); model_ffn_bundles is ldw = bundle_len. */
-void model_ffn_rows(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, int gated, act_fn act,
+void model_ffn_rows(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, act_spec as,
                     const float *b_up, const float *b_gate, const float *x, int64_t n,
                     float *pre, float *gpre, int64_t ldp, float *actbuf, float *y, float *scratch);
 

@@ -35,7 +35,7 @@ typedef struct {
     pred    *pr;          /* predict mode: the layer's predictor; else NULL */
     float   *up;          /* [n][d] f32 up rows when the truth is computed, else NULL */
     float   *gate;        /* [n][d] gate rows (gated models, with up), else NULL */
-    double   act_thr;     /* gated: criterion value must exceed this; ReLU: 0 */
+    double   act_thr;     /* SwiGLU: criterion value must exceed this; exact zeros: 0 */
     int64_t  grows;
     int64_t  tokens, tokens_after;
     sparse_count all, after;
@@ -52,7 +52,6 @@ struct sparse {
     sparse_budget bud;
     int64_t       L, n, d, row_len, max_rows;
     int           gated;
-    act_fn        act;
     act_crit      crit;       /* what "active" means for the true set (the calibration's) */
     int           truth;      /* true set computed (oracle, check_recall) */
     fmt_dtype     dtype;
@@ -129,6 +128,27 @@ static void info_free(sparse_info *nf)
     memset(nf, 0, sizeof *nf);
 }
 
+/* The calibrated store's criterion against the model's: an exact one must
+ * match (a store calibrated as anything else is refused; none is fine for
+ * oracle); a thresholded one is read into *crit. */
+static int calib_criterion(const model *m, int exact, act_crit *crit, ierr *err)
+{
+    const char *cr = source_calib_criterion(m->src);
+    act_crit got;
+    if (exact) {
+        if (cr && strcmp(cr, act_name(*crit)) != 0)
+            return ierr_set(err, -EINVAL,
+                            "sparse: the store was calibrated with criterion '%s', activation %s needs '%s'", cr,
+                            act_fn_name(m->cfg.act), act_name(*crit));
+        return 0;
+    }
+    if (act_parse(cr, &got) || !act_thresholded(got))
+        return ierr_set(err, -EINVAL, "sparse: unknown calibration criterion '%s' for a gated model",
+                        cr ? cr : "(none)");
+    *crit = got;
+    return 0;
+}
+
 static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr *err)
 {
     memset(nf, 0, sizeof *nf);
@@ -146,8 +166,10 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
         return ierr_set(err, -EINVAL, "sparse: bundle of %lld bytes is not %lld %s values",
                         (long long)source_bundle_bytes(m->src), (long long)bl, fmt_dtype_name(source_dtype(m->src)));
     nf->truth = o->mode == SPARSE_ORACLE || o->check_recall;
-    nf->crit = ACT_RELU;
-    int need_calib = o->mode == SPARSE_PREDICT || c->gated;
+    /* an activation with exact zeros has an exact criterion (no thresholds
+     * to calibrate); plain SwiGLU has the calibration's */
+    int exact = act_exact_crit(hp_act_spec(c, 0), &nf->crit) == 0;
+    int need_calib = o->mode == SPARSE_PREDICT || !exact;
     nf->rank = calloc((size_t)c->n_layers, sizeof *nf->rank);
     nf->tau = calloc((size_t)c->n_layers, sizeof *nf->tau);
     nf->act_thr = calloc((size_t)c->n_layers, sizeof *nf->act_thr);
@@ -178,14 +200,10 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
             if (cal.rank > nf->rmax)
                 nf->rmax = cal.rank;
         }
-        nf->act_thr[l] = c->gated ? cal.act_threshold : 0.0;
+        nf->act_thr[l] = exact ? 0.0 : cal.act_threshold;
     }
-    if (rc == 0 && c->gated) {
-        const char *cr = source_calib_criterion(m->src);
-        if (act_parse(cr, &nf->crit) || !act_gated(nf->crit))
-            rc = ierr_set(err, -EINVAL, "sparse: unknown calibration criterion '%s' for a gated model",
-                          cr ? cr : "(none)");
-    }
+    if (rc == 0)
+        rc = calib_criterion(m, exact, &nf->crit, err);
     if (rc)
         info_free(nf);
     return rc;
@@ -351,7 +369,6 @@ int sparse_new(model *m, const sparse_opts *o, sparse **out, ierr *err)
     sp->n = c->d_ffn;
     sp->d = c->d_model;
     sp->gated = c->gated;
-    sp->act = c->act;
     sp->row_len = nmat_row_len(sp->d, sp->gated);
     sp->max_rows = m->s.max_batch;
     sp->crit = nf.crit;
@@ -446,12 +463,13 @@ static int64_t true_set(sparse *sp, int64_t l, const float *x)
         if (w->ffn_b_gate)
             cblas_saxpy((int)n, 1.0f, w->ffn_b_gate + l * n, 1, sp->gpre, 1);
     }
-    /* the calibration's rule (activity.h); ReLU: exactly the neurons with
-     * up.x + b > 0 (act_thr is 0). The threshold is used as a float. */
+    /* the calibration's rule (activity.h); exact zeros: exactly the neurons
+     * whose term is non-zero (act_thr is 0). The threshold is used as a float. */
     const double t = (float)Ly->act_thr;
     const float *g = sp->gated ? sp->gpre : NULL;
+    const act_spec as = hp_act_spec(&sp->m->cfg, l);
     for (int64_t j = 0; j < n; j++)
-        if (act_is_active(sp->crit, g ? g[j] : 0.0f, sp->pre[j], t)) {
+        if (act_is_active(sp->crit, as, g ? g[j] : 0.0f, sp->pre[j], t)) {
             sp->tset[k++] = (int32_t)j;
             sp->mark[j] = 1;
         }
@@ -534,9 +552,9 @@ static void compute_rows(sparse *sp, int64_t l, const float *x, float *y, sparse
         if (bg)
             sp->bgate[r] = bg[ids[r]];
     }
-    model_ffn_rows(sp->dtype, nmat_data(nm), nmat_stride(nm), u, sp->d, sp->gated, sp->act, bu ? sp->bup : NULL,
-                   bg ? sp->bgate : NULL, x, 1, sp->pre, sp->gated ? sp->gpre : NULL, u, sp->actbuf, y,
-                   sp->m->s.wscratch);
+    model_ffn_rows(sp->dtype, nmat_data(nm), nmat_stride(nm), u, sp->d, hp_act_spec(&sp->m->cfg, l),
+                   bu ? sp->bup : NULL, bg ? sp->bgate : NULL, x, 1, sp->pre, sp->gated ? sp->gpre : NULL, u,
+                   sp->actbuf, y, sp->m->s.wscratch);
     t->resident += u;
 }
 
@@ -613,10 +631,10 @@ static int layer_token(sparse *sp, int64_t l, const float *x, float *y, sparse_c
             sp->miss[nmiss++] = sel[i];
 
     /* The FFN runs over every resident row, the window's whole union, not
-     * just this token's selection: for ReLU an extra neuron contributes its
-     * exact value (0 if inactive), so it can only help accuracy; for gated
-     * models every resident neuron is computed exactly too — the only
-     * approximation is which neurons are resident. */
+     * just this token's selection: with exact zeros an extra neuron
+     * contributes its exact value (0 if inactive), so it can only help
+     * accuracy; for SwiGLU every resident neuron is computed exactly too —
+     * the only approximation is which neurons are resident. */
     memset(y, 0, (size_t)d * sizeof(float));
     if (nmat_used(nm) + nmiss <= cap) {
         rc = load_ids(sp, l, sp->miss, nmiss, t, err);

@@ -8,7 +8,8 @@
  *   select   predict: the low-rank predictor on the FFN input (pred_select,
  *            predict.h); oracle: the true active set from a resident f32 copy
  *            of the up (and gate) rows, by the calibration's criterion
- *            (activity.h) — a diagnostic, exact for ReLU
+ *            (activity.h) — a diagnostic, exact for activations with
+ *            exact zeros (ReLU, FATReLU, dReLU, CATS: term != 0)
  *   window   push the set; shrink k while the union exceeds the capacity;
  *            evict the ids that fell out (nmat_delete)
  *   load     the selected ids not resident: one coalesced plan

@@ -50,7 +50,12 @@
  *        magic "INFLASH", format_version "1", family ("opt" | "llama"),
  *        d_model, n_layers, n_heads, n_kv_heads, d_ffn, vocab_size,
  *        max_pos, pos_offset (OPT: 2, else 0), norm_eps, rope_theta,
- *        activation ("relu" | "silu"), gated ("0" | "1"),
+ *        activation ("relu" | "silu" | "fatrelu" | "drelu" | "cats": the
+ *        FFN term of each, layout/activity.h), act_params (only for an
+ *        activation with a per-layer parameter, fatrelu's threshold and
+ *        cats's thresholds: n_layers decimal numbers separated by single
+ *        spaces, each reading back to the same f32, finite and >= 0),
+ *        gated ("0" | "1"),
  *        tie_embeddings ("0" | "1"), bos_id, eos_id, pad_id (-1 if none),
  *        sliding_window (Mistral: position i attends to positions j with
  *        i - W < j <= i; the key is present only for a model with a
@@ -106,11 +111,13 @@
  *        The layer's predictor scores neuron j as
  *          s = B·(A·x) + c   (x: the FFN input after the FFN norm)
  *        and predicts it active iff s[j] > threshold. "Active" means
- *        pre-activation > 0 for ReLU models; for gated ones, meta
- *        calib_criterion names the magnitude that must exceed
- *        act_threshold (act_threshold is 0 for ReLU; the table of these
- *        names and the test itself are layout/activity.h):
+ *        pre-activation > 0 for ReLU models; a non-zero term for the gated
+ *        activations with exact zeros (relu, fatrelu, drelu, cats); for
+ *        SwiGLU, meta calib_criterion names the magnitude that must exceed
+ *        act_threshold (act_threshold is 0 for the exact ones; the table of
+ *        these names and the test itself are layout/activity.h):
  *          "relu:up>0"                              ReLU models
+ *          "exact:term!=0"                          gated, exact zeros
  *          "gated:|silu(gate)*up|>act_threshold"    default for gated: the
  *                                                   neuron's contribution
  *          "gated:|silu(gate)|>act_threshold"
@@ -123,7 +130,7 @@
  *          inflash.pred.<layer>.c  [d_ffn]
  *        (rows of B and c in neuron-id order, whatever the slots).
  *      Calibration also sets meta calib_text_tokens, calib_recall_target,
- *      calib_target_sparsity (gated), calib_criterion and fills
+ *      calib_target_sparsity (SwiGLU), calib_criterion and fills
  *      neurons.freq.
  *
  * 5. A reader trusts nothing: magic and version in meta and in both

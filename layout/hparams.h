@@ -13,6 +13,8 @@
 
 typedef enum { HP_OPT = 0, HP_LLAMA = 1 } hp_family;   /* llama also covers mistral */
 
+#define HP_MAX_LAYERS 4096   /* the n_layers bound hp_validate enforces */
+
 typedef struct {
     hp_family family;
     int64_t d_model;        /* hidden size */
@@ -25,19 +27,26 @@ typedef struct {
     int64_t pos_offset;     /* OPT learned positions: 2; else 0 */
     double  norm_eps;       /* LayerNorm / RMSNorm epsilon */
     double  rope_theta;     /* Llama only; 0 for OPT */
-    act_fn  act;            /* relu (OPT) | silu (Llama SwiGLU) */
-    int     gated;          /* 1 for SwiGLU (gate_proj present) */
+    act_fn  act;            /* relu (OPT, ReLU-Llama) | silu (SwiGLU) | fatrelu | drelu | cats */
+    int     gated;          /* 1 for the Llama family (gate_proj present) */
     int     tie_embeddings; /* lm_head shares embed_tokens */
     int64_t bos_id, eos_id, pad_id;   /* -1 if none */
     int64_t sliding_window; /* Mistral: position i attends to i-W < j <= i; 0 = none */
+    float   act_param[HP_MAX_LAYERS];   /* [n_layers] the activation's parameter per layer
+                                           (fatrelu, cats: finite, >= 0); 0 for the others
+                                           and beyond n_layers */
 } hp_config;
 
 /* Parse a Hugging Face config.json (text, len bytes, need not be
  * NUL-terminated). Accepts model_type "opt" (activation_function "relu",
- * do_layer_norm_before true, word_embed_proj_dim == hidden_size) and
- * "llama"/"mistral" (hidden_act "silu"; "sliding_window" N >= 1, or
- * null/absent or "use_sliding_window": false for none). Anything else is an error that names
- * the field and value. `what` names the file in messages. Checks every value
+ * do_layer_norm_before true, word_embed_proj_dim == hidden_size), and the
+ * Llama family with standard tensor names: "llama"/"mistral" (hidden_act
+ * "silu" or "relu"), "sparsellama" (ProSparse: hidden_act "fatrelu" with
+ * hidden_act_param, or relu/silu), "bamboo" (dReLU: hidden_act "relu"),
+ * "sparse_llama"/"sparse_mistral" (CATS: silu with per-layer "thresholds");
+ * Mistral's "sliding_window" N >= 1 (null/absent or "use_sliding_window":
+ * false for none). Anything else that changes the math is an error that names the key and
+ * value. `what` names the file in messages. Checks every value
  * for sanity (positive, d_model % n_heads == 0, n_heads % n_kv_heads == 0,
  * sizes below 2^31 per dim). */
 int hp_from_json(const char *text, size_t len, const char *what, hp_config *hp, ierr *err);
@@ -45,6 +54,22 @@ int hp_from_json(const char *text, size_t len, const char *what, hp_config *hp, 
 /* Check a filled-in config for sanity (the same bounds hp_from_json applies);
  * used by readers that build an hp_config from elsewhere (the store index). */
 int hp_validate(const hp_config *hp, const char *what, ierr *err);
+
+/* The activation parameters as stored (meta act_params, format.h section 4):
+ * n_layers numbers separated by single spaces, each printed so that it reads
+ * back to the same float. *out is malloc'ed (caller frees); NULL (and 0) when
+ * the activation takes none. */
+int hp_act_params_text(const hp_config *hp, char **out, ierr *err);
+/* Read them back into hp->act_param (hp->n_layers already set and in range):
+ * exactly n_layers numbers. `what` names the file in messages. */
+int hp_act_params_parse(const char *text, hp_config *hp, const char *what, ierr *err);
+
+/* The activation of layer l (activity.h). */
+static inline act_spec hp_act_spec(const hp_config *hp, int64_t l)
+{
+    act_spec s = { hp->act, hp->gated, l >= 0 && l < HP_MAX_LAYERS ? hp->act_param[l] : 0.0f };
+    return s;
+}
 
 /* "opt" | "llama" (the activation names are in activity.h) */
 const char *hp_family_name(hp_family f);

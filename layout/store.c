@@ -253,6 +253,22 @@ static int meta_flag(q *x, const char *key, int *out)
     return rc;
 }
 
+/* meta act_params: required by an activation that takes them, and read if
+ * present (hp_validate checks the values against the activation). */
+static int meta_act_params(q *x)
+{
+    hp_config *hp = &x->s->hp;
+    const char *v = store_meta(x->s, "act_params");
+    if (!v && !act_fn_has_param(hp->act))
+        return 0;
+    if (!v)
+        return ierr_set(x->err, -EINVAL, "%s: meta \"act_params\" is missing (activation %s)", x->s->index_path,
+                        act_fn_name(hp->act));
+    if (hp->n_layers < 1 || hp->n_layers > HP_MAX_LAYERS)
+        return hp_validate(hp, x->s->index_path, x->err);
+    return hp_act_params_parse(v, hp, x->s->index_path, x->err);
+}
+
 static int meta_hparams(q *x)
 {
     store *s = x->s;
@@ -286,6 +302,8 @@ static int meta_hparams(q *x)
         return ierr_set(x->err, -EINVAL, "%s: unknown family \"%s\"", s->index_path, family);
     if (act_fn_parse(act, &hp->act))
         return ierr_set(x->err, -EINVAL, "%s: unknown activation \"%s\"", s->index_path, act);
+    if ((rc = meta_act_params(x)))
+        return rc;
     if ((strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0) || fmt_dtype_parse(dtype, &s->dtype))
         return ierr_set(x->err, -EINVAL, "%s: store dtype \"%s\" is not f32 or f16", s->index_path, dtype);
     if ((rc = hp_validate(hp, s->index_path, x->err)))

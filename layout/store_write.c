@@ -313,6 +313,17 @@ static int meta_f64(storew *w, const char *key, double v, ierr *err)
     return storew_set_meta(w, key, buf, err);
 }
 
+/* meta act_params, for an activation that takes them (hparams.h). */
+static int meta_act_params(storew *w, const hp_config *hp, ierr *err)
+{
+    char *t;
+    int rc = hp_act_params_text(hp, &t, err);
+    if (rc == 0 && t)
+        rc = storew_set_meta(w, "act_params", t, err);
+    free(t);
+    return rc;
+}
+
 int storew_set_hparams(storew *w, const hp_config *hp, fmt_dtype dtype, ierr *err)
 {
     int rc = hp_validate(hp, w->db_path, err);
@@ -352,7 +363,7 @@ int storew_set_hparams(storew *w, const hp_config *hp, fmt_dtype dtype, ierr *er
     /* only a model with a window has the key (absent = 0) */
     if (hp->sliding_window > 0 && (rc = meta_i64(w, "sliding_window", hp->sliding_window, err)))
         return rc;
-    return 0;
+    return meta_act_params(w, hp, err);
 }
 
 int storew_add_token(storew *w, int64_t id, const char *piece, size_t len, double score, int special, ierr *err)

@@ -1,6 +1,8 @@
 /* test_layout_hparams.c: hp_from_json on the two real configs (OPT and
- * Llama) and on variants of them that must fail with an error naming the
- * file, the field and the value. */
+ * Llama), on the sparse Llama-family configs built from the Llama one
+ * (ReLU-Llama, ProSparse, Bamboo, CATS), and on variants of them that must
+ * fail with an error naming the file, the field and the value; the
+ * act_params text both ways. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -215,6 +217,139 @@ static void test_bad_values(void **state)
     assert_int_not_equal(hp_from_json("", 0, "empty.json", &hp, &err), 0);
 }
 
+/* stories260K's config turned into model_type type with hidden_act act
+ * (NULL: unchanged). */
+static json_t *sparse_config(const char *type, const char *act)
+{
+    json_t *root = load_config("stories260K");
+    json_object_set_new(root, "model_type", json_string(type));
+    if (act)
+        json_object_set_new(root, "hidden_act", json_string(act));
+    return root;
+}
+
+static void expect_act(json_t *root, act_fn act, const float *params)
+{
+    hp_config hp;
+    ierr err = IERR_INIT;
+    if (parse(root, &hp, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(hp.family, HP_LLAMA);
+    assert_int_equal(hp.gated, 1);
+    assert_int_equal(hp.act, act);
+    for (int64_t l = 0; l < HP_MAX_LAYERS; l++)
+        assert_true(hp.act_param[l] == (params && l < hp.n_layers ? params[l] : 0.0f));
+    json_decref(root);
+}
+
+static void test_sparse_families(void **state)
+{
+    (void)state;
+    /* stories260K has 5 layers */
+    const float fat[5] = { 0.01f, 0.01f, 0.01f, 0.01f, 0.01f }, cats[5] = { 0.5f, 0.25f, 0.0f, 1.5f, 0.125f };
+    expect_act(sparse_config("llama", "relu"), ACT_FN_RELU, NULL);
+    expect_act(sparse_config("mistral", "relu"), ACT_FN_RELU, NULL);
+    json_t *r = sparse_config("sparsellama", "fatrelu");
+    json_object_set_new(r, "hidden_act_param", json_real(0.01));
+    expect_act(r, ACT_FN_FATRELU, fat);
+    expect_act(sparse_config("sparsellama", "relu"), ACT_FN_RELU, NULL);
+    expect_act(sparse_config("sparsellama", "silu"), ACT_FN_SILU, NULL);
+    expect_act(sparse_config("bamboo", "relu"), ACT_FN_DRELU, NULL);
+    r = sparse_config("sparse_llama", "silu");
+    json_object_set_new(r, "thresholds", json_pack("[f,f,i,f,f]", 0.5, 0.25, 0, 1.5, 0.125));
+    json_object_set_new(r, "use_sparse_model", json_true());
+    json_object_set_new(r, "use_sparse_predictor", json_false());
+    expect_act(r, ACT_FN_CATS, cats);
+    r = sparse_config("sparse_mistral", NULL);
+    json_object_set_new(r, "thresholds", json_pack("[f,f,i,f,f]", 0.5, 0.25, 0, 1.5, 0.125));
+    expect_act(r, ACT_FN_CATS, cats);
+    /* CATS without thresholds, or switched off, is plain SwiGLU (as its code) */
+    expect_act(sparse_config("sparse_llama", NULL), ACT_FN_SILU, NULL);
+    r = sparse_config("sparse_mistral", NULL);
+    json_object_set_new(r, "thresholds", json_pack("[f,f,f,f,f]", 1.0, 1.0, 1.0, 1.0, 1.0));
+    json_object_set_new(r, "use_sparse_model", json_false());
+    expect_act(r, ACT_FN_SILU, NULL);
+}
+
+static void refuse(json_t *root, const char *needle1, const char *needle2)
+{
+    expect_fail(root, needle1, needle2);
+    json_decref(root);
+}
+
+/* The sparse-family refusals: each names the key and the value. */
+static void test_sparse_refused(void **state)
+{
+    (void)state;
+    refuse(sparse_config("bamboo", "silu"), "hidden_act", "silu");
+    refuse(sparse_config("bamboo", "fatrelu"), "hidden_act", "fatrelu");
+    refuse(sparse_config("llama", "fatrelu"), "hidden_act", "fatrelu");
+    refuse(sparse_config("sparse_llama", "relu"), "hidden_act", "relu");
+    refuse(sparse_config("sparsellama", "gelu"), "hidden_act", "gelu");
+    refuse(sparse_config("sparsellama", "fatrelu"), "missing", "hidden_act_param");
+    json_t *r = sparse_config("sparsellama", "fatrelu");
+    json_object_set_new(r, "hidden_act_param", json_real(-0.5));
+    refuse(r, "hidden_act_param", "-0.5");
+    r = sparse_config("sparsellama", "fatrelu");
+    json_object_set_new(r, "hidden_act_param", json_string("0.01"));
+    refuse(r, "hidden_act_param", "number");
+    r = sparse_config("sparse_llama", NULL);
+    json_object_set_new(r, "thresholds", json_pack("[f,f]", 0.5, 0.5));
+    refuse(r, "thresholds", "list of 2");
+    r = sparse_config("sparse_llama", NULL);
+    json_object_set_new(r, "thresholds", json_pack("[f,f,s,f,f]", 0.5, 0.5, "x", 0.5, 0.5));
+    refuse(r, "thresholds\"[2]", "not a number");
+    r = sparse_config("sparse_llama", NULL);
+    json_object_set_new(r, "thresholds", json_pack("[f,f,f,f,f]", 0.5, 0.5, 0.5, -1.0, 0.5));
+    refuse(r, "thresholds\"[3]", "negative");
+    r = sparse_config("sparse_llama", NULL);
+    json_object_set_new(r, "thresholds", json_real(0.5));
+    refuse(r, "thresholds", "not a list");
+    const char *cats_keys[] = { "use_sparse_predictor", "use_relu", "use_resilu", "cut_pre_mlp", "cut_pre_attn" };
+    for (size_t i = 0; i < sizeof cats_keys / sizeof *cats_keys; i++) {
+        r = sparse_config("sparse_mistral", NULL);
+        json_object_set_new(r, cats_keys[i], json_true());
+        refuse(r, cats_keys[i], "true");
+    }
+    r = sparse_config("bamboo", "relu");
+    json_object_set_new(r, "rope_scaling", json_pack("{s:s,s:f}", "type", "linear", "factor", 2.0));
+    refuse(r, "rope_scaling", NULL);
+    r = sparse_config("sparsellama", "relu");
+    json_object_set_new(r, "mlp_bias", json_true());
+    refuse(r, "mlp_bias", "true");
+    refuse(sparse_config("sparse_gpt", NULL), "model_type", "sparse_gpt");
+}
+
+/* act_params as stored: every float back bit for bit; malformed text refused. */
+static void test_act_params_text(void **state)
+{
+    (void)state;
+    hp_config hp, back;
+    ierr err = IERR_INIT;
+    memset(&hp, 0, sizeof hp);
+    hp.n_layers = 4;
+    hp.act = ACT_FN_CATS;
+    const float v[4] = { 0.1f, 0.0f, 3.4028235e38f, 1.17549435e-38f };
+    for (int l = 0; l < 4; l++)
+        hp.act_param[l] = v[l];
+    char *t;
+    assert_int_equal(hp_act_params_text(&hp, &t, &err), 0);
+    assert_non_null(t);
+    back = hp;
+    memset(back.act_param, 0, sizeof back.act_param);
+    assert_int_equal(hp_act_params_parse(t, &back, "s.sqlite", &err), 0);
+    assert_memory_equal(back.act_param, hp.act_param, sizeof hp.act_param);
+    free(t);
+    assert_int_not_equal(hp_act_params_parse("0.1 0.2 0.3", &back, "s.sqlite", &err), 0);
+    assert_non_null(strstr(err.msg, "s.sqlite"));
+    assert_int_not_equal(hp_act_params_parse("0.1 0.2 0.3 0.4 0.5", &back, "s.sqlite", &err), 0);
+    assert_int_not_equal(hp_act_params_parse("0.1 0.2 x 0.4", &back, "s.sqlite", &err), 0);
+    assert_int_not_equal(hp_act_params_parse("0.1 0.2 nan 0.4", &back, "s.sqlite", &err), 0);
+    hp.act = ACT_FN_DRELU;   /* none: no text */
+    assert_int_equal(hp_act_params_text(&hp, &t, &err), 0);
+    assert_null(t);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -240,6 +375,9 @@ int main(void)
         cmocka_unit_test(test_sliding_window),
         cmocka_unit_test(test_unsupported),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_sparse_families),
+        cmocka_unit_test(test_sparse_refused),
+        cmocka_unit_test(test_act_params_text),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,7 +12,9 @@
  *   - the DRAM budget: below the minimum refused with it; at the minimum the
  *     matrices hold SPARSE_MIN_ROWS, windows shrink, oversized sets are
  *     computed in chunks, results stay exact;
- *   - a whole model_forward with the engine matches the dense model;
+ *   - a whole model_forward with the engine matches the dense model, for
+ *     ReLU and, uncalibrated, for each gated activation with exact zeros
+ *     (gated ReLU, FATReLU, dReLU, CATS: oracle needs no calibration);
  *   - predict without a calibration is refused. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,6 +60,7 @@ static struct {
 } G;
 
 static uint64_t g_rng = 1;
+static act_fn g_act = ACT_FN_SILU;   /* the gated stores' activation (make_store) */
 static float frand(void)   /* [-1, 1) */
 {
     g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -109,9 +112,12 @@ static void make_store(const char *name, int gated, fmt_dtype dt, int calibrated
     hp_config hp = {
         .family = gated ? HP_LLAMA : HP_OPT, .d_model = D, .n_layers = NL, .n_heads = 2, .n_kv_heads = 2,
         .d_ffn = F, .vocab_size = V, .max_pos = MAXP, .pos_offset = gated ? 0 : 2, .norm_eps = 1e-5,
-        .rope_theta = gated ? 10000.0 : 0.0, .act = gated ? ACT_FN_SILU : ACT_FN_RELU, .gated = gated,
+        .rope_theta = gated ? 10000.0 : 0.0, .act = gated ? g_act : ACT_FN_RELU, .gated = gated,
         .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
     };
+    for (int64_t l = 0; l < NL; l++)   /* thresholds that cut some neurons, per layer */
+        hp.act_param[l] = !gated ? 0.0f : g_act == ACT_FN_FATRELU ? 0.05f * (float)(l + 1)
+                                        : g_act == ACT_FN_CATS    ? 0.3f * (float)(l + 1) : 0.0f;
     assert_int_equal(storew_new(dir, 0, &w, &err), 0);
     assert_int_equal(storew_set_hparams(w, &hp, dt, &err), 0);
     assert_int_equal(storew_set_meta(w, "hf_config", gated ? "{\"model_type\": \"llama\"}" : "{\"model_type\": \"opt\"}",
@@ -504,11 +510,11 @@ static void test_budget(void **state)
     assert_int_equal(g_overflows, 0);
 }
 
-static void test_forward(void **state)
+/* A whole model_forward of store dir with the oracle engine against the
+ * dense model; returns the fewest neurons selected in a layer (so callers
+ * can see the sparsity was exercised). */
+static int64_t forward_matches(const char *dir)
 {
-    (void)state;
-    char dir[512];
-    make_store("forward", 0, FMT_F16, 1, dir, sizeof dir);
     ierr err = IERR_INIT;
     source *src;
     model *dm, *sm;
@@ -521,6 +527,7 @@ static void test_forward(void **state)
     assert_int_equal(sparse_new(sm, &o, &sp, &err), 0);
     int32_t toks[12] = {1, 5, 9, 3, 30, 7, 7, 2, 11, 4, 19, 0};
     float ld[12 * V], ls[V];
+    int64_t fewest = NL * F;
     assert_int_equal(model_forward(dm, toks, 12, 0, &err), 0);
     model_logits(dm, 0, 12, ld);
     /* sparse: one position per forward, then a batch of 4 (rows are
@@ -535,6 +542,8 @@ static void test_forward(void **state)
             sparse_count c;
             sparse_last(sp, r, &c);
             assert_true(c.selected > 0 && c.active == c.selected && c.hits == c.active);
+            if (c.selected < fewest)
+                fewest = c.selected;
         }
         if (batch == 4)
             break;
@@ -543,6 +552,27 @@ static void test_forward(void **state)
     model_free(sm);
     model_free(dm);
     source_close(src);
+    return fewest;
+}
+
+static void test_forward(void **state)
+{
+    (void)state;
+    char dir[512];
+    make_store("forward", 0, FMT_F16, 1, dir, sizeof dir);
+    forward_matches(dir);
+    /* the gated activations with exact zeros: oracle = dense, uncalibrated */
+    const act_fn fns[] = { ACT_FN_RELU, ACT_FN_FATRELU, ACT_FN_DRELU, ACT_FN_CATS };
+    for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "forward_%s", act_fn_name(fns[i]));
+        g_act = fns[i];
+        make_store(name, 1, i % 2 ? FMT_F16 : FMT_F32, 0, dir, sizeof dir);
+        g_act = ACT_FN_SILU;
+        int64_t fewest = forward_matches(dir);
+        if (!(fewest > 0 && fewest < NL * F))   /* some neurons were cut (selected: all layers) */
+            fail_msg("%s: %lld of %d neurons selected", name, (long long)fewest, NL * F);
+    }
 }
 
 static void test_uncalibrated(void **state)

@@ -136,9 +136,23 @@ static void test_softmax(void **state)
 }
 
 /* The naive FFN: explicit loops over the bundle layout. */
-static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, act_fn act, const float *bu,
+/* One activation in double (independent of activity.h's float code). */
+static double naive_act(act_fn f, double p, double v)
+{
+    double s = v / (1.0 + exp(-v));
+    switch (f) {
+    case ACT_FN_RELU:
+    case ACT_FN_DRELU: return v > 0 ? v : 0;
+    case ACT_FN_FATRELU: return v >= p ? v : 0;
+    case ACT_FN_CATS: return fabs(s) > p ? s : 0;
+    default: return s;
+    }
+}
+
+static void naive_ffn(const float *w, int64_t nb, int64_t d, act_spec as, const float *bu,
                       const float *bg, const float *x, int64_t n, double *pre, double *y)
 {
+    const int gated = as.gated;
     int64_t bl = (gated ? 3 : 2) * d;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < nb; j++) {
@@ -151,10 +165,12 @@ static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, act_fn a
             }
             pre[i * nb + j] = u;
             double a;
-            if (gated)
-                a = g / (1.0 + exp(-g)) * u;
+            if (!gated)
+                a = naive_act(as.fn, as.param, u);
+            else if (as.fn == ACT_FN_DRELU)
+                a = naive_act(as.fn, as.param, g) * naive_act(as.fn, as.param, u);
             else
-                a = act == ACT_FN_RELU ? (u > 0 ? u : 0) : u / (1.0 + exp(-u));
+                a = naive_act(as.fn, as.param, g) * u;
             const float *down = row + (gated ? 2 : 1) * d;
             for (int64_t k = 0; k < d; k++)
                 y[i * d + k] += a * down[k];
@@ -165,6 +181,8 @@ static void naive_ffn(const float *w, int64_t nb, int64_t d, int gated, act_fn a
  * same f16-rounded values) against naive_ffn. */
 static void check_ffn(fmt_dtype dt, int gated, act_fn act, int64_t n, int with_bias)
 {
+    /* the parameters sit mid-range of the test data: some neurons cut, some kept */
+    const act_spec as = { act, gated, act == ACT_FN_FATRELU ? 0.5f : act == ACT_FN_CATS ? 0.2f : 0.0f };
     const int64_t d = 37, nb = 19, ldp = 40, off = 7;   /* block written at column off of [n][ldp];
                                                            d = 32 + 5 covers the kernels' tails */
     int64_t bl = (gated ? 3 : 2) * d;
@@ -186,17 +204,16 @@ static void check_ffn(fmt_dtype dt, int gated, act_fn act, int64_t n, int with_b
     for (int64_t k = 0; k < n * d; k++)
         ny[k] = y[k];
     const float *ub = with_bias ? bu : NULL, *gb = with_bias && gated ? bg : NULL;
-    model_ffn_bundles(dt, wd, nb, d, gated, act, ub, gb, x, n, pre + off, gated ? gpre + off : NULL, ldp, actb, y,
-                      scratch);
-    naive_ffn(w, nb, d, gated, act, ub, gb, x, n, npre, ny);
+    model_ffn_bundles(dt, wd, nb, d, as, ub, gb, x, n, pre + off, gated ? gpre + off : NULL, ldp, actb, y, scratch);
+    naive_ffn(w, nb, d, as, ub, gb, x, n, npre, ny);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < nb; j++)
             assert_true(fabs(pre[i * ldp + off + j] - npre[i * nb + j]) < 1e-4);
     int zeros = 0;
     for (int64_t i = 0; i < n * nb; i++)
         zeros += actb[i] == 0.0f;
-    if (!gated && act == ACT_FN_RELU)
-        assert_true(zeros > 0);   /* the test data does exercise ReLU's zeros */
+    if (act_fn_exact(act))
+        assert_true(zeros > 0);   /* the test data does exercise the exact zeros */
     for (int64_t k = 0; k < n * d; k++)
         assert_true(fabs(y[k] - ny[k]) < 1e-4);
     /* columns outside the block are untouched */
@@ -216,6 +233,9 @@ static void test_ffn_bundles(void **state)
                 check_ffn(dts[t], 0, ACT_FN_RELU, n, bias);
                 check_ffn(dts[t], 1, ACT_FN_SILU, n, bias);
                 check_ffn(dts[t], 0, ACT_FN_SILU, n, bias);
+                for (act_fn f = ACT_FN_RELU; f < ACT_FN_COUNT; f++)
+                    if (f != ACT_FN_SILU)
+                        check_ffn(dts[t], 1, f, n, bias);
             }
 }
 

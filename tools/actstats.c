@@ -8,7 +8,8 @@
  * frequencies (so the part due to token-to-token correlation shows). It also
  * prints the quantiles of the per-neuron frequency distribution, which is
  * how inflash-mkmodel's synthetic frequencies were derived from the demo.
- * "Active" is the calibration's criterion (layout/activity.h). */
+ * "Active" is the calibration's criterion (layout/activity.h): exact (term
+ * != 0) for the activations with exact zeros, calibrated for SwiGLU. */
 #include "activity.h"
 #include "cli.h"
 #include "hparams.h"
@@ -60,7 +61,7 @@ typedef struct {
 static const char *gated_flags(void)
 {
     static char names[64];
-    act_gated_flags(names, sizeof names);
+    act_thresholded_flags(names, sizeof names);
     return names;
 }
 
@@ -98,9 +99,10 @@ static void usage(FILE *f)
             "  --quantiles        print the per-neuron frequency distribution (frequency\n"
             "                     divided by its layer's mean, pooled over layers) as %d\n"
             "                     quantiles\n"
-            "  --act-threshold A  gated models without calibration: active iff the\n"
+            "  --act-threshold A  SwiGLU models without calibration: active iff the\n"
             "                     --criterion value exceeds A (calibrated stores use their\n"
-            "                     criterion and thresholds)\n"
+            "                     criterion and thresholds; the activations with exact\n"
+            "                     zeros need neither: active iff the term is non-zero)\n"
             "  --criterion C      with --act-threshold: %s (as in\n"
             "                     inflash-calibrate; default gate: |silu(gate)|)\n"
             "  --json FILE        write the figures as JSON\n"
@@ -124,7 +126,8 @@ typedef struct {
     int64_t  *scored;         /* [L] positions counted in count */
     int64_t   base;           /* position of bits row 0 */
     act_crit  crit;           /* what "active" means (activity.h) */
-    double   *thr;            /* [L] the layer's threshold (0 for ReLU) */
+    double   *thr;            /* [L] the layer's threshold (0 for exact zeros) */
+    const hp_config *hp;      /* the model's (the per-layer activation); not owned */
 } as_acc;
 
 static void hook(void *ctx, int64_t layer, int64_t pos, int64_t n, const float *x, const float *up,
@@ -137,8 +140,9 @@ static void hook(void *ctx, int64_t layer, int64_t pos, int64_t n, const float *
         uint64_t *row = (a->bits && t >= 0 && t < a->T) ? a->bits + (layer * a->T + t) * a->words : NULL;
         const float *u = up + i * a->F, *g = gate ? gate + i * a->F : NULL;
         uint64_t *cnt = a->count + layer * a->F;
+        const act_spec as = hp_act_spec(a->hp, layer);
         for (int64_t j = 0; j < a->F; j++)
-            if (act_is_active(a->crit, g ? g[j] : 0.0f, u[j], a->thr[layer])) {
+            if (act_is_active(a->crit, as, g ? g[j] : 0.0f, u[j], a->thr[layer])) {
                 cnt[j]++;
                 if (row)
                     row[j >> 6] |= (uint64_t)1 << (j & 63);
@@ -162,12 +166,13 @@ static int acc_init(as_acc *a, const model *m, int64_t T, const as_opts *o, ierr
         a->bits = calloc((size_t)(a->L * T * a->words), sizeof *a->bits);
     if (!a->count || !a->scored || !a->thr || (T > 0 && !a->bits))
         return ierr_set(err, -ENOMEM, "out of memory for the activity bitmaps");
+    a->hp = c;
     a->crit = ACT_RELU;
-    if (!c->gated)
-        return 0;
+    if (act_exact_crit(hp_act_spec(c, 0), &a->crit) == 0)
+        return 0;   /* exact zeros: term != 0, thresholds 0 */
     const char *cr = source_calib_criterion(m->src);
     if (cr) {
-        if (act_parse(cr, &a->crit) || !act_gated(a->crit))
+        if (act_parse(cr, &a->crit) || !act_thresholded(a->crit))
             return ierr_set(err, -EINVAL, "unknown calibration criterion '%s' for a gated model", cr);
         for (int64_t l = 0; l < a->L; l++) {
             store_calib cal;
@@ -756,7 +761,7 @@ static int parse_args(int argc, char **argv, as_opts *o)
         case O_CHUNK: if (cli_parse_i64(optarg, 2, 1 << 20, &o->chunk)) bad = "--chunk"; break;
         case O_QUANT: o->quantiles = 1; break;
         case O_ACT: if (cli_parse_f64(optarg, -DBL_MAX, DBL_MAX, &o->act_thr) || o->act_thr <= 0) bad = "--act-threshold"; break;
-        case O_CRIT: if (act_parse_flag(optarg, &o->crit) || !act_gated(o->crit)) bad = "--criterion"; break;
+        case O_CRIT: if (act_parse_flag(optarg, &o->crit) || !act_thresholded(o->crit)) bad = "--criterion"; break;
         default:
             return cli_bad_option(PROG, c, argv);
         }

@@ -109,8 +109,9 @@ static void usage(FILE *f)
             "                       for 0.99), since text unlike the calibration text\n"
             "                       reaches a little less\n"
             "  --max-ratio K        predicted/true active ratio to aim for (default 3)\n"
-            "  --target-sparsity S  gated (SwiGLU) models: the fraction of (token, neuron)\n"
-            "                       pairs counted inactive (default 0.9); ignored for ReLU\n"
+            "  --target-sparsity S  SwiGLU models: the fraction of (token, neuron) pairs\n"
+            "                       counted inactive (default 0.9); ignored for the\n"
+            "                       activations with exact zeros\n"
             "  --reorder            rewrite ffn.bin with each layer's neurons in descending\n"
             "                       frequency (hot first); neuron ids and bytes are unchanged\n"
             "  --eval FILE          after training, measure on FILE (held-out text) and\n"
@@ -133,8 +134,11 @@ static void usage(FILE *f)
             "  -h, --help           this text\n"
             "\n"
             "What \"active\" means (stored as meta calib_criterion):\n"
-            "  ReLU models: the up pre-activation up.x + b > 0 (exact zeros otherwise).\n"
-            "  Gated models: the neuron's value under --criterion exceeds the layer's\n"
+            "  ReLU (OPT) models: the up pre-activation up.x + b > 0 (exact zeros\n"
+            "  otherwise). Gated activations with exact zeros (gated ReLU, FATReLU,\n"
+            "  dReLU, CATS): the neuron's term in the FFN sum is non-zero\n"
+            "  (\"exact:term!=0\"; --criterion and --target-sparsity do not apply).\n"
+            "  SwiGLU models: the neuron's value under --criterion exceeds the layer's\n"
             "  act_threshold, the quantile of that value over the calibration pairs that\n"
             "  reaches --target-sparsity:\n"
             "  --criterion product  |silu(gate.x) * (up.x)| (default): the neuron's actual\n"
@@ -233,9 +237,11 @@ typedef struct {
     size_t    stride;         /* label bytes per row */
     float   **X;              /* [L] -> [m][d]; owned */
     uint8_t **lab;            /* [L] -> [m][stride]; owned */
-    float   **val;            /* gated, before labelling: [L] -> [m][n] criterion values; owned; else NULL */
-    const double *act_thr;    /* gated eval: label at once with these [L]; NULL otherwise */
-    act_crit  crit;           /* gated models: the criterion (ReLU: ACT_RELU) */
+    float   **val;            /* SwiGLU, before labelling: [L] -> [m][n] criterion values; owned; else NULL */
+    const double *act_thr;    /* SwiGLU eval: label at once with these [L]; NULL otherwise */
+    act_crit  crit;           /* the criterion (activity.h): exact, or --criterion for SwiGLU */
+    int       exact;          /* crit is exact (threshold 0): labels at once */
+    const hp_config *hp;      /* the model's (the per-layer activation); not owned */
     int64_t  *row0;           /* [n_chunks] row of each chunk's first token; owned */
 } samples;
 
@@ -338,18 +344,19 @@ static void collect_hook(void *vctx, int64_t layer, int64_t pos, int64_t n, cons
         const float *u = up + i * F, *g = gate ? gate + i * F : NULL;
         uint8_t *lab = S->lab[layer] + (size_t)row * S->stride;
         memcpy(S->X[layer] + row * d, x + i * d, (size_t)d * sizeof(float));
-        if (!g) {                     /* ReLU: exact, the threshold is 0 */
+        const act_spec as = hp_act_spec(S->hp, layer);
+        if (S->exact) {               /* exact zeros: the threshold is 0 */
             for (int64_t j = 0; j < F; j++)
-                if (act_is_active(ACT_RELU, 0.0f, u[j], 0.0))
+                if (act_is_active(S->crit, as, g ? g[j] : 0.0f, u[j], 0.0))
                     pred_label_set(lab, j, 1);
-        } else if (S->val) {          /* gated calibration: the threshold comes later */
+        } else if (S->val) {          /* SwiGLU calibration: the threshold comes later */
             float *v = S->val[layer] + row * F;
             for (int64_t j = 0; j < F; j++)
-                v[j] = act_value(S->crit, g[j], u[j]);
-        } else {                      /* gated eval: the calibrated threshold, as a float */
+                v[j] = act_value(S->crit, as, g[j], u[j]);
+        } else {                      /* SwiGLU eval: the calibrated threshold, as a float */
             double t = (float)S->act_thr[layer];
             for (int64_t j = 0; j < F; j++)
-                if (act_is_active(S->crit, g[j], u[j], t))
+                if (act_is_active(S->crit, as, g[j], u[j], t))
                     pred_label_set(lab, j, 1);
         }
     }
@@ -583,7 +590,9 @@ typedef struct {
     samples     S;            /* the samples being worked on */
     pred      **preds;        /* [L] */
     pred_stats *cal_st;       /* [L] figures on the held-back chunks */
-    double     *act_thr;      /* [L] gated: the layer's criterion threshold; else 0 */
+    double     *act_thr;      /* [L] SwiGLU: the layer's criterion threshold; else 0 */
+    act_crit    crit;         /* what "active" means: the exact criterion, or --criterion */
+    int         exact;        /* the activation has exact zeros: no thresholds to pick */
     double     *sparsity;     /* [L] over all calibration rows */
     double    **freq;         /* [L][d_ffn] */
     double      t_fwd, t_train, t_eval, t_write;   /* seconds per phase */
@@ -609,10 +618,21 @@ static void run_free(run *R)
     storeu_free(R->u);
 }
 
-/* The stored name of what "active" means for this model (activity.h). */
-static const char *criterion(const cal_opts *o, int gated)
+/* What "active" means for this model (activity.h): exact for an activation
+ * with exact zeros, else --criterion. */
+static void pick_criterion(run *R)
 {
-    return act_name(gated ? o->crit : ACT_RELU);
+    R->exact = act_exact_crit(hp_act_spec(R->hp, 0), &R->crit) == 0;
+    if (!R->exact)
+        R->crit = R->o->crit;
+}
+
+/* The samples' view of it. */
+static void samples_criterion(const run *R, samples *S)
+{
+    S->crit = R->crit;
+    S->exact = R->exact;
+    S->hp = R->hp;
 }
 
 static int check_memory(const cal_opts *o, const hp_config *hp, int64_t m, int values, const char *what, ierr *err)
@@ -637,6 +657,7 @@ static int run_open(run *R, ierr *err)
     if (rc)
         return rc;
     const hp_config *hp = R->hp = source_hparams(R->src);
+    pick_criterion(R);
     if (hp->bos_id < 0 || hp->bos_id >= hp->vocab_size)
         return ierr_set(err, -EINVAL, "%s: the model has no BOS token to start a chunk with", o->store_dir);
     size_t L = (size_t)hp->n_layers;
@@ -654,7 +675,7 @@ static int run_open(run *R, ierr *err)
     if ((rc = source_tok(R->src, &R->tk, err)) ||
         (rc = chunks_load(o->text, R->tk, hp->max_pos - 1, o->tokens, &R->cal, err)) ||
         (o->eval && (rc = chunks_load(o->eval, R->tk, hp->max_pos - 1, o->eval_tokens, &R->ev, err))) ||
-        (rc = check_memory(o, hp, R->cal.tokens, hp->gated, "--text", err)) ||
+        (rc = check_memory(o, hp, R->cal.tokens, !R->exact, "--text", err)) ||
         (o->eval && (rc = check_memory(o, hp, R->ev.tokens, 0, "--eval", err))) ||
         (rc = model_new(R->src, hp->max_pos, hp->max_pos, &R->mdl, err)))
         return rc;
@@ -662,14 +683,14 @@ static int run_open(run *R, ierr *err)
     if ((double)hp->n_layers * (double)hp->d_ffn * (double)R->mdl->bundle_len * 4.0 < o->mem_budget / 4 &&
         (rc = model_load_resident_ffn(R->mdl, err)))
         return rc;
-    progress(1, "%s: %" PRId64 " layers, d_model %" PRId64 ", d_ffn %" PRId64 ", %s; calibration text "
+    progress(1, "%s: %" PRId64 " layers, d_model %" PRId64 ", d_ffn %" PRId64 ", %s%s; calibration text "
              "%s: %" PRId64 " of %" PRId64 " tokens in %" PRId64 " chunks", o->store_dir, hp->n_layers,
-             hp->d_model, hp->d_ffn, hp->gated ? "gated (SwiGLU)" : "ReLU", o->text, R->cal.tokens, R->cal.n_ids,
-             R->cal.n_chunks);
+             hp->d_model, hp->d_ffn, hp->gated ? "gated " : "", act_fn_name(hp->act), o->text, R->cal.tokens,
+             R->cal.n_ids, R->cal.n_chunks);
     return 0;
 }
 
-/* Gated: the layer's act_threshold from its values, then the labels. */
+/* SwiGLU: the layer's act_threshold from its values, then the labels. */
 static int label_gated(samples *S, int64_t l, double target, double *thr, ierr *err)
 {
     float t;
@@ -713,10 +734,10 @@ static int run_fit(run *R, ierr *err)
 {
     const cal_opts *o = R->o;
     const hp_config *hp = R->hp;
-    const int64_t F = hp->d_ffn, gated = hp->gated;
+    const int64_t F = hp->d_ffn, gated = hp->gated, thresholded = !R->exact;
     double t = now_s();
-    int rc = samples_new(hp, &R->cal, 1, (int)gated, &R->S, err);
-    R->S.crit = o->crit;
+    int rc = samples_new(hp, &R->cal, 1, (int)thresholded, &R->S, err);
+    samples_criterion(R, &R->S);
     if (!rc)
         rc = collect(R->mdl, &R->cal, &R->S, "calibration forward", err);
     R->t_fwd = now_s() - t;
@@ -725,11 +746,11 @@ static int run_fit(run *R, ierr *err)
     if (!rc && !W)
         rc = ierr_set(err, -ENOMEM, "out of memory");
     for (int64_t l = 0; l < R->L && !rc; l++) {
-        if (gated && (rc = label_gated(&R->S, l, o->target_sparsity, &R->act_thr[l], err)))
+        if (thresholded && (rc = label_gated(&R->S, l, o->target_sparsity, &R->act_thr[l], err)))
             break;
         frequencies(&R->S, l, R->freq[l], &R->sparsity[l]);
         progress(2, "layer %" PRId64 ": sparsity %.4f%s; training (%" PRId64 " + %" PRId64 " held-back samples)", l,
-                 R->sparsity[l], gated ? "" : " (exact zeros)", R->S.m_fit, R->S.m - R->S.m_fit);
+                 R->sparsity[l], thresholded ? "" : " (exact zeros)", R->S.m_fit, R->S.m - R->S.m_fit);
         /* the SVD start: gate rows (gated) or up rows, with their bias */
         const float *bias = gated ? (R->mdl->w.ffn_b_gate ? R->mdl->w.ffn_b_gate + l * F : NULL)
                                   : (R->mdl->w.ffn_b_up ? R->mdl->w.ffn_b_up + l * F : NULL);
@@ -738,7 +759,7 @@ static int run_fit(run *R, ierr *err)
             rc = train_layer(o, &R->S, l, W, bias, &R->preds[l], &R->cal_st[l], err);
         if (!rc)
             progress(1, "layer %" PRId64 ": sparsity %.4f%s, rank %" PRId64 ": recall %.4f precision %.4f "
-                     "predicted/true %.2f", l, R->sparsity[l], gated ? "" : " (exact zeros)",
+                     "predicted/true %.2f", l, R->sparsity[l], thresholded ? "" : " (exact zeros)",
                      R->preds[l]->r, R->cal_st[l].recall, R->cal_st[l].precision, ratio_of(&R->cal_st[l]));
         if (!rc && o->eval)           /* these rows are done with */
             samples_free_layer(&R->S, l);
@@ -760,7 +781,7 @@ static int run_report(run *R, ierr *err)
         samples_free(&R->S);
         rc = samples_new(hp, &R->ev, 0, 0, &R->S, err);
         R->S.act_thr = R->act_thr;
-        R->S.crit = o->crit;
+        samples_criterion(R, &R->S);
         if (!rc)
             rc = collect(R->mdl, &R->ev, &R->S, "eval forward", err);
         R->t_eval = now_s() - t;
@@ -768,8 +789,8 @@ static int run_report(run *R, ierr *err)
             return rc;
     }
     printf("criterion: %s; recall target %g (thresholds picked for %g); predicted/true target %g",
-           criterion(o, hp->gated), o->recall, picked_recall(o), o->max_ratio);
-    if (hp->gated)
+           act_name(R->crit), o->recall, picked_recall(o), o->max_ratio);
+    if (!R->exact)
         printf("; target sparsity %g", o->target_sparsity);
     printf("\n");
     if (o->eval)
@@ -822,8 +843,8 @@ static int run_write(run *R, ierr *err)
     if (!rc && !(rc = storeu_set_calib(R->u, rows, err)) &&
         !(rc = set_meta_num(R->u, "calib_text_tokens", (double)R->cal.tokens, err)) &&
         !(rc = set_meta_num(R->u, "calib_recall_target", o->recall, err)) &&
-        !(rc = storeu_set_meta(R->u, "calib_criterion", criterion(o, R->hp->gated), err)) &&
-        !(R->hp->gated && (rc = set_meta_num(R->u, "calib_target_sparsity", o->target_sparsity, err)))) {
+        !(rc = storeu_set_meta(R->u, "calib_criterion", act_name(R->crit), err)) &&
+        !(!R->exact && (rc = set_meta_num(R->u, "calib_target_sparsity", o->target_sparsity, err)))) {
         progress(1, "writing %s%s", o->store_dir, o->reorder ? " (reordering ffn.bin)" : "");
         rc = storeu_commit(R->u, err);
     }
@@ -867,17 +888,17 @@ static void opts_default(cal_opts *o)
                      .mem_budget = pages > 0 && page > 0 ? 0.6 * (double)pages * (double)page : 4e9 };
 }
 
-/* The criterion flag: a gated criterion (activity.h); NULL or the complaint. */
+/* The criterion flag: a thresholded criterion (activity.h); NULL or the complaint. */
 static const char *parse_criterion(const char *arg, act_crit *out)
 {
     static char bad[96];
     act_crit c;
-    if (act_parse_flag(arg, &c) == 0 && act_gated(c)) {
+    if (act_parse_flag(arg, &c) == 0 && act_thresholded(c)) {
         *out = c;
         return NULL;
     }
     char names[64];
-    act_gated_flags(names, sizeof names);
+    act_thresholded_flags(names, sizeof names);
     snprintf(bad, sizeof bad, "--criterion: expected %s", names);
     return bad;
 }

@@ -45,8 +45,9 @@ static void usage(FILE *f)
 /* meta keys shown in the hyperparameter block; the rest is listed after it */
 static const char *const known_keys[] = {
     "family", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ffn", "vocab_size", "max_pos", "pos_offset",
-    "norm_eps", "rope_theta", "sliding_window", "activation", "gated", "tie_embeddings", "bos_id", "eos_id", "pad_id", "dtype",
-    "source_dtype", "bundle_bytes", "dense_bytes", "ffn_bytes", "tokenizer", "magic", "format_version",
+    "norm_eps", "rope_theta", "sliding_window", "activation", "act_params", "gated", "tie_embeddings", "bos_id",
+    "eos_id", "pad_id", "dtype", "source_dtype", "bundle_bytes", "dense_bytes", "ffn_bytes", "tokenizer", "magic",
+    "format_version",
     "hf_config",
 };
 

@@ -34,7 +34,11 @@
  * Llama (SwiGLU, RMSNorm, no biases): the residual carries one constant
  * dimension (a "massive activation", as real Llama models have) that the
  * gate rows read as their bias, aimed so that P(gate.x > 1) = p_j; the
- * unigram logits ride on the same dimension. */
+ * unigram logits ride on the same dimension. --act writes the config of a
+ * sparse Llama-family checkpoint instead of SwiGLU (the weights are the
+ * same): relu (ReLU-Llama), fatrelu (ProSparse, threshold 1: the neurons
+ * with gate.x >= 1), drelu (Bamboo), cats (CATS, per-layer thresholds near
+ * silu(1)), each with exact zeros. */
 #include "checkpoint.h"
 #include "cli.h"
 #include "format.h"
@@ -134,6 +138,7 @@ typedef struct {
     uint64_t    seed;
     int64_t     layers;      /* --layers override, 0 = the shape's */
     int         force;
+    act_fn      act;         /* --act: the Llama shapes' FFN activation (default silu) */
     uint64_t    shard_bytes; /* --shard-mb (hidden, for tests) */
     int64_t     window;      /* --sliding-window (llama shapes: a Mistral config), 0 = none */
     /* generator knobs */
@@ -848,6 +853,34 @@ static int copy_file(const char *from_dir, const char *to_dir, const char *name,
     return rc;
 }
 
+/* The model type whose modeling code runs activation f (hparams.c). */
+static const char *llama_model_type(act_fn f)
+{
+    switch (f) {
+    case ACT_FN_FATRELU: return "sparsellama";
+    case ACT_FN_DRELU: return "bamboo";
+    case ACT_FN_CATS: return "sparse_llama";
+    default: return "llama";
+    }
+}
+
+/* hidden_act and the activation's own keys. */
+static void llama_act_keys(json_t *c, const hp_config *hp)
+{
+    json_object_set_new(c, "hidden_act", json_string(hp->act == ACT_FN_SILU || hp->act == ACT_FN_CATS ? "silu"
+                                                     : hp->act == ACT_FN_FATRELU                     ? "fatrelu"
+                                                                                                     : "relu"));
+    if (hp->act == ACT_FN_FATRELU)
+        json_object_set_new(c, "hidden_act_param", json_real(hp->act_param[0]));
+    if (hp->act == ACT_FN_CATS) {
+        json_t *t = json_array();
+        for (int64_t l = 0; l < hp->n_layers; l++)
+            json_array_append_new(t, json_real(hp->act_param[l]));
+        json_object_set_new(c, "use_sparse_model", json_true());
+        json_object_set_new(c, "thresholds", t);
+    }
+}
+
 static json_t *config_json(const mk_opts *o, const hp_config *hp)
 {
     json_t *c = json_object();
@@ -874,9 +907,11 @@ static json_t *config_json(const mk_opts *o, const hp_config *hp)
         json_object_set_new(c, "pad_token_id", json_integer(1));
     } else {
         json_object_set_new(c, "_name_or_path", json_sprintf("synthetic-%s", o->shape->name));
-        json_object_set_new(c, "architectures", json_pack("[s]", hp->sliding_window ? "MistralForCausalLM"
-                                                                                    : "LlamaForCausalLM"));
-        json_object_set_new(c, "model_type", json_string(hp->sliding_window ? "mistral" : "llama"));
+        /* a window makes it a Mistral (the activations' own types have none) */
+        const char *type = llama_model_type(hp->act);
+        int mistral = hp->sliding_window && strcmp(type, "llama") == 0;
+        json_object_set_new(c, "architectures", json_pack("[s]", mistral ? "MistralForCausalLM" : "LlamaForCausalLM"));
+        json_object_set_new(c, "model_type", json_string(mistral ? "mistral" : type));
         if (hp->sliding_window)
             json_object_set_new(c, "sliding_window", json_integer(hp->sliding_window));
         json_object_set_new(c, "hidden_size", json_integer(hp->d_model));
@@ -888,7 +923,7 @@ static json_t *config_json(const mk_opts *o, const hp_config *hp)
         json_object_set_new(c, "vocab_size", json_integer(hp->vocab_size));
         json_object_set_new(c, "rms_norm_eps", json_real(hp->norm_eps));
         json_object_set_new(c, "rope_theta", json_real(hp->rope_theta));
-        json_object_set_new(c, "hidden_act", json_string("silu"));
+        llama_act_keys(c, hp);
         json_object_set_new(c, "attention_bias", json_false());
         json_object_set_new(c, "mlp_bias", json_false());
         json_object_set_new(c, "bos_token_id", json_integer(1));
@@ -1004,6 +1039,9 @@ static void usage(FILE *f)
             "  --text FILE        text whose unigram frequencies the sampled tokens follow\n"
             "                     (default: the demo's training text); --text '' for none\n"
             "  --force            replace an existing DIR\n"
+            "  --act A            Llama shapes' FFN activation: silu (default), relu\n"
+            "                     (ReLU-Llama), fatrelu (ProSparse), drelu (Bamboo) or\n"
+            "                     cats (CATS thresholds); the config of that checkpoint\n"
             "generator knobs (defaults tuned with inflash-actstats, see bench/README.md):\n"
             "  --tail G           neuron frequencies ~ (demo frequency)^G (default %.2f)\n"
             "  --slow V           variance of the slow context component (default %.2f)\n"
@@ -1022,7 +1060,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, mk_opts *o)
 {
     enum { O_SHAPE = 256, O_OUT, O_DTYPE, O_SPARS, O_SEED, O_LAYERS, O_TOKDIR, O_TEXT, O_FORCE, O_TAIL, O_SLOW,
-           O_SLOWLEN, O_ATTN, O_FFN, O_QK, O_SHARD, O_TAU, O_FLOOR, O_SWIN };
+           O_SLOWLEN, O_ATTN, O_FFN, O_QK, O_SHARD, O_TAU, O_FLOOR, O_SWIN, O_ACT };
     static const struct option lo[] = {
         {"shape", required_argument, 0, O_SHAPE},     {"out", required_argument, 0, O_OUT},
         {"dtype", required_argument, 0, O_DTYPE},     {"sparsity", required_argument, 0, O_SPARS},
@@ -1033,7 +1071,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         {"attn-out", required_argument, 0, O_ATTN},   {"ffn-out", required_argument, 0, O_FFN},
         {"qk", required_argument, 0, O_QK},           {"shard-mb", required_argument, 0, O_SHARD},
         {"spectrum-tau", required_argument, 0, O_TAU}, {"spectrum-floor", required_argument, 0, O_FLOOR},
-        {"sliding-window", required_argument, 0, O_SWIN},
+        {"sliding-window", required_argument, 0, O_SWIN}, {"act", required_argument, 0, O_ACT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -1049,6 +1087,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
     o->shard_bytes = SHARD_BYTES;
     o->spec_tau = 32;
     o->spec_floor = 0.02;
+    o->act = ACT_FN_SILU;
     int c;
     double v;
     opterr = 0;
@@ -1084,6 +1123,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         case O_TOKDIR: o->tokdir = optarg; break;
         case O_TEXT: o->text = optarg; break;
         case O_FORCE: o->force = 1; break;
+        case O_ACT: if (act_fn_parse(optarg, &o->act)) bad = "--act"; break;
         case O_TAIL: if (cli_parse_f64(optarg, 0.0, 4.0, &o->tail)) bad = "--tail"; break;
         case O_SLOW: if (cli_parse_f64(optarg, 0.0, 100.0, &o->slow)) bad = "--slow"; break;
         case O_SLOWLEN: if (cli_parse_f64(optarg, 0.01, 1e6, &o->slow_len)) bad = "--slow-len"; break;
@@ -1117,6 +1157,10 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         fprintf(stderr, PROG ": --sliding-window goes with a llama shape\n");
         return -1;
     }
+    if (o->shape->family == HP_OPT && o->act != ACT_FN_SILU) {
+        fprintf(stderr, PROG ": --act: the OPT shapes are ReLU only\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -1147,8 +1191,14 @@ static void shape_config(const mk_opts *o, const tok *tk, hp_config *hp)
     hp->pos_offset = sh->family == HP_OPT ? 2 : 0;
     hp->norm_eps = sh->family == HP_OPT ? 1e-5 : 1e-6;   /* as the real models */
     hp->rope_theta = sh->family == HP_OPT ? 0 : 10000.0;
-    hp->act = sh->family == HP_OPT ? ACT_FN_RELU : ACT_FN_SILU;
+    hp->act = sh->family == HP_OPT ? ACT_FN_RELU : o->act;
     hp->gated = sh->family == HP_LLAMA;
+    /* the generator aims at P(gate.x > 1) = p_j: thresholds there keep the
+     * --sparsity it targets (CATS: silu(1), a little apart per layer) */
+    for (int64_t l = 0; l < hp->n_layers && l < HP_MAX_LAYERS; l++)
+        hp->act_param[l] = hp->act == ACT_FN_FATRELU ? 1.0f
+                           : hp->act == ACT_FN_CATS  ? (float)(0.7310586 * (1.0 + 0.01 * (double)(l % 3)))
+                                                     : 0.0f;
     hp->tie_embeddings = 1;
     hp->sliding_window = o->window;
 }
