@@ -174,25 +174,30 @@ class Cache:
 class Model:
     """A Llama-family checkpoint folder (config.json + model*.safetensors), weights as f32."""
 
-    def __init__(self, model_dir):
-        with open(os.path.join(model_dir, "config.json")) as f:
-            raw = json.load(f)
-        self.raw_config = raw
-        self.cfg = Config(raw, os.path.join(model_dir, "config.json"))
-        self.w = {}
-        files = sorted(n for n in os.listdir(model_dir) if n.endswith(".safetensors"))
-        if not files:
-            raise FileNotFoundError("%s: no .safetensors file" % model_dir)
-        for n in files:
-            self.w.update(tensorfile.read(os.path.join(model_dir, n)))
-        c = self.cfg
+    def __init__(self, model_dir=None, config=None, weights=None):
+        """Load model_dir, or build from a parsed config.json dict and {name: f32 array}."""
+        if model_dir is not None:
+            where = os.path.join(model_dir, "config.json")
+            with open(where) as f:
+                config = json.load(f)
+            files = sorted(n for n in os.listdir(model_dir) if n.endswith(".safetensors"))
+            if not files:
+                raise FileNotFoundError("%s: no .safetensors file" % model_dir)
+            weights = {}
+            for n in files:
+                weights.update(tensorfile.read(os.path.join(model_dir, n)))
+        else:
+            where, model_dir = "config", "model"
+        self.raw_config = config
+        self.cfg = Config(config, where)
+        self.w = weights
         if "lm_head.weight" in self.w:
             self.lm_head = self.w["lm_head.weight"]
-        elif c.tie:
+        elif self.cfg.tie:
             self.lm_head = self.w["model.embed_tokens.weight"]
         else:
             raise ValueError("%s: no lm_head.weight and tie_word_embeddings is false" % model_dir)
-        self.max_pos = int(raw.get("max_position_embeddings", 2048))
+        self.max_pos = int(config.get("max_position_embeddings", 2048))
 
     def new_cache(self, max_pos=None):
         return Cache(self.cfg, max_pos or self.max_pos)
