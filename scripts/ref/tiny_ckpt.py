@@ -20,7 +20,10 @@ hidden_act_param; drelu: gate or up <= 0; cats: |silu(gate)| at/below the layer'
 threshold (0.15, 0.12), with a wide gate so that negative and positive silu values
 both survive the threshold).
 The script checks 80-95% sparsity per layer for the sparse kinds, greedy output that is
-not one token repeated, and a top-1 margin > 1e-3; if a draw fails it redraws from the
+not one token repeated, a top-1 margin > 1e-3, and for fatrelu and cats that no FFN
+pre-activation of the reference runs comes within 1e-5 of the activation's threshold
+(where the coefficient jumps: float32 rounding there decides the logits; the
+thresholds are moved into the widest nearby gap of the values, place_thresholds); if a draw fails it redraws from the
 next sub-seed (recorded as "attempt").  Output is deterministic for a given seed.
 """
 import argparse
@@ -46,6 +49,7 @@ TARGET_ACTIVE = 0.12          # aim: 88% of FFN coefficients zero
 FATRELU_T = 0.5               # hidden_act_param (gate pre-activations have std ~1)
 CATS_T = (0.15, 0.12)         # per-layer CATS thresholds on |silu(gate)|
 WINDOW = 8
+THRESHOLD_MARGIN = 1e-5       # fatrelu/cats: every pre-activation this far from the jump
 
 KINDS = {
     "relu": {"model_type": "llama", "hidden_act": "relu"},
@@ -179,15 +183,68 @@ def calibrate(kind, cfg, w, plist):
                                     TARGET_ACTIVE)
 
 
+class _Margin(llama_ref.Model):
+    """Model that records, per layer, the value an activation with a jump
+    compares with its threshold (fatrelu: the gate, against hidden_act_param;
+    cats: |silu(gate)|, against the layer's threshold), where a neuron's
+    coefficient jumps from 0 to t*up. Two correct float32 implementations,
+    summing in different orders, can fall on different sides of the
+    threshold; a reference whose logits are to be matched within 1e-4 must
+    keep every value well away from it (place_thresholds)."""
+
+    def _mlp(self, li, x, stats):
+        c = self.cfg
+        if c.ffn in ("fatrelu", "cats"):
+            gate = x @ self.w["model.layers.%d.mlp.gate_proj.weight" % li].T
+            v = gate if c.ffn == "fatrelu" else np.abs(gate / (1 + np.exp(-gate)))
+            self.seen.setdefault(li, []).append(v.ravel().astype(np.float32))
+        return super()._mlp(li, x, stats)
+
+    def margin(self):
+        """The smallest distance of a recorded value from its threshold."""
+        c, m = self.cfg, float("inf")
+        for li, vs in self.seen.items():
+            t = np.float32(c.act_param if c.ffn == "fatrelu" else c.thresholds[li])
+            m = min(m, float(np.abs(np.concatenate(vs) - t).min()))
+        return m
+
+
+def _gap_midpoint(values, t, span=0.01):
+    """A threshold near t in the middle of the widest gap between the sorted
+    values within +-span (as a quantile) of t; rounded to float32."""
+    v = np.sort(values)
+    q = np.searchsorted(v, np.float32(t))
+    lo, hi = max(0, q - int(span * len(v))), min(len(v) - 1, q + int(span * len(v)))
+    i = lo + int(np.argmax(np.diff(v[lo:hi + 1])))
+    return float(np.float32((float(v[i]) + float(v[i + 1])) / 2))
+
+
+def place_thresholds(kind, cfg, model):
+    """fatrelu/cats: move the threshold(s) into the widest nearby gap of the
+    values the reference runs compared with them. Nothing compared falls
+    between the old and the new threshold, so the runs stay what they were,
+    and every value is now half a gap away."""
+    if kind == "fatrelu":
+        allv = np.concatenate([np.concatenate(v) for v in model.seen.values()])
+        cfg["hidden_act_param"] = _gap_midpoint(allv, cfg["hidden_act_param"])
+    elif kind == "cats":
+        cfg["thresholds"] = [_gap_midpoint(np.concatenate(model.seen[li]), t) for li, t in enumerate(cfg["thresholds"])]
+
+
 def run_references(model, plist):
     stats = llama_ref.SparsityStats(LAYERS)
     out = []
+    model.seen = {}
     for p in plist:
         ids, logits = llama_ref.greedy(model, p, N_GEN, stats)
         top2 = np.sort(logits, axis=-1)[:, -2:]
-        out.append({"prompt_ids": p, "greedy_ids": ids,
-                    "min_top1_margin": float((top2[:, 1] - top2[:, 0]).min()),
-                    "last_prompt_logits": [float(v) for v in logits[0]]})
+        r = {"prompt_ids": p, "greedy_ids": ids,
+             "min_top1_margin": float((top2[:, 1] - top2[:, 0]).min()),
+             "last_prompt_logits": [float(v) for v in logits[0]]}
+        out.append(r)
+    if model.seen:
+        for r in out:
+            r["min_threshold_margin"] = model.margin()
     return out, stats
 
 
@@ -198,6 +255,8 @@ def problems(kind, runs, sparsity):
             bad.append("degenerate greedy output %s" % r["greedy_ids"][:8])
         if r["min_top1_margin"] <= 1e-3:
             bad.append("top-1 margin %.2e" % r["min_top1_margin"])
+        if r.get("min_threshold_margin", 1.0) <= THRESHOLD_MARGIN:
+            bad.append("a pre-activation %.2e from the activation threshold" % r["min_threshold_margin"])
     if kind in SPARSE:
         for li, s in enumerate(sparsity):
             if not 0.80 <= s <= 0.95:
@@ -212,8 +271,12 @@ def build(kind, seed, attempts=20):
         w = random_weights(rng)
         cfg = config(kind)
         calibrate(kind, cfg, w, plist)
-        model = llama_ref.Model(config=cfg, weights=w)
+        model = _Margin(config=cfg, weights=w)
         runs, stats = run_references(model, plist)
+        if kind in ("fatrelu", "cats"):
+            place_thresholds(kind, cfg, model)
+            model = _Margin(config=cfg, weights=w)
+            runs, stats = run_references(model, plist)
         sparsity = stats.per_layer()
         bad = problems(kind, runs, sparsity)
         print("%s seed %d attempt %d: ffn sparsity %s%s" % (
