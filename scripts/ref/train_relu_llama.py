@@ -10,7 +10,7 @@ rises (sin^2) from the layer's measured sparsity at --l1-start of training to --
 at --l1-end and is then held; lambda_l moves in log space each step by
 --l1-eta * (target - batch sparsity) (floor 1e-4).
 Exports f16 safetensors (HF names, lm_head tied), config.json, the tokenizer files,
-and OUT/../train_log.json-style figures to --log.  Run with Debian's python3-torch:
+and the training figures (JSON) to --log.  Run with Debian's python3-torch:
   nice -n 10 /usr/bin/python3 scripts/ref/train_relu_llama.py --out models/relu-llama-shakespeare
 The references (reference.json) are computed afterwards in numpy by make_reference.py.
 """
