@@ -263,6 +263,15 @@ static int parse_opt(const cfg *c, hp_config *hp)
     return 0;
 }
 
+/* A JSON value as compact text for a message, cut to fit buf. */
+static const char *show(const json_t *v, char *buf, size_t size)
+{
+    char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    snprintf(buf, size, "%s", t ? t : "?");
+    free(t);
+    return buf;
+}
+
 /* Mistral's "sliding_window": an integer >= 1, or null/absent for none;
  * "use_sliding_window": false (Qwen2-style configs) also means none. */
 static int get_sliding_window(const cfg *c, int64_t *out)
@@ -273,11 +282,9 @@ static int get_sliding_window(const cfg *c, int64_t *out)
     if (rc || !v || !use)
         return rc;
     if (!json_is_integer(v) || json_integer_value(v) < 1) {
-        char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-        rc = ierr_set(c->err, -EINVAL, "%s: \"sliding_window\" must be an integer >= 1 or null, not %.40s",
-                      c->what, s ? s : "?");
-        free(s);
-        return rc;
+        char buf[48];
+        return ierr_set(c->err, -EINVAL, "%s: \"sliding_window\" must be an integer >= 1 or null, not %s", c->what,
+                        show(v, buf, sizeof buf));
     }
     *out = json_integer_value(v);
     return 0;
@@ -399,8 +406,11 @@ static int parse_llama(const cfg *c, const char *type, hp_config *hp)
         (rc = get_bool(c, "tie_word_embeddings", 0, &hp->tie_embeddings)) ||
         (rc = get_sliding_window(c, &hp->sliding_window)))
         return rc;
-    if (get(c, "rope_scaling"))
-        return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"rope_scaling\" (only plain RoPE is supported)", c->what);
+    if (get(c, "rope_scaling")) {
+        char buf[64];
+        return ierr_set(c->err, -ENOTSUP, "%s: unsupported \"rope_scaling\": %s (only plain RoPE is supported)",
+                        c->what, show(get(c, "rope_scaling"), buf, sizeof buf));
+    }
     hp->pos_offset = 0;
     hp->gated = 1;
     if ((rc = range(c->what, "n_layers", hp->n_layers, 1, HP_MAX_LAYERS, c->err)) ||
