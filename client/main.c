@@ -1151,7 +1151,7 @@ static int needs_calibration(const cli_opts *o, const source *src)
 {
     const hp_config *hp = source_hparams(src);
     act_crit exact;
-    return o->mode == CLI_PREDICT || (o->mode == CLI_ORACLE && act_exact_crit(hp_act_spec(hp, 0), &exact) != 0);
+    return o->mode == CLI_PREDICT || (o->mode == CLI_ORACLE && hp_exact_crit(hp, &exact) != 0);
 }
 
 int main(int argc, char **argv)

@@ -168,7 +168,7 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
     nf->truth = o->mode == SPARSE_ORACLE || o->check_recall;
     /* an activation with exact zeros has an exact criterion (no thresholds
      * to calibrate); plain SwiGLU has the calibration's */
-    int exact = act_exact_crit(hp_act_spec(c, 0), &nf->crit) == 0;
+    int exact = hp_exact_crit(c, &nf->crit) == 0;
     int need_calib = o->mode == SPARSE_PREDICT || !exact;
     nf->rank = calloc((size_t)c->n_layers, sizeof *nf->rank);
     nf->tau = calloc((size_t)c->n_layers, sizeof *nf->tau);

@@ -71,6 +71,14 @@ static inline act_spec hp_act_spec(const hp_config *hp, int64_t l)
     return s;
 }
 
+/* The model's exact criterion (activity.h act_exact_crit): 0 and *out when
+ * its activation has exact zeros (the function decides, whatever the
+ * layer's parameter), -1 for plain SwiGLU. */
+static inline int hp_exact_crit(const hp_config *hp, act_crit *out)
+{
+    return act_exact_crit(hp_act_spec(hp, 0), out);
+}
+
 /* "opt" | "llama" (the activation names are in activity.h) */
 const char *hp_family_name(hp_family f);
 int hp_family_parse(const char *s, hp_family *out);

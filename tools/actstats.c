@@ -168,7 +168,7 @@ static int acc_init(as_acc *a, const model *m, int64_t T, const as_opts *o, ierr
         return ierr_set(err, -ENOMEM, "out of memory for the activity bitmaps");
     a->hp = c;
     a->crit = ACT_RELU;
-    if (act_exact_crit(hp_act_spec(c, 0), &a->crit) == 0)
+    if (hp_exact_crit(c, &a->crit) == 0)
         return 0;   /* exact zeros: term != 0, thresholds 0 */
     const char *cr = source_calib_criterion(m->src);
     if (cr) {

@@ -622,7 +622,7 @@ static void run_free(run *R)
  * with exact zeros, else --criterion. */
 static void pick_criterion(run *R)
 {
-    R->exact = act_exact_crit(hp_act_spec(R->hp, 0), &R->crit) == 0;
+    R->exact = hp_exact_crit(R->hp, &R->crit) == 0;
     if (!R->exact)
         R->crit = R->o->crit;
 }
