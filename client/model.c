@@ -195,7 +195,7 @@ static int load_mat(model *m, const void **dst, const char *name, int64_t numel,
         return *dst ? 0 : ierr_set(err, -EINVAL, "model: tensor %s is not in the mapped store as %lld %s elements",
                                    name, (long long)numel, fmt_dtype_name(m->w.wdt));
     }
-    size_t bytes = (size_t)numel * fmt_dtype_size(m->w.wdt);
+    size_t bytes = (size_t)numel * (size_t)fmt_block_bytes(m->w.wdt);
     void *p = malloc(bytes ? bytes : 1);
     if (!p)
         return ierr_set(err, -ENOMEM, "out of memory for %s (%zu bytes)", name, bytes);

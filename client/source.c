@@ -392,7 +392,7 @@ const void *source_tensor_map(source *s, const char *name, int64_t numel)
         return NULL;
     const store_tensor *t = store_tensor_find(s->st, name);
     /* store_open checked every tensor's extent against dense.bin */
-    if (!t || t->dtype != s->dtype || t->bytes != (uint64_t)numel * fmt_dtype_size(t->dtype) ||
+    if (!t || t->dtype != s->dtype || t->bytes != (uint64_t)numel * (size_t)fmt_block_bytes(t->dtype) ||
         t->offset + t->bytes > s->dense_len)
         return NULL;
     return s->dense_map + t->offset;
@@ -547,7 +547,7 @@ int source_tensor(source *s, const char *name, fmt_dtype want, void *dst, int64_
         goto out;
     }
     struct stat sb;
-    size_t esize = fmt_dtype_size(dt);
+    size_t esize = (size_t)fmt_block_bytes(dt);
     uint64_t want_bytes = (uint64_t)numel * esize;
     if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != want_bytes) {
         rc = ierr_set(err, -EINVAL, "%s: %lld bytes, the model needs %lld %s elements (%llu bytes)", p,

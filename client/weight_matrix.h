@@ -42,7 +42,7 @@ void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, fl
 /* Address of element (r, c) of W. */
 static inline const void *wm_at(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t c)
 {
-    return (const unsigned char *)w + ((uint64_t)r * (uint64_t)ld + (uint64_t)c) * fmt_dtype_size(dt);
+    return (const unsigned char *)w + fmt_bytes(dt, (uint64_t)r * (uint64_t)ld + (uint64_t)c);
 }
 
 #endif

@@ -1,10 +1,28 @@
 /* format.c: dtype names and sizes, the .bin header codec, and the f16 / bf16
  * <-> f32 conversions (round-to-nearest-even, exact for subnormals, inf and
- * NaN payloads) that the store format (format.h) relies on. */
+ * NaN payloads) that the store format (format.h) relies on; the block
+ * dtypes go to quant.c. */
 #include "format.h"
 
 #include <string.h>
 #include <strings.h>
+
+#include "quant.h"
+
+/* One table of the dtypes: name, values and bytes per block. */
+static const struct {
+    const char *name;
+    uint64_t    block_bytes;
+    int         store;          /* may be a store's dtype */
+} dtypes[FMT_NDTYPES] = {
+    [FMT_F32]  = { "f32", 4, 1 },
+    [FMT_F16]  = { "f16", 2, 1 },
+    [FMT_BF16] = { "bf16", 2, 0 },
+    [FMT_Q8_0] = { "q8_0", FMT_Q8_0_BYTES, 1 },
+    [FMT_Q4_0] = { "q4_0", FMT_Q4_0_BYTES, 1 },
+};
+
+static int known(fmt_dtype t) { return (unsigned)t < FMT_NDTYPES; }
 
 int fmt_dtype_parse(const char *name, fmt_dtype *out)
 {
@@ -12,6 +30,7 @@ int fmt_dtype_parse(const char *name, fmt_dtype *out)
         { "f32", FMT_F32 },  { "float32", FMT_F32 },  { "fp32", FMT_F32 },  { "float", FMT_F32 },
         { "f16", FMT_F16 },  { "float16", FMT_F16 },  { "fp16", FMT_F16 },  { "half", FMT_F16 },
         { "bf16", FMT_BF16 }, { "bfloat16", FMT_BF16 },
+        { "q8_0", FMT_Q8_0 }, { "q4_0", FMT_Q4_0 },
     };
     if (!name)
         return -1;
@@ -25,17 +44,39 @@ int fmt_dtype_parse(const char *name, fmt_dtype *out)
 
 const char *fmt_dtype_name(fmt_dtype t)
 {
-    switch (t) {
-    case FMT_F32:  return "f32";
-    case FMT_F16:  return "f16";
-    case FMT_BF16: return "bf16";
-    }
-    return "?";
+    return known(t) ? dtypes[t].name : "?";
 }
 
-size_t fmt_dtype_size(fmt_dtype t)
+int fmt_is_store_dtype(fmt_dtype t)
 {
-    return t == FMT_F32 ? 4 : 2;
+    return known(t) && dtypes[t].store;
+}
+
+uint64_t fmt_block_bytes(fmt_dtype t)
+{
+    return known(t) ? dtypes[t].block_bytes : 0;
+}
+
+uint64_t fmt_bytes(fmt_dtype t, uint64_t n)
+{
+    uint64_t q = fmt_block_values(t), out;
+    if (!known(t) || n % q != 0 || __builtin_mul_overflow(n / q, dtypes[t].block_bytes, &out))
+        return UINT64_MAX;
+    return out;
+}
+
+double fmt_bits_per_value(fmt_dtype t)
+{
+    return known(t) ? 8.0 * (double)dtypes[t].block_bytes / (double)fmt_block_values(t) : 0.0;
+}
+
+fmt_dtype fmt_tensor_dtype(fmt_dtype store, const char *name, int ndim)
+{
+    if (strncmp(name, "inflash.pred.", 13) == 0)
+        return FMT_F32;
+    if (fmt_is_quant(store) && ndim < 2)
+        return FMT_F32;
+    return store;
 }
 
 void fmt_header_encode(const fmt_header *h, unsigned char *buf)
@@ -201,6 +242,12 @@ void fmt_to_f32(fmt_dtype t, const void *src, float *dst, size_t n)
         for (size_t i = 0; i < n; i++)
             dst[i] = fmt_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         break;
+    case FMT_Q8_0:
+        dequant_q8_0(src, dst, n);
+        break;
+    case FMT_Q4_0:
+        dequant_q4_0(src, dst, n);
+        break;
     }
 }
 
@@ -230,6 +277,12 @@ void fmt_from_f32(fmt_dtype t, const float *src, void *dst, size_t n)
             p[2 * i] = (unsigned char)h;
             p[2 * i + 1] = (unsigned char)(h >> 8);
         }
+        break;
+    case FMT_Q8_0:
+        quant_q8_0(src, dst, n);
+        break;
+    case FMT_Q4_0:
+        quant_q4_0(src, dst, n);
         break;
     }
 }

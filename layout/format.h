@@ -1,7 +1,7 @@
 /* format.h: the inflash store format, specified once, plus the small
  * constants and dtype helpers every module shares.
  *
- * THE INFLASH STORE, format version 1
+ * THE INFLASH STORE, format version 2
  * ===================================
  *
  * 1. A store is a directory holding exactly three files:
@@ -10,10 +10,33 @@
  *      dense.bin      every tensor that stays resident in DRAM (section 2)
  *      ffn.bin        the FFN neuron bundles, read sparsely from flash
  *                     (section 3)
- *    All numbers in the .bin files are little-endian. Element types
- *    ("dtypes") are "f32" (IEEE-754 binary32) and "f16" (IEEE-754 binary16);
- *    one store has one dtype for all its weights (meta key `dtype`).
- *    Calibration data added later (predictors) is always f32.
+ *    All numbers in the .bin files are little-endian. A store has one
+ *    dtype (meta key `dtype`):
+ *      "f32"   IEEE-754 binary32, 4 bytes per value
+ *      "f16"   IEEE-754 binary16, 2 bytes per value
+ *      "q8_0"  blocks of 32 values, 34 bytes: f16 scale d, then 32 int8 q;
+ *              value i = q[i] * d
+ *      "q4_0"  blocks of 32 values, 18 bytes: f16 scale d, then 16 bytes;
+ *              byte i holds value i in its low nibble and value i+16 in
+ *              its high nibble; value = (nibble - 8) * d
+ *    The two block layouts are ggml's block_q8_0 / block_q4_0 byte for byte
+ *    (ggml-common.h), and values are quantized with ggml's reference
+ *    rounding, quantize_row_q8_0_ref / quantize_row_q4_0_ref in
+ *    ggml/src/ggml-quants.c (read in ollama/ollama's vendored copy,
+ *    ml/backend/ggml/ggml/src/ggml-quants.c), written anew in layout/quant.c:
+ *      q8_0: amax = max |x|, d = amax / 127, q = roundf(x / d) (halves away
+ *            from zero; x / d computed as x * (1/d); q = 0 when d = 0)
+ *      q4_0: m = the x of largest |x| (first such), d = m / -8,
+ *            nibble = min(15, (int)(x * (1/d) + 8.5)) truncated toward 0
+ *    and the scale is stored as f16 (round-to-nearest-even) after 1/d is
+ *    taken from the unrounded d. A quantized row is a whole number of
+ *    blocks, so a quantized store needs d_model and the attention width
+ *    (n_heads * head_dim) to be multiples of 32.
+ *    In a quantized store every matrix (ndim >= 2: attention projections,
+ *    embeddings, the output head, the FFN's rows and columns) is in the
+ *    store dtype; 1-D tensors (norm weights, biases) are f32. In an f32 or
+ *    f16 store every weight is in the store dtype. Calibration data added
+ *    later (predictors) is always f32. fmt_tensor_dtype() is this rule.
  *
  * 2. Both .bin files start with a 4096-byte header block; payload begins at
  *    offset 4096 (IFL_HEADER_BYTES). The header, field by field:
@@ -33,21 +56,27 @@
  *    and at the end of the file. A layer is d_ffn bundles of B bytes
  *    (B = meta `bundle_bytes`), stored at physical slots 0..d_ffn-1:
  *      offset(layer, slot) = layers.offset + slot * B
- *    The bundle of neuron j holds, in the store dtype:
+ *    The bundle of neuron j holds, each part in the store dtype (so each a
+ *    whole number of blocks in a quantized store, and a bundle is
+ *    self-contained):
  *      up row j      d_model values  (OPT: fc1.weight[j,:];
  *                                     Llama: mlp.up_proj.weight[j,:])
  *      gate row j    d_model values  (gated models only:
  *                                     mlp.gate_proj.weight[j,:])
  *      down col j    d_model values  (OPT: fc2.weight[:,j];
  *                                     Llama: mlp.down_proj.weight[:,j])
- *    so B = (gated ? 3 : 2) * d_model * dtype_size. Neuron j sits at slot
+ *    so B = (gated ? 3 : 2) * bytes(d_model values) (f16, d_model 4096,
+ *    ungated: 16384; q4_0: 4608, not a multiple of 1 KiB). The down column
+ *    is quantized along d_model by inflash (a GGUF's ffn_down blocks run
+ *    along d_ffn, across neurons). Neuron j sits at slot
  *    `neurons.slot`; at pack time slot = j, after calibration with
  *    --reorder the slots are a permutation (hot neurons first). FFN biases
  *    live in dense.bin.
  *
  * 4. index.sqlite tables (every integer is sqlite INTEGER, 64-bit):
  *      meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
- *        magic "INFLASH", format_version "1", family ("opt" | "llama"),
+ *        magic "INFLASH", format_version "2" (version 1 had no quantized
+ *        dtypes; this build reads only 2), family ("opt" | "llama"),
  *        d_model, n_layers, n_heads, n_kv_heads, d_ffn, vocab_size,
  *        max_pos, pos_offset (OPT: 2, else 0), norm_eps, rope_theta,
  *        activation ("relu" | "silu" | "fatrelu" | "drelu" | "cats": the
@@ -60,7 +89,7 @@
  *        sliding_window (Mistral: position i attends to positions j with
  *        i - W < j <= i; the key is present only for a model with a
  *        window, absent = none),
- *        dtype ("f32" | "f16"), bundle_bytes, dense_bytes, ffn_bytes
+ *        dtype ("f32" | "f16" | "q8_0" | "q4_0"), bundle_bytes, dense_bytes, ffn_bytes
  *        (exact sizes of the .bin files), tokenizer ("gpt2-bpe" |
  *        "sp-bpe" | "bytelevel-bpe"), hf_config (the source config.json
  *        text, verbatim), source_dtype ("F32" | "F16" | "BF16").
@@ -135,7 +164,9 @@
  *
  * 5. A reader trusts nothing: magic and version in meta and in both
  *    headers, every hyperparameter within sane bounds, every tensor's
- *    offset + bytes within its file and equal to prod(shape) * dtype size,
+ *    offset + bytes within its file and equal to the bytes of prod(shape)
+ *    values of its dtype (a quantized tensor's innermost dim a multiple
+ *    of 32), each tensor's dtype the one fmt_tensor_dtype() gives,
  *    tensors not overlapping, every layer 4096-aligned and inside ffn.bin,
  *    every neuron's slot < n_neurons, slots a permutation, offsets
  *    consistent, and the real file sizes equal to meta dense_bytes /
@@ -154,7 +185,7 @@
 #include <stdint.h>
 
 #define IFL_MAGIC          "INFLASH"        /* 8 bytes with the NUL */
-#define IFL_VERSION        1u
+#define IFL_VERSION        2u
 #define IFL_HEADER_BYTES   4096u
 #define IFL_TENSOR_ALIGN   64u
 #define IFL_LAYER_ALIGN    4096u
@@ -165,15 +196,38 @@
 #define IFL_DENSE_NAME     "dense.bin"
 #define IFL_FFN_NAME       "ffn.bin"
 
-/* Element types. The store holds F32 or F16; BF16 appears only in sources. */
-typedef enum { FMT_F32 = 0, FMT_F16 = 1, FMT_BF16 = 2 } fmt_dtype;
+/* Element types (section 1). A store holds F32, F16, Q8_0 or Q4_0; BF16
+ * appears only in sources. */
+typedef enum { FMT_F32 = 0, FMT_F16 = 1, FMT_BF16 = 2, FMT_Q8_0 = 3, FMT_Q4_0 = 4 } fmt_dtype;
+#define FMT_NDTYPES 5
 
-/* "f32"/"f16"/"bf16" (any case, also "F32", "float16"...): 0 and *out, or -1. */
+#define FMT_QK           32u   /* values per block of q8_0 and q4_0 */
+#define FMT_Q8_0_BYTES   34u   /* f16 scale + 32 int8 */
+#define FMT_Q4_0_BYTES   18u   /* f16 scale + 16 bytes of nibbles */
+
+/* "f32"/"f16"/"bf16"/"q8_0"/"q4_0" (any case, also "F32", "float16"...):
+ * 0 and *out, or -1. */
 int fmt_dtype_parse(const char *name, fmt_dtype *out);
-/* "f32" | "f16" | "bf16" */
+/* "f32" | "f16" | "bf16" | "q8_0" | "q4_0" */
 const char *fmt_dtype_name(fmt_dtype t);
-/* bytes per element: 4 or 2 */
-size_t fmt_dtype_size(fmt_dtype t);
+/* 1 for a store dtype (f32, f16, q8_0, q4_0), 0 for bf16 */
+int fmt_is_store_dtype(fmt_dtype t);
+/* 1 for q8_0 / q4_0 */
+static inline int fmt_is_quant(fmt_dtype t) { return t == FMT_Q8_0 || t == FMT_Q4_0; }
+/* values per block: 1, or FMT_QK for the quantized dtypes */
+static inline uint64_t fmt_block_values(fmt_dtype t) { return fmt_is_quant(t) ? FMT_QK : 1; }
+/* bytes per block: 4, 2, 2, 34, 18 */
+uint64_t fmt_block_bytes(fmt_dtype t);
+/* Bytes of n values of type t. n must be a whole number of blocks; if it
+ * is not (or the product overflows) the answer is UINT64_MAX, which no
+ * real size equals, so a size check against it fails. */
+uint64_t fmt_bytes(fmt_dtype t, uint64_t n);
+/* Average bits per weight: 32, 16, 16, 8.5, 4.5. */
+double fmt_bits_per_value(fmt_dtype t);
+/* The dtype of a dense tensor in a store of dtype `store` (section 1):
+ * predictors (names "inflash.pred.*") f32; in a quantized store 1-D
+ * tensors f32; otherwise the store dtype. */
+fmt_dtype fmt_tensor_dtype(fmt_dtype store, const char *name, int ndim);
 
 /* The 32-byte header of dense.bin / ffn.bin (section 2), decoded. */
 typedef struct {
@@ -210,9 +264,12 @@ static inline void fmt_put_le64(unsigned char *p, uint64_t v)
 
 static inline uint64_t fmt_align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-/* Convert n elements of type t at src (little-endian bytes) to f32. */
+/* Convert n values of type t at src (little-endian bytes) to f32 (for a
+ * quantized t, n a multiple of FMT_QK: dequantization). */
 void fmt_to_f32(fmt_dtype t, const void *src, float *dst, size_t n);
-/* Convert n f32 values to type t (F32 or F16, round-to-nearest-even). */
+/* Convert n f32 values to type t: F32, F16 and BF16 round to nearest even;
+ * Q8_0 and Q4_0 (n a multiple of FMT_QK) quantize with ggml's reference
+ * rounding (section 1, layout/quant.c). */
 void fmt_from_f32(fmt_dtype t, const float *src, void *dst, size_t n);
 /* Scalar conversions. */
 float    fmt_f16_to_f32(uint16_t h);

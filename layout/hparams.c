@@ -41,6 +41,18 @@ static int validate_act_params(const hp_config *hp, const char *what, ierr *err)
     return 0;
 }
 
+int hp_check_dtype(const hp_config *hp, fmt_dtype t, const char *what, ierr *err)
+{
+    if (!fmt_is_store_dtype(t))
+        return ierr_set(err, -EINVAL, "%s: store dtype must be f32, f16, q8_0 or q4_0, not %s", what,
+                        fmt_dtype_name(t));
+    if (fmt_bytes(t, (uint64_t)hp->d_model) == UINT64_MAX)
+        return ierr_set(err, -EINVAL, "%s: %s needs rows that are whole blocks of %u values, but the hidden "
+                        "size (rows of every matrix and each bundle part) is %lld; use f16 or f32",
+                        what, fmt_dtype_name(t), FMT_QK, (long long)hp->d_model);
+    return 0;
+}
+
 int hp_validate(const hp_config *hp, const char *what, ierr *err)
 {
     int rc;

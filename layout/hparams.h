@@ -54,6 +54,10 @@ int hp_from_json(const char *text, size_t len, const char *what, hp_config *hp, 
 /* Check a filled-in config for sanity (the same bounds hp_from_json applies);
  * used by readers that build an hp_config from elsewhere (the store index). */
 int hp_validate(const hp_config *hp, const char *what, ierr *err);
+/* 0 if a store of dtype t can hold this model: t is a store dtype and, for
+ * a quantized t, every row (d_model long here; the attention width equals
+ * d_model) is a whole number of blocks. Else -EINVAL naming the width. */
+int hp_check_dtype(const hp_config *hp, fmt_dtype t, const char *what, ierr *err);
 
 /* The activation parameters as stored (meta act_params, format.h section 4):
  * n_layers numbers separated by single spaces, each printed so that it reads
@@ -85,10 +89,13 @@ int hp_family_parse(const char *s, hp_family *out);
 
 /* Derived sizes, in 64 bits. */
 static inline int64_t hp_head_dim(const hp_config *hp) { return hp->d_model / hp->n_heads; }
-/* bytes of one bundle in the given store dtype */
+/* bytes of one bundle in the given store dtype (format.h section 3): up
+ * row, [gate row,] down column, each d_model values; -1 if d_model is not
+ * a whole number of the dtype's blocks */
 static inline int64_t hp_bundle_bytes(const hp_config *hp, fmt_dtype t)
 {
-    return (hp->gated ? 3 : 2) * hp->d_model * (int64_t)fmt_dtype_size(t);
+    uint64_t part = fmt_bytes(t, (uint64_t)hp->d_model);
+    return part == UINT64_MAX ? -1 : (hp->gated ? 3 : 2) * (int64_t)part;
 }
 
 #endif

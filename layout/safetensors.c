@@ -111,8 +111,8 @@ static int parse_entry(json_t *e, st_tensor *t, uint64_t data_start, uint64_t da
         t->shape[i] = json_integer_value(d);
         overflow |= __builtin_mul_overflow(numel, t->shape[i], &numel);
     }
-    uint64_t want;
-    overflow |= __builtin_mul_overflow((uint64_t)numel, (uint64_t)fmt_dtype_size(t->dtype), &want);
+    uint64_t want = fmt_bytes(t->dtype, (uint64_t)numel);
+    overflow |= want == UINT64_MAX;
     if (!json_is_array(offs) || json_array_size(offs) != 2 || !json_is_integer(json_array_get(offs, 0)) ||
         !json_is_integer(json_array_get(offs, 1)))
         return ierr_set(err, -EINVAL, "%s: tensor \"%s\": data_offsets must be [begin, end]", what, name);
@@ -382,7 +382,7 @@ int st_read_raw(const st_set *set, const st_tensor *t, uint64_t off, void *dst, 
 
 int st_read_f32(const st_set *set, const st_tensor *t, uint64_t first, float *dst, size_t n, ierr *err)
 {
-    size_t es = fmt_dtype_size(t->dtype), chunk = (1u << 20) / es;
+    size_t es = (size_t)fmt_block_bytes(t->dtype), chunk = (1u << 20) / es;
     uint64_t numel = (uint64_t)st_numel(t);
     if (first > numel || n > numel - first)
         return ierr_set(err, -EINVAL, "%s: elements [%llu, +%zu) outside tensor \"%s\" (%llu elements)",

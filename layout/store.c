@@ -281,7 +281,8 @@ static int meta_hparams(q *x)
     if (strcmp(magic, IFL_MAGIC) != 0)
         return ierr_set(x->err, -EINVAL, "%s: bad magic \"%s\": not an inflash store", s->index_path, magic);
     if (version != IFL_VERSION)
-        return ierr_set(x->err, -EINVAL, "%s: format version %" PRId64 ", this build reads %u", s->index_path,
+        return ierr_set(x->err, -EINVAL, "%s: format version %" PRId64 ", this build reads %u (pack the model again)",
+                        s->index_path,
                         version, IFL_VERSION);
     if ((rc = meta_need(x, "family", &family)) || (rc = meta_need(x, "activation", &act)) ||
         (rc = meta_need(x, "dtype", &dtype)) ||
@@ -304,9 +305,10 @@ static int meta_hparams(q *x)
         return ierr_set(x->err, -EINVAL, "%s: unknown activation \"%s\"", s->index_path, act);
     if ((rc = meta_act_params(x)))
         return rc;
-    if ((strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0) || fmt_dtype_parse(dtype, &s->dtype))
-        return ierr_set(x->err, -EINVAL, "%s: store dtype \"%s\" is not f32 or f16", s->index_path, dtype);
-    if ((rc = hp_validate(hp, s->index_path, x->err)))
+    if (fmt_dtype_parse(dtype, &s->dtype) || !fmt_is_store_dtype(s->dtype))
+        return ierr_set(x->err, -EINVAL, "%s: store dtype \"%s\" is not f32, f16, q8_0 or q4_0", s->index_path,
+                        dtype);
+    if ((rc = hp_validate(hp, s->index_path, x->err)) || (rc = hp_check_dtype(hp, s->dtype, s->index_path, x->err)))
         return rc;
     s->bundle_bytes = hp_bundle_bytes(hp, s->dtype);
     if (bundle != s->bundle_bytes)
@@ -337,7 +339,7 @@ static int check_tensor(q *x, const store_tensor *t, const char *file, const cha
     if (strcmp(file, IFL_DENSE_NAME) != 0)
         return ierr_set(x->err, -EINVAL, "%s: tensor \"%s\" is in file \"%s\", not %s", s->index_path, t->name,
                         file, IFL_DENSE_NAME);
-    if (overflow || numel > UINT64_MAX / 4 || numel * fmt_dtype_size(t->dtype) != t->bytes)
+    if (overflow || fmt_bytes(t->dtype, numel) != t->bytes)
         return ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": %" PRIu64 " bytes do not match shape \"%s\" %s",
                         s->index_path, t->name, t->bytes, shape, fmt_dtype_name(t->dtype));
     if (t->offset < IFL_HEADER_BYTES || t->offset % IFL_TENSOR_ALIGN || t->offset > s->dense_bytes ||
@@ -365,10 +367,14 @@ static int load_tensors(q *x)
         if (col_bytes(x, 1, &dtype, NULL) || col_bytes(x, 2, &shape, NULL) || col_bytes(x, 3, &file, NULL) ||
             col_u64(x, 4, &t->offset) || col_u64(x, 5, &t->bytes) || col_bits(x, 6, &t->xxh64))
             rc = ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": a column has the wrong type", s->index_path, t->name);
-        else if ((strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0) || fmt_dtype_parse(dtype, &t->dtype))
+        else if (fmt_dtype_parse(dtype, &t->dtype) || !fmt_is_store_dtype(t->dtype))
             rc = ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": bad dtype \"%s\"", s->index_path, t->name, dtype);
         else if (parse_shape(shape, &t->ndim, t->shape))
             rc = ierr_set(x->err, -EINVAL, "%s: tensor \"%s\": bad shape \"%s\"", s->index_path, t->name, shape);
+        else if (t->dtype != fmt_tensor_dtype(s->dtype, t->name, t->ndim))
+            rc = ierr_set(x->err, -EINVAL, "%s: tensor \"%s\" is %s, but a %s store keeps it in %s", s->index_path,
+                          t->name, dtype, fmt_dtype_name(s->dtype),
+                          fmt_dtype_name(fmt_tensor_dtype(s->dtype, t->name, t->ndim)));
         else if (s->n_tensors > 1 && strcmp(s->tensors[s->n_tensors - 2].name, t->name) >= 0)
             rc = ierr_set(x->err, -EINVAL, "%s: tensor names out of order", s->index_path);
         else
@@ -969,7 +975,9 @@ int store_read_ffn(const store *s, uint64_t off, void *dst, size_t len, ierr *er
 
 int store_read_tensor_f32(const store *s, const store_tensor *t, float *dst, ierr *err)
 {
-    size_t es = fmt_dtype_size(t->dtype), n = (size_t)(t->bytes / es);
+    size_t n = 1;                     /* the shape was checked against bytes at open */
+    for (int i = 0; i < t->ndim; i++)
+        n *= (size_t)t->shape[i];
     if (t->dtype == FMT_F32) {        /* read in place, then fix the byte order */
         int rc = store_read_dense(s, t->offset, dst, (size_t)t->bytes, err);
         if (!rc)
@@ -1132,8 +1140,10 @@ int store_parse_mount_config(const char *text, size_t len, const char *what, hp_
     if (!json_is_integer(ver) || json_integer_value(ver) != IFL_VERSION)
         rc = ierr_set(err, -EINVAL, "%s: \"inflash_layout_version\" is %s, this build reads %u", what,
                       json_is_integer(ver) ? "another version" : "missing", IFL_VERSION);
-    else if (!json_is_string(dt) || fmt_dtype_parse(json_string_value(dt), dtype) || *dtype == FMT_BF16)
-        rc = ierr_set(err, -EINVAL, "%s: \"inflash_dtype\" must be \"f32\" or \"f16\"", what);
+    else if (!json_is_string(dt) || fmt_dtype_parse(json_string_value(dt), dtype) || !fmt_is_store_dtype(*dtype))
+        rc = ierr_set(err, -EINVAL, "%s: \"inflash_dtype\" must be \"f32\", \"f16\", \"q8_0\" or \"q4_0\"", what);
+    else if ((rc = hp_check_dtype(hp, *dtype, what, err)))
+        ;
     else if (!json_is_integer(bb) || json_integer_value(bb) != hp_bundle_bytes(hp, *dtype))
         rc = ierr_set(err, -EINVAL, "%s: \"inflash_bundle_bytes\" does not match the hyperparameters", what);
     else

@@ -153,7 +153,7 @@ int  storew_set_meta(storew *w, const char *key, const char *value, ierr *err);
 int  storew_add_token(storew *w, int64_t id, const char *piece, size_t len, double score, int special, ierr *err);
 int  storew_add_merge(storew *w, int64_t rank, const char *left, size_t llen, const char *right, size_t rlen, ierr *err);
 int  storew_add_tokfile(storew *w, const char *name, const void *data, size_t len, ierr *err);
-/* Append a dense tensor (data already in `dtype`, bytes == numel*size). */
+/* Append a dense tensor (data already in `dtype`, bytes == fmt_bytes(dtype, numel)). */
 int  storew_add_tensor(storew *w, const char *name, fmt_dtype dtype, int ndim, const int64_t *shape,
                        const void *data, size_t bytes, ierr *err);
 /* Layers are written in order 0, 1, ...; bundles of a layer in id order. */

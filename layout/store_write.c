@@ -329,9 +329,8 @@ int storew_set_hparams(storew *w, const hp_config *hp, fmt_dtype dtype, ierr *er
     int rc = hp_validate(hp, w->db_path, err);
     if (rc)
         return rc;
-    if (dtype != FMT_F32 && dtype != FMT_F16)
-        return ierr_set(err, -EINVAL, "%s: store dtype must be f32 or f16, not %s", w->db_path,
-                        fmt_dtype_name(dtype));
+    if ((rc = hp_check_dtype(hp, dtype, w->db_path, err)))
+        return rc;
     if (w->n_layers)
         return ierr_set(err, -EINVAL, "%s: hyperparameters set after the first layer", w->db_path);
     w->hp = *hp;
@@ -397,11 +396,16 @@ int storew_add_tokfile(storew *w, const char *name, const void *data, size_t len
 int storew_add_tensor(storew *w, const char *name, fmt_dtype dtype, int ndim, const int64_t *shape,
                       const void *data, size_t bytes, ierr *err)
 {
-    if (dtype != FMT_F32 && dtype != FMT_F16)
-        return ierr_set(err, -EINVAL, "%s: tensor \"%s\": dtype must be f32 or f16", w->dense.path, name);
     if (ndim < 0 || ndim > STORE_MAX_DIMS)
         return ierr_set(err, -EINVAL, "%s: tensor \"%s\": %d dims (at most %d)", w->dense.path, name, ndim,
                         STORE_MAX_DIMS);
+    if (!fmt_is_store_dtype(dtype))
+        return ierr_set(err, -EINVAL, "%s: tensor \"%s\": dtype must be f32, f16, q8_0 or q4_0", w->dense.path,
+                        name);
+    if (w->have_hp && dtype != fmt_tensor_dtype(w->dtype, name, ndim))
+        return ierr_set(err, -EINVAL, "%s: tensor \"%s\" is %s, but a %s store keeps it in %s", w->dense.path, name,
+                        fmt_dtype_name(dtype), fmt_dtype_name(w->dtype),
+                        fmt_dtype_name(fmt_tensor_dtype(w->dtype, name, ndim)));
     uint64_t numel = 1;
     char shape_txt[STORE_MAX_DIMS * 21 + 1] = "";
     for (int i = 0; i < ndim; i++) {
@@ -411,7 +415,7 @@ int storew_add_tensor(storew *w, const char *name, fmt_dtype dtype, int ndim, co
         size_t at = strlen(shape_txt);
         snprintf(shape_txt + at, sizeof shape_txt - at, i ? " %" PRId64 : "%" PRId64, shape[i]);
     }
-    if (numel > UINT64_MAX / 4 || numel * fmt_dtype_size(dtype) != bytes)
+    if (fmt_bytes(dtype, numel) != bytes)
         return ierr_set(err, -EINVAL, "%s: tensor \"%s\": %zu bytes do not match its shape", w->dense.path, name,
                         bytes);
     int rc = wfile_pad(&w->dense, IFL_TENSOR_ALIGN, err);

@@ -37,9 +37,26 @@ static void test_dtype_names(void **state)
     assert_string_equal(fmt_dtype_name(FMT_F32), "f32");
     assert_string_equal(fmt_dtype_name(FMT_F16), "f16");
     assert_string_equal(fmt_dtype_name(FMT_BF16), "bf16");
-    assert_int_equal(fmt_dtype_size(FMT_F32), 4);
-    assert_int_equal(fmt_dtype_size(FMT_F16), 2);
-    assert_int_equal(fmt_dtype_size(FMT_BF16), 2);
+    assert_string_equal(fmt_dtype_name(FMT_Q8_0), "q8_0");
+    assert_string_equal(fmt_dtype_name(FMT_Q4_0), "q4_0");
+    assert_int_equal(fmt_dtype_parse("Q4_0", &t), 0);
+    assert_int_equal(t, FMT_Q4_0);
+    assert_int_equal(fmt_block_bytes(FMT_F32), 4);
+    assert_int_equal(fmt_block_bytes(FMT_F16), 2);
+    assert_int_equal(fmt_block_bytes(FMT_BF16), 2);
+    assert_int_equal(fmt_block_bytes(FMT_Q8_0), 34);
+    assert_int_equal(fmt_block_bytes(FMT_Q4_0), 18);
+    assert_true(fmt_bytes(FMT_F16, 3) == 6);
+    assert_true(fmt_bytes(FMT_Q8_0, 4096) == 4352);
+    assert_true(fmt_bytes(FMT_Q4_0, 2 * 4096) == 4608);       /* an opt-6.7b q4_0 bundle */
+    assert_true(fmt_bytes(FMT_Q4_0, 33) == UINT64_MAX);        /* not whole blocks */
+    assert_true(fmt_bytes(FMT_F32, UINT64_MAX / 2) == UINT64_MAX);
+    assert_true(fmt_bits_per_value(FMT_Q4_0) == 4.5);
+    assert_true(fmt_is_store_dtype(FMT_Q8_0) && !fmt_is_store_dtype(FMT_BF16));
+    assert_int_equal(fmt_tensor_dtype(FMT_Q4_0, "model.norm.weight", 1), FMT_F32);
+    assert_int_equal(fmt_tensor_dtype(FMT_Q4_0, "lm_head.weight", 2), FMT_Q4_0);
+    assert_int_equal(fmt_tensor_dtype(FMT_Q4_0, "inflash.pred.0.A", 2), FMT_F32);
+    assert_int_equal(fmt_tensor_dtype(FMT_F16, "model.norm.weight", 1), FMT_F16);
 }
 
 static void test_f16_known_values(void **state)

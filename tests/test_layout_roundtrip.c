@@ -52,7 +52,7 @@ static char *read_whole(const char *dir, const char *name, size_t *len)
 static void expected_elem(fmt_dtype from, const unsigned char *src, fmt_dtype to, unsigned char *dst)
 {
     if (from == to) {
-        memcpy(dst, src, fmt_dtype_size(to));
+        memcpy(dst, src, (size_t)fmt_block_bytes(to));
         return;
     }
     float f;
@@ -111,7 +111,7 @@ static void check_dense(const st_set *set, const store *s, fmt_dtype dt)
         assert_int_equal(x->ndim, t->ndim);
         for (int d = 0; d < t->ndim; d++)
             assert_int_equal(x->shape[d], t->shape[d]);
-        size_t n = (size_t)st_numel(t), es = fmt_dtype_size(dt), fs = fmt_dtype_size(t->dtype);
+        size_t n = (size_t)st_numel(t), es = (size_t)fmt_block_bytes(dt), fs = (size_t)fmt_block_bytes(t->dtype);
         assert_int_equal(x->bytes, n * es);
         unsigned char *src = read_src(set, t), *got = malloc(n * es + 1), want[4];
         assert_int_equal(store_read_dense(s, x->offset, got, n * es, &err), 0);
@@ -130,7 +130,7 @@ static void check_dense(const st_set *set, const store *s, fmt_dtype dt)
 static void check_bundles(const st_set *set, const store *s, fmt_dtype dt)
 {
     const hp_config *hp = store_hparams(s);
-    size_t d = (size_t)hp->d_model, f = (size_t)hp->d_ffn, es = fmt_dtype_size(dt);
+    size_t d = (size_t)hp->d_model, f = (size_t)hp->d_ffn, es = (size_t)fmt_block_bytes(dt);
     int64_t B = store_bundle_bytes(s);
     ierr err = IERR_INIT;
     unsigned char *got = malloc((size_t)B), want[4];
@@ -157,7 +157,7 @@ static void check_bundles(const st_set *set, const store *s, fmt_dtype dt)
             for (int r = 0; r < 3; r++) {
                 if (!m[r])
                     continue;
-                size_t fs = fmt_dtype_size(m[r]->dtype);
+                size_t fs = (size_t)fmt_block_bytes(m[r]->dtype);
                 for (size_t k = 0; k < d; k++, at += es) {
                     size_t idx = r < 2 ? j * d + k : k * f + j;   /* rows of up/gate, column of down */
                     expected_elem(m[r]->dtype, src[r] + idx * fs, dt, want);

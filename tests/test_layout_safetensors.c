@@ -289,7 +289,7 @@ static void test_mutations(void **state)
                 const st_tensor *t = st_at(set, i);
                 assert_true(t->offset >= 8 + len);
                 assert_true(t->offset + t->bytes <= file_bytes);
-                assert_int_equal((uint64_t)st_numel(t) * fmt_dtype_size(t->dtype), t->bytes);
+                assert_int_equal((uint64_t)st_numel(t) * (size_t)fmt_block_bytes(t->dtype), t->bytes);
             }
         } else {
             assert_non_null(strstr(err.msg, "mutant"));

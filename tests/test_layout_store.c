@@ -125,7 +125,7 @@ static void write_tiny(const char *dir, int gated, fmt_dtype dt, int force)
     assert_int_equal(storew_add_merge(w, 0, "a", 1, "b", 1, &err), 0);
     assert_int_equal(storew_add_merge(w, 1, "ab", 2, "c", 1, &err), 0);
     assert_int_equal(storew_add_tokfile(w, "tokenizer.json", tokfile_data, sizeof tokfile_data, &err), 0);
-    size_t es = fmt_dtype_size(dt);
+    size_t es = (size_t)fmt_block_bytes(dt);
     float emb[V * D], norm[D], one = 3.5f;
     for (int i = 0; i < V * D; i++)
         emb[i] = (float)i / 8;
@@ -137,8 +137,9 @@ static void write_tiny(const char *dir, int gated, fmt_dtype dt, int force)
     assert_int_equal(storew_add_tensor(w, "emb", dt, 2, s_emb, buf, V * D * es, &err), 0);
     fmt_from_f32(dt, norm, buf, D);
     assert_int_equal(storew_add_tensor(w, "norm", dt, 1, s_norm, buf, D * es, &err), 0);
-    fmt_from_f32(FMT_F32, &one, buf, 1);
-    assert_int_equal(storew_add_tensor(w, "scalar", FMT_F32, 0, NULL, buf, 4, &err), 0);
+    fmt_dtype sdt = fmt_tensor_dtype(dt, "scalar", 0);        /* format.h section 1 */
+    fmt_from_f32(sdt, &one, buf, 1);
+    assert_int_equal(storew_add_tensor(w, "scalar", sdt, 0, NULL, buf, fmt_bytes(sdt, 1), &err), 0);
     unsigned char b[3 * D * 4];
     for (int l = 0; l < L; l++) {
         assert_int_equal(storew_begin_layer(w, l, F, &err), 0);
@@ -165,7 +166,7 @@ static void check_tiny(const char *dir, int gated, fmt_dtype dt)
     hp_config want = tiny_hp(gated);
     assert_hp_equal(hp, &want);
     assert_int_equal(store_dtype(s), dt);
-    int64_t B = (gated ? 3 : 2) * D * (int64_t)fmt_dtype_size(dt);
+    int64_t B = (gated ? 3 : 2) * D * (int64_t)(size_t)fmt_block_bytes(dt);
     assert_int_equal(store_bundle_bytes(s), B);
     assert_string_equal(store_dir(s), dir);
     assert_string_equal(store_meta(s, "tokenizer"), "sp-bpe");
@@ -294,7 +295,7 @@ static void test_config_json(void **state)
     assert_non_null(text);
     assert_true(text[strlen(text) - 1] == '\n');
     assert_non_null(strstr(text, "\"inflash_dtype\": \"f16\""));
-    assert_non_null(strstr(text, "\"inflash_layout_version\": 1"));
+    assert_non_null(strstr(text, "\"inflash_layout_version\": 2"));
     assert_non_null(strstr(text, "\"inflash_family\": \"llama\""));
     assert_non_null(strstr(text, "\"inflash_tokenizer\": \"sp-bpe\""));
     if (!strstr(text, "\"rms_norm_eps\": 1e-05") && !strstr(text, "\"rms_norm_eps\": 1e-5"))
@@ -309,7 +310,7 @@ static void test_config_json(void **state)
     assert_int_equal(dt, FMT_F16);
     assert_int_equal(bb, store_bundle_bytes(s));
     /* other layout version, missing keys */
-    char *v2 = strstr(text, "\"inflash_layout_version\": 1");
+    char *v2 = strstr(text, "\"inflash_layout_version\": 2");
     v2[strlen("\"inflash_layout_version\": ")] = '7';
     assert_int_not_equal(store_parse_mount_config(text, strlen(text), "mnt/config.json", &hp, &dt, &bb, &err), 0);
     assert_non_null(strstr(err.msg, "inflash_layout_version"));
@@ -396,7 +397,7 @@ static void test_damage(void **state)
     expect_broken(d, "dense.bin", "truncated");
     d = copy_base(k++); patch(d, "dense.bin", 0, "X", 1);
     expect_broken(d, "dense.bin", "bad magic");
-    d = copy_base(k++); patch(d, "ffn.bin", 8, "\x02", 1);
+    d = copy_base(k++); patch(d, "ffn.bin", 8, "\x01", 1);
     expect_broken(d, "ffn.bin", "version");
     d = copy_base(k++); patch(d, "ffn.bin", 12, "\x01", 1);
     expect_broken(d, "ffn.bin", "kind");
@@ -406,7 +407,7 @@ static void test_damage(void **state)
     expect_broken(d, "dense.bin", "index says");
     d = copy_base(k++); sql(d, "UPDATE meta SET value = 'NOPE' WHERE key = 'magic'");
     expect_broken(d, "index.sqlite", "magic");
-    d = copy_base(k++); sql(d, "UPDATE meta SET value = '2' WHERE key = 'format_version'");
+    d = copy_base(k++); sql(d, "UPDATE meta SET value = '1' WHERE key = 'format_version'");
     expect_broken(d, "index.sqlite", "version");
     d = copy_base(k++); sql(d, "UPDATE meta SET value = '16' WHERE key = 'd_model'");
     expect_broken(d, "index.sqlite", "bundle_bytes");

@@ -92,7 +92,7 @@ static void add_tensor(storew *w, fmt_dtype dt, const char *name, int ndim, int6
         memcpy(keep, v, (size_t)n * sizeof *v);
     fmt_from_f32(dt, v, raw, (size_t)n);
     ierr err = IERR_INIT;
-    int rc = storew_add_tensor(w, name, dt, ndim, shape, raw, (size_t)n * fmt_dtype_size(dt), &err);
+    int rc = storew_add_tensor(w, name, dt, ndim, shape, raw, (size_t)n * (size_t)fmt_block_bytes(dt), &err);
     if (rc)
         fail_msg("%s", err.msg);
     free(v);

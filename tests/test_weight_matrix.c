@@ -193,7 +193,7 @@ static void check_ffn(fmt_dtype dt, int gated, act_fn act, int64_t n, int with_b
     float *actb = malloc(sizeof(float) * (size_t)(n * nb)), *y = malloc(sizeof(float) * (size_t)(n * d));
     double *npre = calloc((size_t)(n * nb), sizeof(double)), *ny = calloc((size_t)(n * d), sizeof(double));
     fill(w, nb * bl, 11 + (uint64_t)gated);
-    void *wd = malloc((size_t)(nb * bl) * fmt_dtype_size(dt));
+    void *wd = malloc((size_t)(nb * bl) * (size_t)fmt_block_bytes(dt));
     float *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(d));
     fmt_from_f32(dt, w, wd, (size_t)(nb * bl));
     fmt_to_f32(dt, wd, w, (size_t)(nb * bl));   /* the reference sees the stored values */

@@ -357,7 +357,7 @@ static int plan_build(t_plan *p, const hp_config *hp, fmt_dtype dt, uint64_t sha
         e->t = ts[i];
         e->rows = ts[i].shape[0];
         e->cols = ts[i].shape[1];
-        e->bytes = (uint64_t)e->rows * (uint64_t)(e->cols ? e->cols : 1) * fmt_dtype_size(dt);
+        e->bytes = (uint64_t)e->rows * (uint64_t)(e->cols ? e->cols : 1) * (size_t)fmt_block_bytes(dt);
     }
     free(ts);
     if (!p->t)
@@ -728,7 +728,7 @@ static int out_open_shard(mk_out *w, const t_plan *p, const char *dir, int shard
 static int out_put(mk_out *w, const float *x, size_t n, fmt_dtype dt, ierr *err)
 {
     fmt_from_f32(dt, x, w->buf, n);
-    size_t bytes = n * fmt_dtype_size(dt);
+    size_t bytes = n * (size_t)fmt_block_bytes(dt);
     if (fwrite(w->buf, 1, bytes, w->f) != bytes)
         return ierr_set(err, -EIO, "%s: write error: %s", w->path, strerror(errno));
     w->written += bytes;

@@ -166,7 +166,7 @@ static int match_tensors(const st_set *set, want_list *l, const char *src, const
 static void conv(fmt_dtype from, const unsigned char *src, size_t ss, fmt_dtype to, unsigned char *dst, size_t ds,
                  size_t n)
 {
-    size_t fs = fmt_dtype_size(from), ts = fmt_dtype_size(to);
+    size_t fs = (size_t)fmt_block_bytes(from), ts = (size_t)fmt_block_bytes(to);
     if (from == to) {
         for (size_t i = 0; i < n; i++)
             memcpy(dst + i * ds * ts, src + i * ss * fs, fs);
@@ -389,7 +389,7 @@ static int pack_dense(packer *p, const want *w, ierr *err)
 {
     const st_tensor *t = w->src;
     unsigned char *raw = NULL, *out = NULL;
-    size_t n = (size_t)st_numel(t), bytes = n * fmt_dtype_size(p->dtype);
+    size_t n = (size_t)st_numel(t), bytes = n * (size_t)fmt_block_bytes(p->dtype);
     int rc = read_tensor(p, t, &raw, err);
     if (!rc && t->dtype != p->dtype) {
         if (!(out = malloc(bytes ? bytes : 1)))
@@ -410,7 +410,7 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
                       ierr *err)
 {
     int64_t d = p->hp.d_model, f = p->hp.d_ffn, B = hp_bundle_bytes(&p->hp, p->dtype);
-    size_t ts = fmt_dtype_size(p->dtype), parts = gate ? 3 : 2, stride = (size_t)B / ts;
+    size_t ts = (size_t)fmt_block_bytes(p->dtype), parts = gate ? 3 : 2, stride = (size_t)B / ts;
     unsigned char *m[3] = { NULL, NULL, NULL }, *bundles = malloc((size_t)B * BUNDLE_BLOCK);
     int rc = bundles ? 0 : ierr_set(err, -ENOMEM, "layer %" PRId64 ": out of memory", layer);
     const st_tensor *src[3] = { up, gate ? gate : down, down };
@@ -423,13 +423,13 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
         size_t nb = (size_t)(f - j0 < BUNDLE_BLOCK ? f - j0 : BUNDLE_BLOCK);
         /* rows: up [, gate] */
         for (size_t k = 0; k + 1 < parts; k++) {
-            size_t es = fmt_dtype_size(src[k]->dtype);
+            size_t es = (size_t)fmt_block_bytes(src[k]->dtype);
             for (size_t jj = 0; jj < nb; jj++)
                 conv(src[k]->dtype, m[k] + ((size_t)j0 + jj) * (size_t)d * es, 1, p->dtype,
                      bundles + jj * (size_t)B + k * (size_t)d * ts, 1, (size_t)d);
         }
         /* columns of down: row i of down holds element i of every bundle */
-        size_t es = fmt_dtype_size(down->dtype);
+        size_t es = (size_t)fmt_block_bytes(down->dtype);
         for (int64_t i = 0; i < d; i++)
             conv(down->dtype, m[parts - 1] + ((size_t)i * (size_t)f + (size_t)j0) * es, 1, p->dtype,
                  bundles + ((parts - 1) * (size_t)d + (size_t)i) * ts, stride, nb);

@@ -84,7 +84,7 @@ static void check_set(st_set *set)
         FZ_CHECK(st_find(set, t->name) == t, "st_find(\"%s\") is not st_at(%zu)", t->name, i);
         FZ_CHECK(t->ndim >= 0 && t->ndim <= ST_MAX_DIMS, "tensor %s: %d dims", t->name, t->ndim);
         int64_t numel = st_numel(t);
-        FZ_CHECK(numel >= 0 && (uint64_t)numel * fmt_dtype_size(t->dtype) == t->bytes,
+        FZ_CHECK(numel >= 0 && (uint64_t)numel * (size_t)fmt_block_bytes(t->dtype) == t->bytes,
                  "tensor %s: %lld elements in %llu bytes", t->name, (long long)numel, (unsigned long long)t->bytes);
         if (i + 1 < n)
             FZ_CHECK(strcmp(t->name, st_at(set, i + 1)->name) < 0, "tensors not sorted by name");

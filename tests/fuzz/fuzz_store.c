@@ -91,7 +91,7 @@ static void add_tensor_f(storew *w, const char *name, fmt_dtype dt, int ndim, co
     for (int64_t i = 0; i < numel; i++)
         v[i] = seed + (float)i / 16;
     fmt_from_f32(dt, v, b, (size_t)numel);
-    must(storew_add_tensor(w, name, dt, ndim, shape, b, (size_t)numel * fmt_dtype_size(dt), &err), &err);
+    must(storew_add_tensor(w, name, dt, ndim, shape, b, (size_t)numel * (size_t)fmt_block_bytes(dt), &err), &err);
     free(v);
     free(b);
 }
@@ -416,7 +416,7 @@ static void read_store(const store *s)
     }
     for (size_t i = 0; i < store_tensor_count(s); i++) {
         const store_tensor *t = store_tensor_at(s, i);
-        size_t n = (size_t)(t->bytes / fmt_dtype_size(t->dtype));
+        size_t n = (size_t)(t->bytes / (size_t)fmt_block_bytes(t->dtype));
         float *f = malloc((n ? n : 1) * sizeof *f);
         if (!f)
             abort();
