@@ -440,7 +440,8 @@ int main(int argc, char **argv)
         }
     }
     if (argc - optind != 1 || (verify && neuron)) {
-        fprintf(stderr, PROG ": expected [--verify | --neuron LAYER:ID] STORE_DIR (see --help)\n");
+        fprintf(stderr, PROG ": expected one STORE_DIR (usage: " PROG " [--verify | --neuron LAYER:ID] STORE_DIR; see "
+                "--help)\n");
         return 2;
     }
     const char *dir = argv[optind];
