@@ -20,6 +20,17 @@ static void put_scale(unsigned char *p, float d)
     p[1] = (unsigned char)(h >> 8);
 }
 
+/* 1/d as ggml's reference takes it (0 for d = 0), and also 0 where 1/d
+ * overflows (a block of magnitudes below ~3.7e-37, all denormal): ggml's
+ * formula would convert inf to int8 there, which C leaves undefined; the
+ * stored f16 scale of such a block is 0, so its values decode to 0 either
+ * way. */
+static float inverse(float d)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    return isfinite(id) ? id : 0.0f;
+}
+
 void quant_q8_0(const float *x, void *dst, size_t n)
 {
     unsigned char *b = dst;
@@ -31,7 +42,7 @@ void quant_q8_0(const float *x, void *dst, size_t n)
                 amax = a;
         }
         float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float id = inverse(d);
         put_scale(b, d);
         for (unsigned j = 0; j < FMT_QK; j++)
             b[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
@@ -49,7 +60,7 @@ void quant_q4_0(const float *x, void *dst, size_t n)
                 max = x[j];
             }
         float d = max / -8.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float id = inverse(d);
         put_scale(b, d);
         for (unsigned j = 0; j < FMT_QK / 2; j++) {
             int lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[j + FMT_QK / 2] * id + 8.5f);
