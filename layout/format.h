@@ -25,7 +25,9 @@
  *    ggml/src/ggml-quants.c (read in ollama/ollama's vendored copy,
  *    ml/backend/ggml/ggml/src/ggml-quants.c), written anew in layout/quant.c:
  *      q8_0: amax = max |x|, d = amax / 127, q = roundf(x / d) (halves away
- *            from zero; x / d computed as x * (1/d); q = 0 when d = 0)
+ *            from zero; x / d computed as x * (1/d); q = 0 when d = 0 or
+ *            when 1/d overflows, a block of magnitudes below ~3.7e-37,
+ *            where ggml's formula is undefined; the same for q4_0)
  *      q4_0: m = the x of largest |x| (first such), d = m / -8,
  *            nibble = min(15, (int)(x * (1/d) + 8.5)) truncated toward 0
  *    and the scale is stored as f16 (round-to-nearest-even) after 1/d is
