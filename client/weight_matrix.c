@@ -358,8 +358,22 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
     }
     if (n == 1 && single(dt, 1, w, ld, rows, cols, a, y, 1.0f, scratch))
         return;
-    if (n > 1)
-        blas_mode_set(1);
+    if (n == 1) {                    /* the rows with a non-zero coefficient, WM_BLOCK at a time */
+        float ac[WM_BLOCK];
+        int64_t nb = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            if (a[r] != 0.0f) {
+                wm_row(dt, w, ld, r, cols, scratch + nb * cols);
+                ac[nb++] = a[r];
+            }
+            if (nb == WM_BLOCK || (r == rows - 1 && nb > 0)) {
+                blas_aw(scratch, cols, nb, cols, ac, 1, 1, y);
+                nb = 0;
+            }
+        }
+        return;
+    }
+    blas_mode_set(1);
     for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
         int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
         convert_block(dt, w, ld, r0, nb, cols, scratch);
