@@ -175,39 +175,50 @@ T static void xwt_q4(const void *wv, size_t ldb, int64_t rows, int64_t nblk, con
         xwt_q_rows(w + (size_t)r * ldb, ldb, 1, 1, nblk, x, out + r, beta);
 }
 
-TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, const float *a, float *y)
+/* Blocks [b, b+B) of y (B = 2 or 1) over n gathered rows: 2B independent
+ * chains of FMAs (one chain per row would wait on the FMA latency). */
+TI void aw_q_blocks(const unsigned char *const *p, const float *co, int n, int q4, int64_t b, int B, float *y)
 {
     const size_t bb = q4 ? FMT_Q4_0_BYTES : FMT_Q8_0_BYTES;
+    const __m512 nib = _mm512_set_ps(7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8);   /* nibble - 8 */
+    __m512 yv[4];
+    for (int j = 0; j < 2 * B; j++)
+        yv[j] = _mm512_loadu_ps(y + b * FMT_QK + 16 * j);
+    for (int k = 0; k < n; k++)
+        for (int j = 0; j < B; j++) {
+            const unsigned char *blk = p[k] + (size_t)(b + j) * bb;
+            float s = co[k] * scale(blk);
+            __m512 sv = _mm512_set1_ps(s);
+            __m512 v0, v1;
+            if (q4) {                              /* byte i: value i (low nibble), value i + 16 (high) */
+                __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)));
+                v0 = _mm512_permutexvar_ps(z, nib);    /* the index's low 4 bits: the low nibble */
+                v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), nib);
+            } else {
+                v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+                v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+            }
+            yv[2 * j] = _mm512_fmadd_ps(v0, sv, yv[2 * j]);
+            yv[2 * j + 1] = _mm512_fmadd_ps(v1, sv, yv[2 * j + 1]);
+        }
+    for (int j = 0; j < 2 * B; j++)
+        _mm512_storeu_ps(y + b * FMT_QK + 16 * j, yv[j]);
+}
+
+/* y two blocks at a time, up to KERN_AW_ROWS rows per pass (q4: 0 q8_0, 1 q4_0) */
+TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, const float *a, float *y)
+{
     const unsigned char *p[KERN_AW_ROWS];
     float co[KERN_AW_ROWS];
     int64_t r = 0;
     int n;
-    while ((n = kern_gather_rows(w, ldb, rows, a, &r, p, co)) > 0)
-        for (int64_t b = 0; b < nblk; b++) {
-            float *yb = y + b * FMT_QK;
-            __m512 y0 = _mm512_loadu_ps(yb), y1 = _mm512_loadu_ps(yb + 16);
-            float off = 0.0f;                      /* q4: -8 * sum of the scales, added once */
-            for (int k = 0; k < n; k++) {
-                const unsigned char *blk = p[k] + (size_t)b * bb;
-                float s = co[k] * scale(blk);
-                __m512 sv = _mm512_set1_ps(s);
-                if (q4) {
-                    __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(0x0f);
-                    __m128i lo = _mm_and_si128(raw, m), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
-                    y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), sv, y0);
-                    y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), sv, y1);
-                    off -= 8.0f * s;
-                } else {
-                    __m128i q0 = _mm_loadu_si128((const __m128i *)(blk + 2));
-                    __m128i q1 = _mm_loadu_si128((const __m128i *)(blk + 18));
-                    y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), sv, y0);
-                    y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), sv, y1);
-                }
-            }
-            __m512 ov = _mm512_set1_ps(off);
-            _mm512_storeu_ps(yb, _mm512_add_ps(y0, ov));
-            _mm512_storeu_ps(yb + 16, _mm512_add_ps(y1, ov));
-        }
+    while ((n = kern_gather_rows(w, ldb, rows, a, &r, p, co)) > 0) {
+        int64_t b = 0;
+        for (; b + 2 <= nblk; b += 2)
+            aw_q_blocks(p, co, n, q4, b, 2, y);
+        if (b < nblk)
+            aw_q_blocks(p, co, n, q4, b, 1, y);
+    }
 }
 
 T static void aw_q8(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y)
