@@ -38,6 +38,9 @@ typedef struct {
     /* y[32b + i] += sum_r (a[r] * dw[r][b]) * q[r][b][i], rows with a[r] == 0 skipped */
     void (*aw_q8)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y);
     void (*aw_q4)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y);
+    /* dst[0 .. 32 nblk) = the blocks at src in f32, exactly (q * d): rows for the batch path */
+    void (*dequant_q8)(const void *src, float *dst, int64_t nblk);
+    void (*dequant_q4)(const void *src, float *dst, int64_t nblk);
 } kern_set;
 
 extern const kern_set kern_portable;

@@ -240,5 +240,29 @@ T static void aw_q4(const void *w, size_t ldb, int64_t rows, int64_t nblk, const
     aw_q(w, ldb, 1, rows, nblk, a, y);
 }
 
-const kern_set kern_avx2 = {"avx2", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4};
+T static void dequant_q8(const void *src, float *dst, int64_t nblk)
+{
+    const unsigned char *blk = src;
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q8_0_BYTES, dst += FMT_QK) {
+        __m256 d = _mm256_set1_ps(scale(blk));
+        for (int i = 0; i < 4; i++)
+            _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(i8x8(blk + 2 + 8 * i), d));
+    }
+}
+
+T static void dequant_q4(const void *src, float *dst, int64_t nblk)
+{
+    const unsigned char *blk = src;
+    const __m128i m = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q4_0_BYTES, dst += FMT_QK) {
+        __m256 d = _mm256_set1_ps(scale(blk));
+        __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2));
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m), eight), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m), eight);
+        __m128i v[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int i = 0; i < 4; i++)
+            _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v[i])), d));
+    }
+}
+
+const kern_set kern_avx2 = {"avx2", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4, dequant_q8, dequant_q4};
 #endif

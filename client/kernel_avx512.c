@@ -231,5 +231,29 @@ T static void aw_q4(const void *w, size_t ldb, int64_t rows, int64_t nblk, const
     aw_q(w, ldb, 1, rows, nblk, a, y);
 }
 
-const kern_set kern_avx512 = {"avx512", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4};
+T static void dequant_q8(const void *src, float *dst, int64_t nblk)
+{
+    const unsigned char *blk = src;
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q8_0_BYTES, dst += FMT_QK) {
+        __m512 d = _mm512_set1_ps(scale(blk));
+        for (int i = 0; i < 2; i++) {
+            __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2 + 16 * i)));
+            _mm512_storeu_ps(dst + 16 * i, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d));
+        }
+    }
+}
+
+T static void dequant_q4(const void *src, float *dst, int64_t nblk)
+{
+    const unsigned char *blk = src;
+    const __m512 nib = _mm512_set_ps(7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8);   /* nibble - 8 */
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q4_0_BYTES, dst += FMT_QK) {
+        __m512 d = _mm512_set1_ps(scale(blk));
+        __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)));
+        _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_permutexvar_ps(z, nib), d));
+        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), nib), d));
+    }
+}
+
+const kern_set kern_avx512 = {"avx512", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4, dequant_q8, dequant_q4};
 #endif

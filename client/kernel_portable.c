@@ -5,6 +5,7 @@
 #include "kernel.h"
 
 #include "format.h"
+#include "quant.h"
 
 static float row_dot_q8(const unsigned char *wr, int64_t nblk, const kern_xq *x)
 {
@@ -83,4 +84,14 @@ static void aw_q4(const void *w, size_t ldb, int64_t rows, int64_t nblk, const f
     }
 }
 
-const kern_set kern_portable = {"portable", NULL, NULL, xwt_q8, xwt_q4, aw_q8, aw_q4};
+static void dq8(const void *src, float *dst, int64_t nblk)
+{
+    dequant_q8_0(src, dst, (size_t)nblk * FMT_QK);
+}
+
+static void dq4(const void *src, float *dst, int64_t nblk)
+{
+    dequant_q4_0(src, dst, (size_t)nblk * FMT_QK);
+}
+
+const kern_set kern_portable = {"portable", NULL, NULL, xwt_q8, xwt_q4, aw_q8, aw_q4, dq8, dq4};
