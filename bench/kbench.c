@@ -44,13 +44,13 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static uint64_t xorshift(uint64_t *s)
+/* splitmix64: the next of a seeded sequence */
+static uint64_t rnd(uint64_t *s)
 {
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
 }
 
 /* ---- (a) DRAM read bandwidth ----------------------------------------------- */
@@ -98,9 +98,9 @@ static double bandwidth(const uint64_t *buf, size_t bytes, int64_t reps)
  * depend on them): f16 in +-[0.5, 1), quantized blocks with scale 1/128. */
 static void fill_w(fmt_dtype dt, unsigned char *p, uint64_t n, uint64_t seed)
 {
-    uint64_t bytes = fmt_bytes(dt, n), s = seed | 1;
+    uint64_t bytes = fmt_bytes(dt, n), s = seed;
     for (uint64_t i = 0; i + 8 <= bytes; i += 8) {
-        uint64_t v = xorshift(&s);
+        uint64_t v = rnd(&s);
         memcpy(p + i, &v, 8);
     }
     if (dt == FMT_F16)
@@ -189,9 +189,9 @@ static int act_new(kb_act *a, int64_t n)
     if (!a->x || !a->q || !a->pre || !a->gpre || !a->act || !a->y || !a->scratch)
         return -1;
     for (int64_t i = 0; i < n * D; i++)
-        a->x[i] = (float)(xorshift(&s) >> 40) / 16777216.0f - 0.5f;
+        a->x[i] = (float)(rnd(&s) >> 40) / 16777216.0f - 0.5f;
     for (int64_t i = 0; i < n * F; i++)
-        a->act[i] = (float)(xorshift(&s) >> 40) / 16777216.0f + 0.01f;   /* dense: no zero skipped */
+        a->act[i] = (float)(rnd(&s) >> 40) / 16777216.0f + 0.01f;   /* dense: no zero skipped */
     return 0;
 }
 
