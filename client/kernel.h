@@ -1,5 +1,6 @@
-/* kernel.h: the single-vector kernels behind client/weight_matrix.h, one set
- * per instruction set (kernel_portable.c, kernel_avx2.c, kernel_avx512.c),
+/* kernel.h: the single-vector kernels (and the batch path's dequantizers)
+ * behind client/weight_matrix.h, one set per instruction set
+ * (kernel_portable.c, kernel_avx2.c, kernel_avx512.c),
  * picked at run time by weight_matrix.c from the CPU's features. Private to
  * the client: callers use weight_matrix.h.
  *
