@@ -1,23 +1,97 @@
-/* weight_matrix.c: f32/f16/bf16 weight matrix products for the client (weight_matrix.h):
- * OpenBLAS for f32, a fused AVX2+FMA+F16C kernel for one f16 vector (its
- * rows split with one helper thread on a multi-core machine), and block
- * conversion + OpenBLAS for everything else. */
+/* weight_matrix.c: weight matrix products for the client (weight_matrix.h):
+ * OpenBLAS for f32; for one vector of activations the kernels of
+ * client/kernel.h (the set picked from the CPU's features), the rows or
+ * columns split with one helper thread on a multi-core machine; for
+ * batches, rows converted to f32 a block at a time and OpenBLAS. */
 #include "weight_matrix.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#include "kernel.h"
+#include "quant.h"
+
+#ifdef KERN_X86
 #include <cpuid.h>
-#include <immintrin.h>
-#define WM_X86 1
 #endif
+
+/* ---- the kernel set ---------------------------------------------------------- */
+
+static const kern_set *kset;        /* set once by kernels_pick or wm_use_kernels */
+static pthread_once_t kset_once = PTHREAD_ONCE_INIT;
+
+#ifdef KERN_X86
+static int cpu_has(const char *isa)
+{
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    int base = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
+               (c & bit_F16C);
+    if (strcmp(isa, "avx2") == 0)
+        return base;
+    return base && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+#endif
+
+/* The sets this build has, best first. */
+static const kern_set *const all_sets[] = {
+#ifdef KERN_X86
+    &kern_avx512, &kern_avx2,
+#endif
+    &kern_portable,
+};
+
+static int set_usable(const kern_set *k)
+{
+#ifdef KERN_X86
+    if (k != &kern_portable)
+        return cpu_has(k->name);
+#endif
+    return k == &kern_portable;
+}
+
+static void kernels_pick(void)
+{
+    for (size_t i = 0; i < sizeof all_sets / sizeof all_sets[0]; i++)
+        if (set_usable(all_sets[i])) {
+            kset = all_sets[i];
+            return;
+        }
+}
+
+static const kern_set *kernels(void)
+{
+    pthread_once(&kset_once, kernels_pick);
+    return kset;
+}
+
+int wm_use_kernels(const char *name)
+{
+    pthread_once(&kset_once, kernels_pick);
+    for (size_t i = 0; i < sizeof all_sets / sizeof all_sets[0]; i++)
+        if (strcmp(all_sets[i]->name, name) == 0) {
+            if (!set_usable(all_sets[i]))
+                return -ENOTSUP;
+            kset = all_sets[i];
+            return 0;
+        }
+    return -ENOENT;
+}
+
+const char *wm_kernels(void)
+{
+    return kernels()->name;
+}
+
+/* ---- scratch ------------------------------------------------------------------- */
 
 int64_t wm_scratch_floats(int64_t cols)
 {
-    return (int64_t)WM_BLOCK * cols;
+    return 2 * (int64_t)WM_BLOCK * (cols > FMT_QK ? cols : FMT_QK);   /* a block of rows per thread */
 }
 
 void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, float *dst)
@@ -25,112 +99,114 @@ void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, fl
     fmt_to_f32(dt, wm_at(dt, w, ld, r, 0), dst, (size_t)cols);
 }
 
-/* Rows [r0, r0+nb) of W as f32 into scratch [nb][cols]. */
-static void convert_block(fmt_dtype dt, const void *w, int64_t ld, int64_t r0, int64_t nb, int64_t cols,
-                          float *scratch)
+/* x[0..cols) as q8_0 blocks (quant_q8_0's blocks, unpacked) in scratch,
+ * which holds cols/4 + 2 * cols/32 floats for it (fewer than wm_scratch_floats). */
+static kern_xq quantize_x(const float *x, int64_t cols, float *scratch)
 {
-    for (int64_t r = 0; r < nb; r++)
-        wm_row(dt, w, ld, r0 + r, cols, scratch + r * cols);
-}
-
-/* ---- the fused f16 kernel (x86-64) ---------------------------------------- */
-
-#ifdef WM_X86
-static int have_fused;
-static pthread_once_t fused_once = PTHREAD_ONCE_INIT;
-
-static void fused_probe(void)
-{
-    unsigned a, b, c, d;
-    __builtin_cpu_init();
-    have_fused = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                 __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-}
-
-static int fused_ok(fmt_dtype dt)
-{
-    if (dt != FMT_F16)
-        return 0;
-    pthread_once(&fused_once, fused_probe);
-    return have_fused;
-}
-
-__attribute__((target("avx2,fma,f16c")))
-static inline float hsum256(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* out[r] = beta*out[r] + W[r] . x */
-__attribute__((target("avx2,fma,f16c")))
-static void fused_xwt(const uint16_t *w, int64_t ld, int64_t rows, int64_t cols, const float *x, float *out,
-                      float beta)
-{
-    int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7;
-    for (int64_t r = 0; r < rows; r++) {
-        const uint16_t *wr = w + r * ld;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
-               a3 = _mm256_setzero_ps();
-        int64_t c = 0;
-        for (; c < c32; c += 32) {
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
-                                 _mm256_loadu_ps(x + c), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 8))),
-                                 _mm256_loadu_ps(x + c + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 16))),
-                                 _mm256_loadu_ps(x + c + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 24))),
-                                 _mm256_loadu_ps(x + c + 24), a3);
-        }
-        for (; c < c8; c += 8)
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
-                                 _mm256_loadu_ps(x + c), a0);
-        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        for (; c < cols; c++)
-            s += fmt_f16_to_f32(wr[c]) * x[c];
-        out[r] = beta != 0.0f ? out[r] + s : s;
+    int64_t nblk = cols / FMT_QK;
+    float *d = scratch;
+    int32_t *s8 = (int32_t *)(scratch + nblk);
+    int8_t *q = (int8_t *)(scratch + 2 * nblk);
+    unsigned char blk[FMT_Q8_0_BYTES];
+    for (int64_t b = 0; b < nblk; b++) {
+        quant_q8_0(x + b * FMT_QK, blk, FMT_QK);
+        d[b] = quant_scale(blk);
+        memcpy(q + b * FMT_QK, blk + 2, FMT_QK);
+        int32_t s = 0;
+        for (unsigned i = 0; i < FMT_QK; i++)
+            s += q[b * FMT_QK + i];
+        s8[b] = -8 * s;
     }
+    return (kern_xq){q, d, s8};
 }
 
-/* y[c] += sum_r a[r] * W[r][c], skipping a[r] == 0 */
-__attribute__((target("avx2,fma,f16c")))
-static void fused_aw(const uint16_t *w, int64_t ld, int64_t rows, int64_t cols, const float *a, float *y)
-{
-    int64_t c8 = cols & ~(int64_t)7;
-    for (int64_t r = 0; r < rows; r++) {
-        float ar = a[r];
-        if (ar == 0.0f)
-            continue;
-        const uint16_t *wr = w + r * ld;
-        __m256 av = _mm256_set1_ps(ar);
-        int64_t c = 0;
-        for (; c < c8; c += 8)
-            _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
-                                                    av, _mm256_loadu_ps(y + c)));
-        for (; c < cols; c++)
-            y[c] += ar * fmt_f16_to_f32(wr[c]);
-    }
-}
-
-/* ---- a second core for the fused kernels ----------------------------------- */
-
-/* One helper thread runs the second half of a large fused product while
- * the caller runs the first. Created on first use, lives until exit.
- * `busy` makes concurrent callers fall back to one thread. */
-#define WM_SPLIT_MIN ((int64_t)1 << 20)   /* elements below which one thread does it all */
+/* ---- one job: part of a product, over rows (xwt) or columns (aw) ------------------ */
 
 typedef struct {
-    int          aw;                 /* 0: fused_xwt, 1: fused_aw */
-    const uint16_t *w;
-    int64_t      ld, rows, cols;
-    const float *x;                  /* xwt: x; aw: a */
-    float       *out;                /* xwt: out; aw: y (private copy for the helper) */
-    float        beta;
+    const kern_set *k;               /* the kernel set */
+    fmt_dtype    dt;
+    int          aw;                 /* 0: out = x W^T, 1: y += a W */
+    const void  *w;
+    size_t       ldb;                /* row stride in bytes */
+    int64_t      rows, cols;         /* cols in values (whole 32-value groups when quantized) */
+    int64_t      n;                  /* vectors: 1 runs a kernel, more convert rows and call sgemm */
+    const float *x;                  /* xwt: x [n][cols]; aw: a [n][lda] */
+    int64_t      lda;                /* aw: a's row stride */
+    const kern_xq *xq;               /* xwt, n == 1, quantized: x as q8_0 blocks */
+    float       *out;                /* xwt: out [n][ldo]; aw: y [n][ldo] */
+    int64_t      ldo;
+    float        beta;               /* xwt: 0 or 1 */
+    float       *scratch;            /* converted rows: WM_BLOCK rows of cols floats for this part */
+    int          kernel;             /* 1: a single-vector kernel of k; 0: converted rows */
 } wm_job;
 
+/* f32 rows from scratch ([nb][cols], or [nb][ncols] for aw) through OpenBLAS */
+static void batch_run(const wm_job *j)
+{
+    for (int64_t r0 = 0; r0 < j->rows; r0 += WM_BLOCK) {
+        int64_t nb = j->rows - r0 < WM_BLOCK ? j->rows - r0 : WM_BLOCK;
+        for (int64_t r = 0; r < nb; r++) {
+            const unsigned char *src = (const unsigned char *)j->w + (size_t)(r0 + r) * j->ldb;
+            float *dst = j->scratch + r * j->cols;
+            if (j->dt == FMT_Q8_0)
+                j->k->dequant_q8(src, dst, j->cols / FMT_QK);
+            else if (j->dt == FMT_Q4_0)
+                j->k->dequant_q4(src, dst, j->cols / FMT_QK);
+            else
+                fmt_to_f32(j->dt, src, dst, (size_t)j->cols);
+        }
+        if (!j->aw && j->n == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)j->cols, 1.0f, j->scratch, (int)j->cols, j->x,
+                        1, j->beta, j->out + r0, 1);
+        else if (!j->aw)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)nb, (int)j->cols, 1.0f, j->x,
+                        (int)j->cols, j->scratch, (int)j->cols, j->beta, j->out + r0, (int)j->ldo);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->n, (int)j->cols, (int)nb, 1.0f,
+                        j->x + r0, (int)j->lda, j->scratch, (int)j->cols, 1.0f, j->out, (int)j->ldo);
+    }
+}
+
+static void run_job(const wm_job *j)
+{
+    const kern_set *k = j->k;
+    int64_t nb = j->cols / FMT_QK;
+    if (j->n > 1 || !j->kernel) {
+        batch_run(j);
+        return;
+    }
+    switch (j->dt) {
+    case FMT_F16:
+        if (j->aw)
+            k->aw_f16(j->w, j->ldb, j->rows, j->cols, j->x, j->out);
+        else
+            k->xwt_f16(j->w, j->ldb, j->rows, j->cols, j->x, j->out, j->beta);
+        break;
+    case FMT_Q8_0:
+        if (j->aw)
+            k->aw_q8(j->w, j->ldb, j->rows, nb, j->x, j->out);
+        else
+            k->xwt_q8(j->w, j->ldb, j->rows, nb, j->xq, j->out, j->beta);
+        break;
+    case FMT_Q4_0:
+        if (j->aw)
+            k->aw_q4(j->w, j->ldb, j->rows, nb, j->x, j->out);
+        else
+            k->xwt_q4(j->w, j->ldb, j->rows, nb, j->xq, j->out, j->beta);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- a second core ------------------------------------------------------------------- */
+
+/* One helper thread runs the second half of a large product while the
+ * caller runs the first. Created on first use, lives until exit; it sleeps
+ * on a condition variable between jobs (no spinning). `busy` makes
+ * concurrent callers fall back to one thread. Each output element is
+ * computed by one thread with the same code either way, so a split
+ * product equals the unsplit one bit for bit. */
 static struct {
     pthread_mutex_t busy;            /* held by the one caller using the helper */
     pthread_mutex_t mu;              /* guards gen, done, job */
@@ -141,14 +217,6 @@ static struct {
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
        0, 0, {0}, 0};
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-static void run_job(const wm_job *j)
-{
-    if (j->aw)
-        fused_aw(j->w, j->ld, j->rows, j->cols, j->x, j->out);
-    else
-        fused_xwt(j->w, j->ld, j->rows, j->cols, j->x, j->out, j->beta);
-}
 
 static void *helper_main(void *arg)
 {
@@ -180,27 +248,30 @@ static void pool_start(void)
     }
 }
 
-/* Run job j split in two by rows (xwt) or columns (aw): the helper takes
- * the second part. Returns 0 if it did not split (caller runs it alone). */
+/* Run job j split in two by rows (xwt) or by whole 32-value column groups
+ * (aw): the helper takes the second part (and the second half of the
+ * scratch). 0 if it did not split. */
 static int split_run(const wm_job *j)
 {
-    if (j->rows * j->cols < WM_SPLIT_MIN)
+    if (j->rows * j->cols * j->n < WM_SPLIT_MIN || (j->aw && j->cols < 2 * FMT_QK))
         return 0;
     pthread_once(&pool_once, pool_start);
     if (!P.ok || pthread_mutex_trylock(&P.busy) != 0)
         return 0;
     wm_job a = *j, b = *j;
-    if (!j->aw) {                    /* rows: out[r] are independent */
+    if (!j->aw) {                    /* rows: out[.][r] are independent */
         a.rows = j->rows / 2;
         b.rows = j->rows - a.rows;
-        b.w = j->w + a.rows * j->ld;
+        b.w = (const unsigned char *)j->w + (size_t)a.rows * j->ldb;
         b.out = j->out + a.rows;
-    } else {                         /* columns: y[c] are independent */
-        a.cols = (j->cols / 2) & ~(int64_t)7;
+    } else {                         /* columns: y[.][c] are independent */
+        a.cols = (j->cols / 2) & ~(int64_t)(FMT_QK - 1);
         b.cols = j->cols - a.cols;
-        b.w = j->w + a.cols;
+        b.w = (const unsigned char *)j->w + fmt_bytes(j->dt, (uint64_t)a.cols);
         b.out = j->out + a.cols;
     }
+    if (j->scratch)
+        b.scratch = j->scratch + (int64_t)WM_BLOCK * j->cols;
     pthread_mutex_lock(&P.mu);
     P.job = b;
     uint64_t g = ++P.gen;
@@ -214,15 +285,29 @@ static int split_run(const wm_job *j)
     pthread_mutex_unlock(&P.busy);
     return 1;
 }
-#else
-static int fused_ok(fmt_dtype dt)
-{
-    (void)dt;
-    return 0;
-}
-#endif
 
-/* ---- the products ---------------------------------------------------------- */
+static void run_split(const wm_job *j)
+{
+    if (!split_run(j))
+        run_job(j);
+}
+
+/* ---- OpenBLAS's threads ------------------------------------------------------------------ */
+
+/* Products on non-f32 weights bring their own second core (the helper), so
+ * they set OpenBLAS to one thread (and keep it there: each such product
+ * checks, cheaply): its worker threads spin
+ * (sched_yield) for a while after each threaded call, and the caller's
+ * small OpenBLAS calls between our products (attention over the KV cache,
+ * hundreds per token) would keep them spinning against the helper. f32
+ * weights leave OpenBLAS as it is (they are all OpenBLAS). */
+static void blas_single(void)
+{
+    if (openblas_get_num_threads() > 1)
+        openblas_set_num_threads(1);
+}
+
+/* ---- the products -------------------------------------------------------------------------- */
 
 /* The f32 products with OpenBLAS (ld: row stride of w). */
 static void blas_xwt(const float *w, int64_t ld, int64_t rows, int64_t cols, const float *x, int64_t n, float *out,
@@ -245,22 +330,25 @@ static void blas_aw(const float *w, int64_t ld, int64_t rows, int64_t cols, cons
                     (int)ld, 1.0f, y, (int)cols);
 }
 
-/* One f16 vector on x86-64 with F16C: the fused kernel (split over two
- * cores when large). 0 if it does not apply. */
-static int fused(fmt_dtype dt, int64_t n, int aw, const void *w, int64_t ld, int64_t rows, int64_t cols,
-                 const float *x, float *out, float beta)
+/* The job for a product on non-f32 weights: a kernel when n == 1 and the
+ * set has one for dt (x quantized into scratch for a quantized xwt), else
+ * converted rows. */
+static wm_job job_for(fmt_dtype dt, int aw, const void *w, int64_t ld, int64_t rows, int64_t cols, const float *x,
+                      int64_t n, int64_t lda, float *out, int64_t ldo, float beta, float *scratch, kern_xq *xq)
 {
-#ifdef WM_X86
-    if (n == 1 && fused_ok(dt)) {
-        wm_job j = {aw, w, ld, rows, cols, x, out, beta};
-        if (!split_run(&j))
-            run_job(&j);
-        return 1;
+    const kern_set *k = kernels();
+    blas_single();
+    wm_job j = {k, dt, aw, w, (size_t)fmt_bytes(dt, (uint64_t)ld), rows, cols, n, x, lda, NULL, out, ldo, beta,
+                scratch, 0};
+    if (n == 1 && (dt == FMT_F16 ? k->xwt_f16 != NULL : fmt_is_quant(dt))) {
+        j.kernel = 1;
+        j.scratch = NULL;
+        if (fmt_is_quant(dt) && !aw) {
+            *xq = quantize_x(x, cols, scratch);
+            j.xq = xq;
+        }
     }
-#else
-    (void)dt, (void)n, (void)aw, (void)w, (void)ld, (void)rows, (void)cols, (void)x, (void)out, (void)beta;
-#endif
-    return 0;
+    return j;
 }
 
 void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
@@ -272,13 +360,9 @@ void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t 
         blas_xwt(w, ld, rows, cols, x, n, out, ldo, beta);
         return;
     }
-    if (fused(dt, n, 0, w, ld, rows, cols, x, out, beta))
-        return;
-    for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
-        int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
-        convert_block(dt, w, ld, r0, nb, cols, scratch);
-        blas_xwt(scratch, cols, nb, cols, x, n, out + r0, ldo, beta);
-    }
+    kern_xq xq;
+    wm_job j = job_for(dt, 0, w, ld, rows, cols, x, n, cols, out, ldo, beta, scratch, &xq);
+    run_split(&j);
 }
 
 void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
@@ -290,11 +374,23 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
         blas_aw(w, ld, rows, cols, a, lda, n, y);
         return;
     }
-    if (fused(dt, n, 1, w, ld, rows, cols, a, y, 1.0f))
+    kern_xq xq;
+    wm_job j = job_for(dt, 1, w, ld, rows, cols, a, n, lda, y, cols, 1.0f, scratch, &xq);
+    if (j.kernel || n > 1) {
+        run_split(&j);
         return;
-    for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
-        int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
-        convert_block(dt, w, ld, r0, nb, cols, scratch);
-        blas_aw(scratch, cols, nb, cols, a + r0, lda, n, y);
+    }
+    /* one vector without a kernel: the rows with a non-zero coefficient, WM_BLOCK at a time */
+    float ac[WM_BLOCK];
+    int64_t nb = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (a[r] != 0.0f) {
+            wm_row(dt, w, ld, r, cols, scratch + nb * cols);
+            ac[nb++] = a[r];
+        }
+        if (nb == WM_BLOCK || (r == rows - 1 && nb > 0)) {
+            blas_aw(scratch, cols, nb, cols, ac, 1, 1, y);
+            nb = 0;
+        }
     }
 }
