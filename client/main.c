@@ -665,12 +665,12 @@ static void say_model(const cli_opts *o, const model *m)
     if (c->sliding_window > 0)
         snprintf(win, sizeof win, ", sliding window %lld", (long long)c->sliding_window);
     fprintf(stderr,
-            "inflash: %s, %lld layers, d_model %lld, %lld/%lld heads, context %lld positions%s; weights %s "
-            "(%.1f bits each); KV cache %llu bytes for %lld positions; resident %llu bytes\n",
+            "inflash: %s, %lld layers, d_model %lld, %lld/%lld heads, context %lld positions%s; "
+            "KV cache %llu bytes for %lld positions; resident %llu bytes; weights %s (%.1f bits each)\n",
             hp_family_name(c->family), (long long)c->n_layers, (long long)c->d_model, (long long)c->n_heads,
-            (long long)c->n_kv_heads, (long long)m->s.seq_len, win, fmt_dtype_name(m->w.wdt),
-            fmt_bits_per_value(m->w.wdt), (unsigned long long)model_kv_bytes(m),
-            (long long)m->s.kv_len, (unsigned long long)m->resident_bytes);
+            (long long)c->n_kv_heads, (long long)m->s.seq_len, win, (unsigned long long)model_kv_bytes(m),
+            (long long)m->s.kv_len, (unsigned long long)m->resident_bytes, fmt_dtype_name(m->w.wdt),
+            fmt_bits_per_value(m->w.wdt));
 }
 
 /* Generate: prompt ids, then the model (and sparse engine, sampler), the
