@@ -157,36 +157,42 @@ static int alloc_f32(model *m, float **p, int64_t count, const char *what, ierr 
     return 0;
 }
 
-/* The name (for layer `layer`) and element count of weight wt in this
- * model's family (layout/checkpoint.h); NULL if the family has none. */
+/* The name (for layer `layer`), element count and number of dimensions
+ * of weight wt in this model's family (layout/checkpoint.h); NULL if the
+ * family has none. */
 static const ckpt_entry *tensor_of(const model *m, ckpt_weight wt, int64_t layer, char name[CKPT_NAME_MAX],
-                                   int64_t *numel)
+                                   int64_t *numel, int *ndim)
 {
     const ckpt_entry *e = ckpt_find(m->cfg.family, wt);
     if (e) {
+        int64_t shape[2];
         ckpt_name(e, layer, name, CKPT_NAME_MAX);
         *numel = ckpt_numel(e, &m->cfg);
+        *ndim = ckpt_shape(e, &m->cfg, shape);
     }
     return e;
 }
 
-/* A model-wide tensor into a freshly allocated array; left NULL if the
+/* A model-wide tensor into a freshly allocated f32 array (dequantized if
+ * the store keeps it quantized, e.g. OPT's positions); left NULL if the
  * family has none. */
 static int load_one(model *m, float **dst, ckpt_weight wt, ierr *err)
 {
     char name[CKPT_NAME_MAX];
     int64_t numel;
+    int ndim;
     *dst = NULL;
-    if (!tensor_of(m, wt, -1, name, &numel))
+    if (!tensor_of(m, wt, -1, name, &numel, &ndim))
         return 0;
     int rc = alloc_f32(m, dst, numel, name, err);
     if (rc == 0)
-        rc = source_tensor_f32(m->src, name, *dst, numel, err);
+        rc = source_tensor_f32(m->src, name, ndim, *dst, numel, err);
     return rc;
 }
 
 /* A (wdt) matrix: in place from a mapped source, else read into a new
- * array of the model's dtype. */
+ * array of the model's dtype (fmt_bytes of numel values: whole blocks of a
+ * quantized dtype). */
 static int load_mat(model *m, const void **dst, const char *name, int64_t numel, ierr *err)
 {
     *dst = NULL;
@@ -195,13 +201,16 @@ static int load_mat(model *m, const void **dst, const char *name, int64_t numel,
         return *dst ? 0 : ierr_set(err, -EINVAL, "model: tensor %s is not in the mapped store as %lld %s elements",
                                    name, (long long)numel, fmt_dtype_name(m->w.wdt));
     }
-    size_t bytes = (size_t)numel * (size_t)fmt_block_bytes(m->w.wdt);
-    void *p = malloc(bytes ? bytes : 1);
+    uint64_t bytes = fmt_bytes(m->w.wdt, (uint64_t)numel);
+    if (bytes == UINT64_MAX || bytes > SIZE_MAX)
+        return ierr_set(err, -EINVAL, "model: tensor %s: %lld values are not whole %s blocks", name,
+                        (long long)numel, fmt_dtype_name(m->w.wdt));
+    void *p = malloc(bytes ? (size_t)bytes : 1);
     if (!p)
-        return ierr_set(err, -ENOMEM, "out of memory for %s (%zu bytes)", name, bytes);
+        return ierr_set(err, -ENOMEM, "out of memory for %s (%llu bytes)", name, (unsigned long long)bytes);
     *dst = p;
     m->resident_bytes += bytes;
-    return source_tensor(m->src, name, m->w.wdt, p, numel, err);
+    return source_tensor(m->src, name, 2, m->w.wdt, p, numel, err);
 }
 
 /* The (wdt) matrix wt of layer `layer`; left NULL if the family has none. */
@@ -209,8 +218,9 @@ static int load_wmat(model *m, const void **dst, ckpt_weight wt, int64_t layer, 
 {
     char name[CKPT_NAME_MAX];
     int64_t numel;
+    int ndim;
     *dst = NULL;
-    return tensor_of(m, wt, layer, name, &numel) ? load_mat(m, dst, name, numel, err) : 0;
+    return tensor_of(m, wt, layer, name, &numel, &ndim) ? load_mat(m, dst, name, numel, err) : 0;
 }
 
 /* The (wdt) matrix wt of every layer: an array of n_layers pointers. */
@@ -233,13 +243,14 @@ static int load_layers(model *m, float **dst, ckpt_weight wt, ierr *err)
 {
     char name[CKPT_NAME_MAX];
     int64_t numel;
-    const ckpt_entry *e = tensor_of(m, wt, 0, name, &numel);
+    int ndim;
+    const ckpt_entry *e = tensor_of(m, wt, 0, name, &numel, &ndim);
     *dst = NULL;
     if (!e || (e->presence != CKPT_ALWAYS && !source_has_tensor(m->src, name)))
         return 0;
     int rc = alloc_f32(m, dst, m->cfg.n_layers * numel, name, err);
     for (int64_t l = 0; rc == 0 && l < m->cfg.n_layers; l++)
-        rc = source_tensor_f32(m->src, ckpt_name(e, l, name, sizeof name), *dst + l * numel, numel, err);
+        rc = source_tensor_f32(m->src, ckpt_name(e, l, name, sizeof name), ndim, *dst + l * numel, numel, err);
     return rc;
 }
 
@@ -273,7 +284,8 @@ static int load_weights(model *m, ierr *err)
         return ierr_set(err, -EINVAL, "model: some but not all of the q/k/v projection biases are present");
     char name[CKPT_NAME_MAX];
     int64_t numel;
-    if (c->tie_embeddings && (!tensor_of(m, CKPT_LM_HEAD, -1, name, &numel) || !source_has_tensor(m->src, name))) {
+    int ndim;
+    if (c->tie_embeddings && (!tensor_of(m, CKPT_LM_HEAD, -1, name, &numel, &ndim) || !source_has_tensor(m->src, name))) {
         w->lm_head = w->tok_emb;
         return 0;
     }

@@ -23,8 +23,11 @@
 #include "source.h"
 
 /* Resident weights. The big matrices (marked wdt) stay in the store's
- * dtype (f16 halves the DRAM of an f32 copy; client/weight_matrix.h computes with
- * them); norms, biases and positions are f32. Per-layer matrices are
+ * dtype (f16 halves the DRAM of an f32 copy, q8_0 / q4_0 keep their
+ * blocks, every row a whole number of them; client/weight_matrix.h computes
+ * with them); norms, biases and positions are f32 (a quantized store keeps
+ * 1-D tensors f32 and OPT's positions quantized: they are dequantized at
+ * load). Per-layer matrices are
  * arrays of n_layers pointers. q_dim = n_heads * head_dim, kv_dim =
  * n_kv_heads * head_dim, bundle_len = (gated ? 3 : 2) * d_model. Every
  * pointer is owned by the model, except that lm_head aliases tok_emb when

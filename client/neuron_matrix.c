@@ -12,12 +12,13 @@ struct nmat {
     int64_t n_neurons;
     int64_t capacity;     /* rows allocated, <= n_neurons */
     int64_t d_model;
-    int64_t row_len;      /* elements per row, also the stride */
-    size_t  esize;        /* bytes per element (4: f32, 2: f16/bf16) */
+    int64_t row_len;      /* values per row, also the stride in values */
+    fmt_dtype dt;         /* store dtype of the values */
+    size_t  row_bytes;    /* bytes per row: fmt_bytes(dt, row_len) */
     int     gated;
     /* State; owned by the matrix's single user (no locking). */
     int64_t used;         /* rows [0, used) hold resident neurons */
-    unsigned char *data;  /* capacity * row_len elements, owned, 64-byte aligned */
+    unsigned char *data;  /* capacity rows of row_bytes, owned, 64-byte aligned */
     int32_t *id_to_row;   /* n_neurons entries, owned; -1 = not resident */
     int32_t *row_to_id;   /* capacity entries, owned; -1 beyond used */
 };
@@ -36,37 +37,43 @@ static int mul_add_u64(uint64_t a, uint64_t b, uint64_t c, uint64_t *out)
     return 0;
 }
 
-uint64_t nmat_bytes(int64_t capacity, int64_t row_len, size_t esize, int64_t n_neurons)
+uint64_t nmat_row_bytes(int64_t row_len, fmt_dtype dt)
 {
-    if (capacity < 0 || row_len < 0 || n_neurons < 0 || esize == 0)
+    return row_len < 0 || !fmt_is_store_dtype(dt) ? UINT64_MAX : fmt_bytes(dt, (uint64_t)row_len);
+}
+
+uint64_t nmat_bytes(int64_t capacity, int64_t row_len, fmt_dtype dt, int64_t n_neurons)
+{
+    uint64_t rb = nmat_row_bytes(row_len, dt);
+    if (capacity < 0 || n_neurons < 0 || rb == UINT64_MAX)
         return UINT64_MAX;
     if (capacity > n_neurons)
         capacity = n_neurons;
-    uint64_t t, data, maps;
-    if (mul_add_u64((uint64_t)capacity, (uint64_t)row_len, 0, &t) ||
-        mul_add_u64(t, esize, 0, &data) ||
+    uint64_t data, maps;
+    if (mul_add_u64((uint64_t)capacity, rb, 0, &data) ||
         mul_add_u64((uint64_t)capacity + (uint64_t)n_neurons, sizeof(int32_t), 0, &maps) ||
         data > UINT64_MAX - maps - sizeof(struct nmat))
         return UINT64_MAX;
     return data + maps + sizeof(struct nmat);
 }
 
-int nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated, size_t esize,
+int nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated, fmt_dtype dt,
              nmat **out, ierr *err)
 {
     *out = NULL;
     if (n_neurons < 1 || n_neurons > INT32_MAX || capacity < 1 || d_model < 1 ||
-        d_model > INT64_MAX / 3 || (esize != 2 && esize != 4))
-        return ierr_set(err, -EINVAL, "nmat: bad sizes (n_neurons %lld, capacity %lld, d_model %lld, %zu-byte elements)",
-                        (long long)n_neurons, (long long)capacity, (long long)d_model, esize);
+        d_model > INT64_MAX / 3 || !fmt_is_store_dtype(dt) || fmt_bytes(dt, (uint64_t)d_model) == UINT64_MAX)
+        return ierr_set(err, -EINVAL, "nmat: bad sizes (n_neurons %lld, capacity %lld, d_model %lld, dtype %s)",
+                        (long long)n_neurons, (long long)capacity, (long long)d_model,
+                        fmt_is_store_dtype(dt) ? fmt_dtype_name(dt) : "not a store dtype");
     if (capacity > n_neurons)
         capacity = n_neurons;
     int64_t row_len = nmat_row_len(d_model, gated);
-    uint64_t total = nmat_bytes(capacity, row_len, esize, n_neurons);
+    uint64_t total = nmat_bytes(capacity, row_len, dt, n_neurons);
     if (total == UINT64_MAX || total > SIZE_MAX)
         return ierr_set(err, -EINVAL, "nmat: %lld rows of %lld elements overflow the address space",
                         (long long)capacity, (long long)row_len);
-    size_t data_bytes = (size_t)capacity * (size_t)row_len * esize;
+    size_t row_bytes = (size_t)nmat_row_bytes(row_len, dt), data_bytes = (size_t)capacity * row_bytes;
 
     nmat *m = calloc(1, sizeof *m);
     if (!m)
@@ -91,7 +98,8 @@ int nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated, si
     m->capacity = capacity;
     m->d_model = d_model;
     m->row_len = row_len;
-    m->esize = esize;
+    m->dt = dt;
+    m->row_bytes = row_bytes;
     m->gated = gated ? 1 : 0;
     m->used = 0;
     *out = m;
@@ -131,7 +139,7 @@ int nmat_reserve(nmat *m, int32_t id, void **row, ierr *err)
     int64_t r = m->used++;
     m->id_to_row[id] = (int32_t)r;
     m->row_to_id[r] = id;
-    *row = m->data + (size_t)r * (size_t)m->row_len * m->esize;
+    *row = m->data + (size_t)r * m->row_bytes;
     return 0;
 }
 
@@ -141,7 +149,7 @@ int nmat_insert(nmat *m, int32_t id, const void *bundle, ierr *err)
     int rc = nmat_reserve(m, id, &row, err);
     if (rc)
         return rc;
-    memcpy(row, bundle, (size_t)m->row_len * m->esize);
+    memcpy(row, bundle, m->row_bytes);
     return 0;
 }
 
@@ -156,7 +164,7 @@ int nmat_delete(nmat *m, int32_t id, ierr *err)
     int64_t last = m->used - 1;
     if (r != last) {
         int32_t moved = m->row_to_id[last];
-        size_t rb = (size_t)m->row_len * m->esize;
+        size_t rb = m->row_bytes;
         memcpy(m->data + (size_t)r * rb, m->data + (size_t)last * rb, rb);
         m->row_to_id[r] = moved;
         m->id_to_row[moved] = (int32_t)r;
@@ -190,7 +198,8 @@ int nmat_contains(const nmat *m, int32_t id)
 
 const int32_t *nmat_row_ids(const nmat *m) { return m->row_to_id; }
 const void *nmat_data(const nmat *m) { return m->data; }
-size_t nmat_esize(const nmat *m) { return m->esize; }
+fmt_dtype nmat_dtype(const nmat *m) { return m->dt; }
+size_t nmat_row_size(const nmat *m) { return m->row_bytes; }
 int64_t nmat_stride(const nmat *m) { return m->row_len; }
 int64_t nmat_up_off(const nmat *m) { (void)m; return 0; }
 int64_t nmat_gate_off(const nmat *m) { return m->gated ? m->d_model : -1; }

@@ -1,7 +1,7 @@
 /* neuron_matrix.h: the neuron matrix of one FFN layer — the resident neurons' bundles
- * (up row, [gate row], down column, as f32 or kept in the store's 16-bit
- * dtype) in a matrix that is allocated once and never reallocated or
- * shifted.
+ * (up row, [gate row], down column, kept in the store's dtype: f32, f16,
+ * or q8_0 / q4_0 blocks, a row being exactly the bundle's bytes) in a
+ * matrix that is allocated once and never reallocated or shifted.
  *
  * Rows [0, used) are the resident neurons, contiguous, in no particular
  * order; row_to_id[] says which neuron each row holds and id_to_row[] the
@@ -26,23 +26,30 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "format.h"
 
 typedef struct nmat nmat;
 
 /* Row length in elements of a bundle: (gated ? 3 : 2) * d_model. */
 int64_t nmat_row_len(int64_t d_model, int gated);
 
+/* Bytes of one row of row_len values of dtype dt (fmt_bytes: the bundle's
+ * bytes); UINT64_MAX if row_len is negative or not whole blocks. */
+uint64_t nmat_row_bytes(int64_t row_len, fmt_dtype dt);
+
 /* Bytes nmat_new allocates for these sizes (matrix + both maps + the
  * struct), for the DRAM budget; capacity is clamped to n_neurons as in
- * nmat_new. UINT64_MAX if a size is negative or the total overflows. */
-uint64_t nmat_bytes(int64_t capacity, int64_t row_len, size_t esize, int64_t n_neurons);
+ * nmat_new. UINT64_MAX if a size is negative, a row is not whole blocks
+ * of dt, or the total overflows. */
+uint64_t nmat_bytes(int64_t capacity, int64_t row_len, fmt_dtype dt, int64_t n_neurons);
 
 /* A matrix for a layer of n_neurons neurons of width d_model, holding at
- * most `capacity` rows (clamped to n_neurons) of esize-byte elements (4 or
- * 2). All memory is allocated and touched (zeroed) here, so it is resident
+ * most `capacity` rows (clamped to n_neurons) of values of store dtype dt.
+ * All memory is allocated and touched (zeroed) here, so it is resident
  * from the start. -EINVAL for bad sizes (n_neurons in [1, INT32_MAX],
- * capacity >= 1, d_model >= 1), -ENOMEM. */
-int  nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated, size_t esize,
+ * capacity >= 1, d_model >= 1, a multiple of 32 for q8_0 / q4_0) or a dtype
+ * that is not a store dtype, -ENOMEM. */
+int  nmat_new(int64_t n_neurons, int64_t capacity, int64_t d_model, int gated, fmt_dtype dt,
               nmat **out, ierr *err);
 void nmat_free(nmat *m);
 
@@ -68,11 +75,13 @@ int     nmat_contains(const nmat *m, int32_t id);
 const int32_t *nmat_row_ids(const nmat *m);
 
 /* Row 0 of the matrix (64-byte aligned; the address never changes), the
- * element size, the distance in elements between rows, and the offsets of
- * the parts within a row: up at 0, gate at d_model (-1 if not gated), down
- * at (gated?2:1)*d. */
+ * dtype of its values and the bytes of a row, the distance in values
+ * between rows (for wm_at, client/weight_matrix.h), and the offsets in
+ * values of the parts within a row: up at 0, gate at d_model (-1 if not
+ * gated), down at (gated?2:1)*d (whole blocks of a quantized dtype). */
 const void *nmat_data(const nmat *m);
-size_t  nmat_esize(const nmat *m);
+fmt_dtype nmat_dtype(const nmat *m);
+size_t  nmat_row_size(const nmat *m);
 int64_t nmat_stride(const nmat *m);
 int64_t nmat_up_off(const nmat *m);
 int64_t nmat_gate_off(const nmat *m);

@@ -51,15 +51,15 @@ int pred_load(source *src, int64_t layer, int64_t r, double tau, pred **out, ier
     int rc = pred_new(hp->d_model, hp->d_ffn, r, &p, err);
     if (rc == 0) {
         store_pred_name(name, layer, 'A');
-        rc = source_tensor_f32(src, name, p->A, r * p->d, err);
+        rc = source_tensor_f32(src, name, 2, p->A, r * p->d, err);
     }
     if (rc == 0) {
         store_pred_name(name, layer, 'B');
-        rc = source_tensor_f32(src, name, p->B, p->n * r, err);
+        rc = source_tensor_f32(src, name, 2, p->B, p->n * r, err);
     }
     if (rc == 0) {
         store_pred_name(name, layer, 'c');
-        rc = source_tensor_f32(src, name, p->c, p->n, err);
+        rc = source_tensor_f32(src, name, 1, p->c, p->n, err);
     }
     if (rc) {
         pred_free(p);

@@ -392,7 +392,7 @@ const void *source_tensor_map(source *s, const char *name, int64_t numel)
         return NULL;
     const store_tensor *t = store_tensor_find(s->st, name);
     /* store_open checked every tensor's extent against dense.bin */
-    if (!t || t->dtype != s->dtype || t->bytes != (uint64_t)numel * (size_t)fmt_block_bytes(t->dtype) ||
+    if (!t || t->dtype != s->dtype || numel < 0 || t->bytes != fmt_bytes(t->dtype, (uint64_t)numel) ||
         t->offset + t->bytes > s->dense_len)
         return NULL;
     return s->dense_map + t->offset;
@@ -507,16 +507,19 @@ int source_has_tensor(source *s, const char *name)
     return ok;
 }
 
-int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ierr *err)
+fmt_dtype source_tensor_dtype(const source *s, const char *name, int ndim)
 {
-    return source_tensor(s, name, FMT_F32, dst, numel, err);
+    return fmt_tensor_dtype(s->dtype, name, ndim);
 }
 
-int source_tensor(source *s, const char *name, fmt_dtype want, void *dst, int64_t numel, ierr *err)
+int source_tensor_f32(source *s, const char *name, int ndim, float *dst, int64_t numel, ierr *err)
 {
-    /* a mount's files are raw: every dense tensor is in the store dtype,
-     * except the predictors, which are always f32 (format.h) */
-    fmt_dtype dt = strncmp(name, "inflash.pred.", 13) == 0 ? FMT_F32 : s->dtype;
+    return source_tensor(s, name, ndim, FMT_F32, dst, numel, err);
+}
+
+int source_tensor(source *s, const char *name, int ndim, fmt_dtype want, void *dst, int64_t numel, ierr *err)
+{
+    fmt_dtype dt = source_tensor_dtype(s, name, ndim);
     if (want != FMT_F32 && want != dt)
         return ierr_set(err, -EINVAL, "%s: tensor %s is %s, not %s", s->root, name, fmt_dtype_name(dt),
                         fmt_dtype_name(want));
@@ -530,8 +533,11 @@ int source_tensor(source *s, const char *name, fmt_dtype want, void *dst, int64_
         if (n != numel)
             return ierr_set(err, -EINVAL, "%s: tensor %s has %lld elements, the model needs %lld", s->root, name,
                             (long long)n, (long long)numel);
-        if (want == FMT_F32)
+        if (want == FMT_F32)   /* whatever its dtype (store_open checked it) */
             return store_read_tensor_f32(s->st, t, dst, err);
+        if (t->dtype != want)
+            return ierr_set(err, -EINVAL, "%s: tensor %s is %s, not %s", s->root, name, fmt_dtype_name(t->dtype),
+                            fmt_dtype_name(want));
         return store_read_dense(s->st, t->offset, dst, (size_t)t->bytes, err);
     }
     char *p = tensor_path(s, name);
@@ -547,8 +553,12 @@ int source_tensor(source *s, const char *name, fmt_dtype want, void *dst, int64_
         goto out;
     }
     struct stat sb;
-    size_t esize = (size_t)fmt_block_bytes(dt);
-    uint64_t want_bytes = (uint64_t)numel * esize;
+    uint64_t want_bytes = numel < 0 ? UINT64_MAX : fmt_bytes(dt, (uint64_t)numel);
+    if (want_bytes == UINT64_MAX) {   /* a quantized row that is not whole blocks */
+        rc = ierr_set(err, -EINVAL, "%s: %lld %s values are not whole blocks", p, (long long)numel,
+                      fmt_dtype_name(dt));
+        goto out;
+    }
     if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != want_bytes) {
         rc = ierr_set(err, -EINVAL, "%s: %lld bytes, the model needs %lld %s elements (%llu bytes)", p,
                       (long long)sb.st_size, (long long)numel, fmt_dtype_name(dt), (unsigned long long)want_bytes);

@@ -34,14 +34,22 @@ int64_t          source_bundle_bytes(const source *s);
  * -ENOENT if the model has none. *data is malloc'd (caller frees). */
 int source_tokfile(source *s, const char *name, char **data, size_t *len, ierr *err);
 
-/* A dense tensor, converted to f32; its element count must equal numel
- * (else an error naming the tensor and both sizes). */
-int source_tensor_f32(source *s, const char *name, float *dst, int64_t numel, ierr *err);
-/* The same in dtype dt: FMT_F32 (converted) or the source's dtype (raw
- * bytes, no conversion; the predictors are f32 whatever the store). */
-int source_tensor(source *s, const char *name, fmt_dtype dt, void *dst, int64_t numel, ierr *err);
-/* A mapped source's tensor in place (numel elements of the source's
- * dtype), or NULL: not mapped, missing, another size or dtype. */
+/* The dtype the dense tensor `name` of ndim dimensions has in this source:
+ * fmt_tensor_dtype of the store dtype (format.h section 1: predictors f32;
+ * in a quantized store 1-D tensors f32 and matrices quantized). A mount
+ * serves raw bytes, so this rule is how its files are read. */
+fmt_dtype source_tensor_dtype(const source *s, const char *name, int ndim);
+/* A dense tensor of ndim dimensions, converted to f32 (dequantized); its
+ * element count must equal numel (else an error naming the tensor and both
+ * sizes). */
+int source_tensor_f32(source *s, const char *name, int ndim, float *dst, int64_t numel, ierr *err);
+/* The same in dtype dt: FMT_F32 (converted) or the tensor's own dtype
+ * (source_tensor_dtype: raw bytes, no conversion; fmt_bytes(dt, numel)
+ * bytes at dst). */
+int source_tensor(source *s, const char *name, int ndim, fmt_dtype dt, void *dst, int64_t numel, ierr *err);
+/* A mapped source's matrix in place (numel values of the source's dtype,
+ * fmt_bytes of them), or NULL: not mapped, missing, another size or
+ * dtype. */
 const void *source_tensor_map(source *s, const char *name, int64_t numel);
 /* The neuron file of `layer` in physical slot order (a mount's
  * layers/NN/ffn.slots, a store's ffn.bin): *id_of [d_ffn] receives the

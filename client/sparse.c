@@ -93,16 +93,18 @@ void sparse_opts_init(sparse_opts *o, sparse_mode mode)
 
 void sparse_convert_tail(fmt_dtype t, float *dst, size_t n)
 {
-    size_t e = (size_t)fmt_block_bytes(t);
-    if (t == FMT_F32 || e == 0 || e >= sizeof(float))
+    uint64_t bytes = fmt_bytes(t, n);
+    if (t == FMT_F32 || bytes >= n * sizeof(float))   /* also: n not whole blocks (UINT64_MAX) */
         return;
-    /* Chunk [i, i+c) is copied out, then written to bytes [4i, 4(i+c)); the
-     * bytes not yet read start at n(4-e) + e(i+c) >= 4(i+c) since i+c <= n. */
-    const unsigned char *raw = (const unsigned char *)dst + n * (sizeof(float) - e);
+    /* Chunk [i, i+c) (whole blocks: the chunk is a multiple of 32 values)
+     * is copied out, then written to bytes [4i, 4(i+c)); with e < 4 bytes
+     * per value on average, the bytes not yet read start at
+     * 4n - e n + e(i+c) >= 4(i+c) since i+c <= n. */
+    const unsigned char *raw = (const unsigned char *)dst + (n * sizeof(float) - bytes);
     unsigned char local[SPARSE_CONVERT_CHUNK * sizeof(float)];
     for (size_t i = 0; i < n; i += SPARSE_CONVERT_CHUNK) {
         size_t c = n - i < SPARSE_CONVERT_CHUNK ? n - i : SPARSE_CONVERT_CHUNK;
-        memcpy(local, raw + i * e, c * e);
+        memcpy(local, raw + fmt_bytes(t, i), (size_t)fmt_bytes(t, c));
         fmt_to_f32(t, local, dst + i, c);
     }
 }
@@ -162,7 +164,7 @@ static int info_get(const model *m, const sparse_opts *o, sparse_info *nf, ierr 
         return ierr_set(err, -EINVAL, "--mode %s: needs a ReLU or a gated FFN, this model has %s without a gate",
                         mname, act_fn_name(c->act));
     int64_t bl = (c->gated ? 3 : 2) * c->d_model;
-    if (source_bundle_bytes(m->src) != bl * (int64_t)(size_t)fmt_block_bytes(source_dtype(m->src)))
+    if ((uint64_t)source_bundle_bytes(m->src) != nmat_row_bytes(bl, source_dtype(m->src)))
         return ierr_set(err, -EINVAL, "sparse: bundle of %lld bytes is not %lld %s values",
                         (long long)source_bundle_bytes(m->src), (long long)bl, fmt_dtype_name(source_dtype(m->src)));
     nf->truth = o->mode == SPARSE_ORACLE || o->check_recall;
@@ -266,11 +268,11 @@ static void plan_fill(const model *m, const sparse_opts *o, const sparse_info *n
     f += (uint64_t)m->s.max_batch * sizeof(sparse_count);
     f += SPARSE_IOQ_BYTES(o->readers);
     b->fixed_bytes = f;
-    size_t es = (size_t)fmt_block_bytes(m->w.wdt);   /* rows are kept in the model's dtype */
-    b->row_bytes = (uint64_t)row_len * es + sizeof(int32_t);
-    uint64_t nmat0 = nmat_bytes(0, row_len, es, n);
+    fmt_dtype dt = m->w.wdt;   /* rows are kept in the model's dtype (info_get checked the bundle) */
+    b->row_bytes = nmat_row_bytes(row_len, dt) + sizeof(int32_t);
+    uint64_t nmat0 = nmat_bytes(0, row_len, dt, n);
     int64_t min_rows = n < SPARSE_MIN_ROWS ? n : SPARSE_MIN_ROWS;
-    b->min_bytes = b->model_bytes + f + (uint64_t)L * nmat_bytes(min_rows, row_len, es, n);
+    b->min_bytes = b->model_bytes + f + (uint64_t)L * nmat_bytes(min_rows, row_len, dt, n);
     if (o->budget == 0) {
         b->capacity = n;
     } else if (o->budget < b->min_bytes) {
@@ -280,7 +282,7 @@ static void plan_fill(const model *m, const sparse_opts *o, const sparse_info *n
         uint64_t rows = per_layer > nmat0 ? (per_layer - nmat0) / b->row_bytes : 0;
         b->capacity = rows >= (uint64_t)n ? n : (int64_t)rows;
     }
-    b->nmat_bytes = b->capacity > 0 ? (uint64_t)L * nmat_bytes(b->capacity, row_len, es, n) : 0;
+    b->nmat_bytes = b->capacity > 0 ? (uint64_t)L * nmat_bytes(b->capacity, row_len, dt, n) : 0;
     b->total_bytes = b->model_bytes + f + b->nmat_bytes;
 }
 
@@ -396,7 +398,7 @@ int sparse_new(model *m, const sparse_opts *o, sparse **out, ierr *err)
     for (int64_t l = 0; rc == 0 && l < sp->L; l++) {
         sparse_layer *Ly = &sp->layers[l];
         Ly->act_thr = nf.act_thr[l];
-        rc = nmat_new(sp->n, b.capacity, sp->d, sp->gated, (size_t)fmt_block_bytes(sp->dtype), &Ly->nm, err);
+        rc = nmat_new(sp->n, b.capacity, sp->d, sp->gated, sp->dtype, &Ly->nm, err);
         if (rc == 0)
             rc = window_new(sp->n, o->window, &Ly->win, err);
         if (rc == 0 && o->mode == SPARSE_PREDICT)
@@ -498,7 +500,7 @@ static int load_ids(sparse *sp, int64_t l, const int32_t *ids, int64_t cnt, spar
     const coal_req *rq = sp->plan.reqs;
     int64_t reserved = 0, first = 0;
     unsigned char *prev = NULL;
-    size_t row_bytes = (size_t)sp->row_len * (size_t)fmt_block_bytes(sp->dtype);
+    size_t row_bytes = nmat_row_size(nm);
     /* Reserve the rows in item (= id = file) order: a request's bundles then
      * land in consecutive rows, which the read fills in one piece. */
     for (int64_t j = 0; rc == 0 && j < sp->plan.n_items; j++) {

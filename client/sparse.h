@@ -14,11 +14,12 @@
  *            evict the ids that fell out (nmat_delete)
  *   load     the selected ids not resident: one coalesced plan
  *            (coalesce.h), its requests read concurrently by the reader pool
- *            (read_pool.h) straight into reserved matrix rows, converted to f32 in
- *            place
- *   compute  the FFN over every resident row with OpenBLAS (model_ffn_rows):
- *            up rows times x, bias gathered by id, activation, down columns
- *            weighted by the activations, plus the down bias.
+ *            (read_pool.h) straight into reserved matrix rows, kept in the
+ *            store's dtype (a quantized row is the bundle's blocks as stored)
+ *   compute  the FFN over every resident row (model_ffn_rows,
+ *            client/weight_matrix.h): dot products of the up (gate) rows with
+ *            x, bias gathered by id, activation, down columns scaled by the
+ *            activations and accumulated, plus the down bias.
  * A selected set larger than the whole matrix (k already 1) is computed in
  * chunks of the capacity (exact, more reads; counted as an overflow).
  *
@@ -59,7 +60,7 @@ typedef struct {
     uint64_t model_bytes;   /* m->resident_bytes + extra_bytes */
     uint64_t fixed_bytes;   /* predictors, up/gate copies, windows, read plan,
                                scratch, reader pool */
-    uint64_t row_bytes;     /* one matrix row: the f32 bundle and its map entry */
+    uint64_t row_bytes;     /* one matrix row: the bundle in the store dtype and its map entry */
     int64_t  capacity;      /* rows per layer's matrix */
     uint64_t nmat_bytes;    /* all matrices */
     uint64_t total_bytes;   /* model + fixed + matrices */
@@ -128,9 +129,10 @@ int sparse_layer_stats_get(const sparse *sp, int64_t layer, sparse_layer_stats *
 
 /* ---- exposed for the tests ------------------------------------------------ */
 
-/* Convert n elements of dtype t that sit at the END of the f32 array dst
- * (at byte offset n*(4 - size(t))) into dst[0..n) in place, front to back
- * (a read lands there so it needs no staging buffer). t == F32: nothing. */
+/* Convert n values of dtype t that sit at the END of the f32 array dst
+ * (at byte offset 4n - fmt_bytes(t, n)) into dst[0..n) in place, front to
+ * back (a read lands there so it needs no staging buffer). t == F32, or n
+ * not whole blocks of a quantized t: nothing. */
 void sparse_convert_tail(fmt_dtype t, float *dst, size_t n);
 
 #endif

@@ -62,7 +62,7 @@ static void random_ops(int64_t n, int64_t cap, int64_t d, int gated, int64_t ops
     nmat *m;
     ierr e = IERR_INIT;
     tu_rng_seed(seed);
-    assert_int_equal(nmat_new(n, cap, d, gated, sizeof(float), &m, &e), 0);
+    assert_int_equal(nmat_new(n, cap, d, gated, FMT_F32, &m, &e), 0);
     int64_t row_len = nmat_row_len(d, gated);
     assert_int_equal(nmat_stride(m), row_len);
     const float *base = nmat_data(m);
@@ -165,7 +165,7 @@ static void test_errors(void **state)
     ierr e = IERR_INIT;
     float b[8] = {0};
     void *row;
-    assert_int_equal(nmat_new(10, 2, 4, 0, sizeof(float), &m, &e), 0);
+    assert_int_equal(nmat_new(10, 2, 4, 0, FMT_F32, &m, &e), 0);
     const float *base = nmat_data(m);
 
     assert_int_equal(nmat_insert(m, 3, b, &e), 0);
@@ -214,7 +214,7 @@ static void test_shape(void **state)
     assert_int_equal(nmat_row_len(8, 0), 16);
     assert_int_equal(nmat_row_len(8, 1), 24);
 
-    assert_int_equal(nmat_new(100, 10, 8, 1, sizeof(float), &m, &e), 0);
+    assert_int_equal(nmat_new(100, 10, 8, 1, FMT_F32, &m, &e), 0);
     assert_int_equal(nmat_stride(m), 24);
     assert_int_equal(nmat_up_off(m), 0);
     assert_int_equal(nmat_gate_off(m), 8);
@@ -226,7 +226,7 @@ static void test_shape(void **state)
     assert_int_equal((uintptr_t)nmat_data(m) % 64, 0);
     nmat_free(m);
 
-    assert_int_equal(nmat_new(100, 10, 8, 0, sizeof(float), &m, &e), 0);
+    assert_int_equal(nmat_new(100, 10, 8, 0, FMT_F32, &m, &e), 0);
     assert_int_equal(nmat_stride(m), 16);
     assert_int_equal(nmat_gate_off(m), -1);
     assert_int_equal(nmat_down_off(m), 8);
@@ -234,30 +234,52 @@ static void test_shape(void **state)
     nmat_free(m);
 
     /* capacity is clamped to the neuron count, in nmat_bytes too */
-    assert_int_equal(nmat_new(5, 50, 2, 0, sizeof(float), &m, &e), 0);
+    assert_int_equal(nmat_new(5, 50, 2, 0, FMT_F32, &m, &e), 0);
     assert_int_equal(nmat_capacity(m), 5);
     nmat_free(m);
-    assert_true(nmat_bytes(50, 4, 4, 5) == nmat_bytes(5, 4, 4, 5));
+    assert_true(nmat_bytes(50, 4, FMT_F32, 5) == nmat_bytes(5, 4, FMT_F32, 5));
 
     /* nmat_bytes: the matrix dominates and grows with each argument */
-    uint64_t b = nmat_bytes(1000, 24, 4, 4000);
+    uint64_t b = nmat_bytes(1000, 24, FMT_F32, 4000);
     assert_true(b >= 1000u * 24u * 4u + 5000u * 4u);
     assert_true(b < 1000u * 24u * 4u + 5000u * 4u + 4096u);
-    assert_true(nmat_bytes(1001, 24, 4, 4000) > b);
-    assert_true(nmat_bytes(1000, 25, 4, 4000) > b);
-    assert_true(nmat_bytes(1000, 24, 4, 4001) > b);
-    assert_true(nmat_bytes(-1, 24, 4, 4000) == UINT64_MAX);
-    assert_true(nmat_bytes(INT64_MAX, INT64_MAX, 4, INT64_MAX) == UINT64_MAX);
+    assert_true(nmat_bytes(1001, 24, FMT_F32, 4000) > b);
+    assert_true(nmat_bytes(1000, 25, FMT_F32, 4000) > b);
+    assert_true(nmat_bytes(1000, 24, FMT_F32, 4001) > b);
+    assert_true(nmat_bytes(-1, 24, FMT_F32, 4000) == UINT64_MAX);
+    assert_true(nmat_bytes(INT64_MAX, INT64_MAX, FMT_F32, INT64_MAX) == UINT64_MAX);
 
     /* bad sizes */
     e.msg[0] = 0;
-    assert_int_equal(nmat_new(0, 1, 1, 0, sizeof(float), &m, &e), -EINVAL);
+    assert_int_equal(nmat_new(0, 1, 1, 0, FMT_F32, &m, &e), -EINVAL);
     assert_null(m);
     assert_true(e.msg[0] != 0);
-    assert_int_equal(nmat_new(10, 0, 1, 0, sizeof(float), &m, &e), -EINVAL);
-    assert_int_equal(nmat_new(10, 1, 0, 0, sizeof(float), &m, &e), -EINVAL);
-    assert_int_equal(nmat_new((int64_t)INT32_MAX + 1, 1, 1, 0, sizeof(float), &m, &e), -EINVAL);
-    assert_int_equal(nmat_new(10, 5, INT64_MAX / 2, 0, sizeof(float), &m, &e), -EINVAL);
+    assert_int_equal(nmat_new(10, 0, 1, 0, FMT_F32, &m, &e), -EINVAL);
+    assert_int_equal(nmat_new(10, 1, 0, 0, FMT_F32, &m, &e), -EINVAL);
+    assert_int_equal(nmat_new((int64_t)INT32_MAX + 1, 1, 1, 0, FMT_F32, &m, &e), -EINVAL);
+    assert_int_equal(nmat_new(10, 5, INT64_MAX / 2, 0, FMT_F32, &m, &e), -EINVAL);
+
+    /* quantized rows: a row is the bundle's blocks; d_model whole blocks only */
+    assert_true(nmat_row_bytes(2 * 64, FMT_Q8_0) == 4u * 34u);
+    assert_true(nmat_row_bytes(3 * 64, FMT_Q4_0) == 6u * 18u);
+    assert_true(nmat_row_bytes(48, FMT_Q8_0) == UINT64_MAX);
+    assert_true(nmat_bytes(10, 48, FMT_Q4_0, 20) == UINT64_MAX);
+    assert_int_equal(nmat_new(20, 10, 64, 1, FMT_Q4_0, &m, &e), 0);
+    assert_int_equal(nmat_dtype(m), FMT_Q4_0);
+    assert_int_equal(nmat_row_size(m), 6 * 18);
+    assert_int_equal(nmat_stride(m), 3 * 64);
+    unsigned char bundle[6 * 18];
+    void *row;
+    for (size_t i = 0; i < sizeof bundle; i++)
+        bundle[i] = (unsigned char)i;
+    assert_int_equal(nmat_insert(m, 7, bundle, &e), 0);
+    assert_int_equal(nmat_reserve(m, 3, &row, &e), 0);
+    assert_ptr_equal(row, (const unsigned char *)nmat_data(m) + sizeof bundle);
+    assert_int_equal(nmat_delete(m, 7, &e), 0);                 /* row 1 moves into row 0 */
+    assert_int_equal(nmat_row_of(m, 3), 0);
+    nmat_free(m);
+    assert_int_equal(nmat_new(20, 10, 48, 0, FMT_Q8_0, &m, &e), -EINVAL);
+    assert_int_equal(nmat_new(20, 10, 64, 0, FMT_BF16, &m, &e), -EINVAL);
 }
 
 /* The FFN use: a matrix-vector product over the used rows through the base
@@ -269,7 +291,7 @@ static void test_rows_as_matrix(void **state)
     nmat *m;
     ierr e = IERR_INIT;
     const int64_t d = 6;
-    assert_int_equal(nmat_new(50, 20, d, 1, sizeof(float), &m, &e), 0);
+    assert_int_equal(nmat_new(50, 20, d, 1, FMT_F32, &m, &e), 0);
     float bundle[18];
     for (int32_t id = 0; id < 50; id += 3) {
         fill(bundle, id, 18);

@@ -541,7 +541,8 @@ static void print_cost(const hp_config *hp, fmt_dtype dt, pred *const *preds)
 {
     double pf = 0, pb = 0, ff = 0, fb = 0;
     for (int64_t l = 0; l < hp->n_layers; l++) {
-        pred_costs c = pred_cost(hp->d_model, hp->d_ffn, preds[l]->r, hp->gated ? 3 : 2, (int)(size_t)fmt_block_bytes(dt));
+        pred_costs c = pred_cost(hp->d_model, hp->d_ffn, preds[l]->r, hp->gated ? 3 : 2, 0);
+        c.ffn_bytes = (double)hp->d_ffn * (double)hp_bundle_bytes(hp, dt);   /* whole blocks when quantized */
         pf += c.pred_flops;
         pb += c.pred_bytes;
         ff += c.ffn_flops;

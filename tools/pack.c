@@ -40,7 +40,7 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] [--follow-symlinks] [-q|-v]\n"
+            "usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16|q8_0|q4_0] [--force] [--follow-symlinks] [-q|-v]\n"
             "\n"
             "Convert a Hugging Face model directory into an inflash store.\n"
             "  SRC_DIR      config.json, model.safetensors (or model.safetensors.index.json\n"
@@ -49,8 +49,13 @@ static void usage(FILE *f)
             "               families: opt (relu), llama / mistral (silu); dtypes F32, F16, BF16\n"
             "  OUT_DIR      the store directory to create (index.sqlite, dense.bin, ffn.bin);\n"
             "               written to OUT_DIR.tmp.<pid> and renamed into place when complete\n"
-            "  --dtype T    store dtype, f32 or f16; default: the source dtype when every\n"
-            "               tensor is F16 or every tensor is F32, else f32 (BF16 sources: f32)\n"
+            "  --dtype T    store dtype, f32, f16, q8_0 or q4_0; default: the source dtype\n"
+            "               when every tensor is F16 or every tensor is F32, else f32 (BF16\n"
+            "               sources: f32). q8_0 (8.5 bits per weight) and q4_0 (4.5) are\n"
+            "               ggml's blocks of 32 values with its reference rounding: every\n"
+            "               matrix and each part of a bundle (up row, gate row, down column)\n"
+            "               is quantized along its rows, norms and biases stay f32; the hidden\n"
+            "               size must be a multiple of 32 (else refused)\n"
             "  --force      replace an existing store at OUT_DIR\n"
             "  --follow-symlinks\n"
             "               read files of SRC_DIR that are symlinks to places outside it\n"
@@ -159,24 +164,22 @@ static int match_tensors(const st_set *set, want_list *l, const char *src, const
     return rc;
 }
 
-/* ---- element conversion --------------------------------------------------- */
+/* ---- row conversion -------------------------------------------------------- */
 
-/* n elements from src (stride ss elements of type from) to dst (stride ds
- * elements of type to). Same dtype copies the bytes (bit-exact). */
-static void conv(fmt_dtype from, const unsigned char *src, size_t ss, fmt_dtype to, unsigned char *dst, size_t ds,
-                 size_t n)
+/* One row of n values from a source dtype (F32/F16/BF16: one value per
+ * element) at src to the store dtype `to` at dst (fmt_bytes(to, n) bytes;
+ * a quantized row is n/32 whole blocks). The row goes through f32 whole,
+ * then is quantized (or rounded) as one row; the same dtype copies the
+ * bytes (bit-exact). tmp holds n floats. */
+static void conv_row(fmt_dtype from, const unsigned char *src, fmt_dtype to, unsigned char *dst, size_t n,
+                     float *tmp)
 {
-    size_t fs = (size_t)fmt_block_bytes(from), ts = (size_t)fmt_block_bytes(to);
     if (from == to) {
-        for (size_t i = 0; i < n; i++)
-            memcpy(dst + i * ds * ts, src + i * ss * fs, fs);
+        memcpy(dst, src, n * (size_t)fmt_block_bytes(from));
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        float v;
-        fmt_to_f32(from, src + i * ss * fs, &v, 1);
-        fmt_from_f32(to, &v, dst + i * ds * ts, 1);
-    }
+    fmt_to_f32(from, src, tmp, n);
+    fmt_from_f32(to, tmp, dst, n);
 }
 
 /* ---- the source directory ------------------------------------------------ */
@@ -385,24 +388,58 @@ static int read_tensor(packer *p, const st_tensor *t, unsigned char **buf, ierr 
     return st_read_raw(p->set, t, 0, *buf, (size_t)t->bytes, err);
 }
 
+/* A dense tensor in its store dtype (fmt_tensor_dtype: matrices in the
+ * store dtype, 1-D tensors f32 in a quantized store), converted row by row. */
 static int pack_dense(packer *p, const want *w, ierr *err)
 {
     const st_tensor *t = w->src;
+    fmt_dtype dt = fmt_tensor_dtype(p->dtype, w->t.name, t->ndim);
     unsigned char *raw = NULL, *out = NULL;
-    size_t n = (size_t)st_numel(t), bytes = n * (size_t)fmt_block_bytes(p->dtype);
+    float *tmp = NULL;
+    size_t n = (size_t)st_numel(t), cols = t->ndim >= 1 ? (size_t)t->shape[t->ndim - 1] : 1;
+    size_t bytes = (size_t)fmt_bytes(dt, n), rb = (size_t)fmt_bytes(dt, cols);
+    size_t sb = cols * (size_t)fmt_block_bytes(t->dtype);   /* a source row */
     int rc = read_tensor(p, t, &raw, err);
-    if (!rc && t->dtype != p->dtype) {
-        if (!(out = malloc(bytes ? bytes : 1)))
+    if (!rc && t->dtype != dt) {
+        out = malloc(bytes ? bytes : 1);
+        tmp = malloc((cols ? cols : 1) * sizeof *tmp);
+        if (!out || !tmp)
             rc = ierr_set(err, -ENOMEM, "tensor \"%s\": out of memory", t->name);
-        else
-            conv(t->dtype, raw, 1, p->dtype, out, 1, n);
+        for (size_t r = 0; !rc && cols && r < n / cols; r++)
+            conv_row(t->dtype, raw + r * sb, dt, out + r * rb, cols, tmp);
     }
     if (!rc)
-        rc = storew_add_tensor(p->w, w->t.name, p->dtype, t->ndim, t->shape, out ? out : raw, bytes, err);
+        rc = storew_add_tensor(p->w, w->t.name, dt, t->ndim, t->shape, out ? out : raw, bytes, err);
     p->params_dense += n;
     free(raw);
     free(out);
+    free(tmp);
     return rc;
+}
+
+/* Bundles j0..j0+nb of a layer into bundles [nb][B]: up row j [, gate row
+ * j] converted as rows; the down columns gathered first (row i of down
+ * holds value i of every column: read along rows into col [nb][d] f32,
+ * which `row` [nb] helps with), then each converted as one row of d. */
+static void fill_bundles(const packer *p, const st_tensor *const src[3], unsigned char *const m[3], size_t parts,
+                         int64_t j0, size_t nb, unsigned char *bundles, float *col, float *row)
+{
+    size_t d = (size_t)p->hp.d_model, f = (size_t)p->hp.d_ffn, B = (size_t)hp_bundle_bytes(&p->hp, p->dtype);
+    size_t pb = (size_t)fmt_bytes(p->dtype, d);   /* bytes of one part */
+    for (size_t k = 0; k + 1 < parts; k++) {
+        size_t es = (size_t)fmt_block_bytes(src[k]->dtype);
+        for (size_t jj = 0; jj < nb; jj++)
+            conv_row(src[k]->dtype, m[k] + ((size_t)j0 + jj) * d * es, p->dtype, bundles + jj * B + k * pb, d, col);
+    }
+    const st_tensor *down = src[parts - 1];
+    size_t es = (size_t)fmt_block_bytes(down->dtype);
+    for (size_t i = 0; i < d; i++) {
+        fmt_to_f32(down->dtype, m[parts - 1] + (i * f + (size_t)j0) * es, row, nb);
+        for (size_t jj = 0; jj < nb; jj++)
+            col[jj * d + i] = row[jj];
+    }
+    for (size_t jj = 0; jj < nb; jj++)
+        fmt_from_f32(p->dtype, col + jj * d, bundles + jj * B + (parts - 1) * pb, d);
 }
 
 /* One layer: bundle j = up row j [, gate row j], down column j. */
@@ -410,9 +447,10 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
                       ierr *err)
 {
     int64_t d = p->hp.d_model, f = p->hp.d_ffn, B = hp_bundle_bytes(&p->hp, p->dtype);
-    size_t ts = (size_t)fmt_block_bytes(p->dtype), parts = gate ? 3 : 2, stride = (size_t)B / ts;
+    size_t parts = gate ? 3 : 2;
     unsigned char *m[3] = { NULL, NULL, NULL }, *bundles = malloc((size_t)B * BUNDLE_BLOCK);
-    int rc = bundles ? 0 : ierr_set(err, -ENOMEM, "layer %" PRId64 ": out of memory", layer);
+    float *col = malloc((size_t)d * BUNDLE_BLOCK * sizeof *col), *row = malloc(BUNDLE_BLOCK * sizeof *row);
+    int rc = bundles && col && row ? 0 : ierr_set(err, -ENOMEM, "layer %" PRId64 ": out of memory", layer);
     const st_tensor *src[3] = { up, gate ? gate : down, down };
     for (size_t k = 0; k < parts && !rc; k++)
         rc = read_tensor(p, src[k], &m[k], err);
@@ -421,18 +459,7 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
     double last = now();
     for (int64_t j0 = 0; j0 < f && !rc; j0 += BUNDLE_BLOCK) {
         size_t nb = (size_t)(f - j0 < BUNDLE_BLOCK ? f - j0 : BUNDLE_BLOCK);
-        /* rows: up [, gate] */
-        for (size_t k = 0; k + 1 < parts; k++) {
-            size_t es = (size_t)fmt_block_bytes(src[k]->dtype);
-            for (size_t jj = 0; jj < nb; jj++)
-                conv(src[k]->dtype, m[k] + ((size_t)j0 + jj) * (size_t)d * es, 1, p->dtype,
-                     bundles + jj * (size_t)B + k * (size_t)d * ts, 1, (size_t)d);
-        }
-        /* columns of down: row i of down holds element i of every bundle */
-        size_t es = (size_t)fmt_block_bytes(down->dtype);
-        for (int64_t i = 0; i < d; i++)
-            conv(down->dtype, m[parts - 1] + ((size_t)i * (size_t)f + (size_t)j0) * es, 1, p->dtype,
-                 bundles + ((parts - 1) * (size_t)d + (size_t)i) * ts, stride, nb);
+        fill_bundles(p, src, m, parts, j0, nb, bundles, col, row);
         for (size_t jj = 0; jj < nb && !rc; jj++)
             rc = storew_add_bundle(p->w, bundles + jj * (size_t)B, err);
         if (!rc)
@@ -446,6 +473,8 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
     for (size_t k = 0; k < 3; k++)
         free(m[k]);
     free(bundles);
+    free(col);
+    free(row);
     return rc;
 }
 
@@ -476,7 +505,10 @@ static int read_source(packer *p, char **cfg, size_t *cfg_len, tokz *tz, ierr *e
             all_f16 &= p->wants.w[i].src->dtype == FMT_F16;
     if (!p->dtype_given)
         p->dtype = all_f16 ? FMT_F16 : FMT_F32;
-    return tokz_load(tz, &p->src, err);
+    /* a quantized dtype needs rows of whole blocks: every matrix row and
+     * bundle part runs along d_model (the attention width equals it) */
+    rc = hp_check_dtype(&p->hp, p->dtype, p->src.dir, err);
+    return rc ? rc : tokz_load(tz, &p->src, err);
 }
 
 static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *tz, int force, ierr *err)
@@ -557,13 +589,15 @@ static int summary(const packer *p, double secs, ierr *err)
     printf("packed %s -> %s in %.2f s\n"
            "  model        %s, %" PRId64 " layers, d_model %" PRId64 ", d_ffn %" PRId64 ", vocab %" PRId64 "\n"
            "  parameters   %" PRIu64 " (dense %" PRIu64 ", FFN %" PRIu64 ")\n"
-           "  dtype        %s (source %s)\n"
+           "  dtype        %s, %.1f bits per weight%s (source %s)\n"
            "  dense bytes  %" PRIu64 " (%zu tensors)\n"
            "  FFN bytes    %" PRIu64 " (%" PRId64 " layers x %" PRId64 " bundles)\n"
            "  bundle bytes %" PRId64 " (%s, %" PRId64 " values each)\n",
            p->src.dir, p->out, secs, hp_family_name(hp->family), hp->n_layers, hp->d_model, hp->d_ffn,
            hp->vocab_size, p->params_dense + p->params_ffn, p->params_dense, p->params_ffn,
-           fmt_dtype_name(store_dtype(s)), store_meta(s, "source_dtype"), store_dense_bytes(s),
+           fmt_dtype_name(store_dtype(s)), fmt_bits_per_value(store_dtype(s)),
+           fmt_is_quant(store_dtype(s)) ? " in every matrix, norms and biases f32" : "",
+           store_meta(s, "source_dtype"), store_dense_bytes(s),
            store_tensor_count(s), store_ffn_bytes(s), hp->n_layers, hp->d_ffn, store_bundle_bytes(s),
            hp->gated ? "up + gate + down" : "up + down", hp->d_model);
     store_close(s);
@@ -629,8 +663,8 @@ static int parse_args(int argc, char **argv, packer *p)
         switch (c) {
         case O_DTYPE:
             p->dtype_given = 1;
-            if (fmt_dtype_parse(optarg, &p->dtype) || p->dtype == FMT_BF16) {
-                fprintf(stderr, PROG ": --dtype needs f32 or f16\n");
+            if (fmt_dtype_parse(optarg, &p->dtype) || !fmt_is_store_dtype(p->dtype)) {
+                fprintf(stderr, PROG ": --dtype needs f32, f16, q8_0 or q4_0\n");
                 return 2;
             }
             break;
@@ -655,7 +689,7 @@ static int parse_args(int argc, char **argv, packer *p)
         }
     }
     if (argc - optind != 2) {
-        fprintf(stderr, PROG ": %s (usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16] [--force] "
+        fprintf(stderr, PROG ": %s (usage: " PROG " SRC_DIR OUT_DIR [--dtype f32|f16|q8_0|q4_0] [--force] "
                 "[--follow-symlinks] [-q|-v]; see --help)\n", argc - optind < 2 ? "expected SRC_DIR and OUT_DIR"
                 : "too many arguments");
         return 2;
