@@ -1,23 +1,98 @@
-/* weight_matrix.c: f32/f16/bf16 weight matrix products for the client (weight_matrix.h):
- * OpenBLAS for f32, a fused AVX2+FMA+F16C kernel for one f16 vector (its
- * rows split with one helper thread on a multi-core machine), and block
- * conversion + OpenBLAS for everything else. */
+/* weight_matrix.c: weight matrix products for the client (weight_matrix.h):
+ * OpenBLAS for f32; for one vector of activations the kernels of
+ * client/kernel.h (the set picked from the CPU's features), the rows or
+ * columns split with one helper thread on a multi-core machine; for
+ * batches, rows converted to f32 a block at a time and OpenBLAS. */
 #include "weight_matrix.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#include "kernel.h"
+#include "quant.h"
+
+#ifdef KERN_X86
 #include <cpuid.h>
-#include <immintrin.h>
-#define WM_X86 1
 #endif
+
+/* ---- the kernel set ---------------------------------------------------------- */
+
+static const kern_set *kset;        /* set once by kernels_pick or wm_use_kernels */
+static pthread_once_t kset_once = PTHREAD_ONCE_INIT;
+
+#ifdef KERN_X86
+static int cpu_has(const char *isa)
+{
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    int base = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
+               (c & bit_F16C);
+    if (strcmp(isa, "avx2") == 0)
+        return base;
+    return base && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+#endif
+
+/* The sets this build has, best first. */
+static const kern_set *const all_sets[] = {
+#ifdef KERN_X86
+    &kern_avx512, &kern_avx2,
+#endif
+    &kern_portable,
+};
+
+static int set_usable(const kern_set *k)
+{
+#ifdef KERN_X86
+    if (k != &kern_portable)
+        return cpu_has(k->name);
+#endif
+    return k == &kern_portable;
+}
+
+static void kernels_pick(void)
+{
+    for (size_t i = 0; i < sizeof all_sets / sizeof all_sets[0]; i++)
+        if (set_usable(all_sets[i])) {
+            kset = all_sets[i];
+            return;
+        }
+}
+
+static const kern_set *kernels(void)
+{
+    pthread_once(&kset_once, kernels_pick);
+    return kset;
+}
+
+int wm_use_kernels(const char *name)
+{
+    pthread_once(&kset_once, kernels_pick);
+    for (size_t i = 0; i < sizeof all_sets / sizeof all_sets[0]; i++)
+        if (strcmp(all_sets[i]->name, name) == 0) {
+            if (!set_usable(all_sets[i]))
+                return -ENOTSUP;
+            kset = all_sets[i];
+            return 0;
+        }
+    return -ENOENT;
+}
+
+const char *wm_kernels(void)
+{
+    return kernels()->name;
+}
+
+/* ---- scratch ------------------------------------------------------------------- */
 
 int64_t wm_scratch_floats(int64_t cols)
 {
-    return (int64_t)WM_BLOCK * cols;
+    return (int64_t)WM_BLOCK * (cols > FMT_QK ? cols : FMT_QK);
 }
 
 void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, float *dst)
@@ -33,104 +108,78 @@ static void convert_block(fmt_dtype dt, const void *w, int64_t ld, int64_t r0, i
         wm_row(dt, w, ld, r0 + r, cols, scratch + r * cols);
 }
 
-/* ---- the fused f16 kernel (x86-64) ---------------------------------------- */
-
-#ifdef WM_X86
-static int have_fused;
-static pthread_once_t fused_once = PTHREAD_ONCE_INIT;
-
-static void fused_probe(void)
+/* x[0..cols) as q8_0 blocks (quant_q8_0's blocks, unpacked) in scratch,
+ * which holds cols/4 + 2 * cols/32 floats for it (fewer than wm_scratch_floats). */
+static kern_xq quantize_x(const float *x, int64_t cols, float *scratch)
 {
-    unsigned a, b, c, d;
-    __builtin_cpu_init();
-    have_fused = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                 __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-}
-
-static int fused_ok(fmt_dtype dt)
-{
-    if (dt != FMT_F16)
-        return 0;
-    pthread_once(&fused_once, fused_probe);
-    return have_fused;
-}
-
-__attribute__((target("avx2,fma,f16c")))
-static inline float hsum256(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* out[r] = beta*out[r] + W[r] . x */
-__attribute__((target("avx2,fma,f16c")))
-static void fused_xwt(const uint16_t *w, int64_t ld, int64_t rows, int64_t cols, const float *x, float *out,
-                      float beta)
-{
-    int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7;
-    for (int64_t r = 0; r < rows; r++) {
-        const uint16_t *wr = w + r * ld;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
-               a3 = _mm256_setzero_ps();
-        int64_t c = 0;
-        for (; c < c32; c += 32) {
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
-                                 _mm256_loadu_ps(x + c), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 8))),
-                                 _mm256_loadu_ps(x + c + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 16))),
-                                 _mm256_loadu_ps(x + c + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c + 24))),
-                                 _mm256_loadu_ps(x + c + 24), a3);
-        }
-        for (; c < c8; c += 8)
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
-                                 _mm256_loadu_ps(x + c), a0);
-        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        for (; c < cols; c++)
-            s += fmt_f16_to_f32(wr[c]) * x[c];
-        out[r] = beta != 0.0f ? out[r] + s : s;
+    int64_t nblk = cols / FMT_QK;
+    float *d = scratch;
+    int32_t *s8 = (int32_t *)(scratch + nblk);
+    int8_t *q = (int8_t *)(scratch + 2 * nblk);
+    unsigned char blk[FMT_Q8_0_BYTES];
+    for (int64_t b = 0; b < nblk; b++) {
+        quant_q8_0(x + b * FMT_QK, blk, FMT_QK);
+        d[b] = quant_scale(blk);
+        memcpy(q + b * FMT_QK, blk + 2, FMT_QK);
+        int32_t s = 0;
+        for (unsigned i = 0; i < FMT_QK; i++)
+            s += q[b * FMT_QK + i];
+        s8[b] = -8 * s;
     }
+    return (kern_xq){q, d, s8};
 }
 
-/* y[c] += sum_r a[r] * W[r][c], skipping a[r] == 0 */
-__attribute__((target("avx2,fma,f16c")))
-static void fused_aw(const uint16_t *w, int64_t ld, int64_t rows, int64_t cols, const float *a, float *y)
-{
-    int64_t c8 = cols & ~(int64_t)7;
-    for (int64_t r = 0; r < rows; r++) {
-        float ar = a[r];
-        if (ar == 0.0f)
-            continue;
-        const uint16_t *wr = w + r * ld;
-        __m256 av = _mm256_set1_ps(ar);
-        int64_t c = 0;
-        for (; c < c8; c += 8)
-            _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + c))),
-                                                    av, _mm256_loadu_ps(y + c)));
-        for (; c < cols; c++)
-            y[c] += ar * fmt_f16_to_f32(wr[c]);
-    }
-}
-
-/* ---- a second core for the fused kernels ----------------------------------- */
-
-/* One helper thread runs the second half of a large fused product while
- * the caller runs the first. Created on first use, lives until exit.
- * `busy` makes concurrent callers fall back to one thread. */
-#define WM_SPLIT_MIN ((int64_t)1 << 20)   /* elements below which one thread does it all */
+/* ---- one job: a kernel call over rows (xwt) or columns (aw) ---------------------- */
 
 typedef struct {
-    int          aw;                 /* 0: fused_xwt, 1: fused_aw */
-    const uint16_t *w;
-    int64_t      ld, rows, cols;
-    const float *x;                  /* xwt: x; aw: a */
-    float       *out;                /* xwt: out; aw: y (private copy for the helper) */
+    const kern_set *k;
+    fmt_dtype    dt;                 /* FMT_F16, FMT_Q8_0 or FMT_Q4_0 */
+    int          aw;                 /* 0: out = W x, 1: y += a W */
+    const void  *w;
+    size_t       ldb;                /* row stride in bytes */
+    int64_t      rows, cols;         /* cols in values (a multiple of 32 when quantized) */
+    const float *x;                  /* xwt: x (f16); aw: a */
+    const kern_xq *xq;               /* xwt, quantized: x as q8_0 blocks */
+    float       *out;                /* xwt: out; aw: y */
     float        beta;
 } wm_job;
 
+static void run_job(const wm_job *j)
+{
+    const kern_set *k = j->k;
+    int64_t nb = j->cols / FMT_QK;
+    switch (j->dt) {
+    case FMT_F16:
+        if (j->aw)
+            k->aw_f16(j->w, j->ldb, j->rows, j->cols, j->x, j->out);
+        else
+            k->xwt_f16(j->w, j->ldb, j->rows, j->cols, j->x, j->out, j->beta);
+        break;
+    case FMT_Q8_0:
+        if (j->aw)
+            k->aw_q8(j->w, j->ldb, j->rows, nb, j->x, j->out);
+        else
+            k->xwt_q8(j->w, j->ldb, j->rows, nb, j->xq, j->out, j->beta);
+        break;
+    case FMT_Q4_0:
+        if (j->aw)
+            k->aw_q4(j->w, j->ldb, j->rows, nb, j->x, j->out);
+        else
+            k->xwt_q4(j->w, j->ldb, j->rows, nb, j->xq, j->out, j->beta);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- a second core for the single-vector kernels ---------------------------------- */
+
+/* One helper thread runs the second half of a large product while the
+ * caller runs the first. Created on first use, lives until exit; it sleeps
+ * on a condition variable between jobs (no spinning). `busy` makes
+ * concurrent callers fall back to one thread. Each output element is
+ * computed by one thread with the same kernel either way, so a split
+ * product equals the unsplit one bit for bit. */
 static struct {
     pthread_mutex_t busy;            /* held by the one caller using the helper */
     pthread_mutex_t mu;              /* guards gen, done, job */
@@ -141,14 +190,6 @@ static struct {
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
        0, 0, {0}, 0};
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-static void run_job(const wm_job *j)
-{
-    if (j->aw)
-        fused_aw(j->w, j->ld, j->rows, j->cols, j->x, j->out);
-    else
-        fused_xwt(j->w, j->ld, j->rows, j->cols, j->x, j->out, j->beta);
-}
 
 static void *helper_main(void *arg)
 {
@@ -180,11 +221,11 @@ static void pool_start(void)
     }
 }
 
-/* Run job j split in two by rows (xwt) or columns (aw): the helper takes
- * the second part. Returns 0 if it did not split (caller runs it alone). */
+/* Run job j split in two by rows (xwt) or by whole 32-value column groups
+ * (aw): the helper takes the second part. 0 if it did not split. */
 static int split_run(const wm_job *j)
 {
-    if (j->rows * j->cols < WM_SPLIT_MIN)
+    if (j->rows * j->cols < WM_SPLIT_MIN || (j->aw && j->cols < 2 * FMT_QK))
         return 0;
     pthread_once(&pool_once, pool_start);
     if (!P.ok || pthread_mutex_trylock(&P.busy) != 0)
@@ -193,12 +234,12 @@ static int split_run(const wm_job *j)
     if (!j->aw) {                    /* rows: out[r] are independent */
         a.rows = j->rows / 2;
         b.rows = j->rows - a.rows;
-        b.w = j->w + a.rows * j->ld;
+        b.w = (const unsigned char *)j->w + (size_t)a.rows * j->ldb;
         b.out = j->out + a.rows;
     } else {                         /* columns: y[c] are independent */
-        a.cols = (j->cols / 2) & ~(int64_t)7;
+        a.cols = (j->cols / 2) & ~(int64_t)(FMT_QK - 1);
         b.cols = j->cols - a.cols;
-        b.w = j->w + a.cols;
+        b.w = (const unsigned char *)j->w + fmt_bytes(j->dt, (uint64_t)a.cols);
         b.out = j->out + a.cols;
     }
     pthread_mutex_lock(&P.mu);
@@ -214,15 +255,36 @@ static int split_run(const wm_job *j)
     pthread_mutex_unlock(&P.busy);
     return 1;
 }
-#else
-static int fused_ok(fmt_dtype dt)
-{
-    (void)dt;
-    return 0;
-}
-#endif
 
-/* ---- the products ---------------------------------------------------------- */
+/* ---- OpenBLAS's threads --------------------------------------------------------------- */
+
+/* OpenBLAS's worker threads spin (sched_yield) for a while after each
+ * threaded call. While single vectors run on our kernels and helper, the
+ * caller's small OpenBLAS calls between them (attention over the KV cache)
+ * would wake those workers hundreds of times per token and keep them
+ * spinning against the helper; so during single-vector work OpenBLAS runs
+ * on the calling thread alone, and batches give it back the thread count
+ * it had when first seen here. */
+static atomic_int blas_mode;        /* 0 unknown, 1 batch (all threads), 2 single vectors (one thread) */
+static int blas_threads;            /* openblas_get_num_threads() when first seen */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_probe(void)
+{
+    blas_threads = openblas_get_num_threads();
+}
+
+static void blas_mode_set(int mode)
+{
+    if (atomic_load_explicit(&blas_mode, memory_order_relaxed) == mode)
+        return;
+    pthread_once(&blas_once, blas_probe);
+    if (blas_threads > 1)
+        openblas_set_num_threads(mode == 2 ? 1 : blas_threads);
+    atomic_store_explicit(&blas_mode, mode, memory_order_relaxed);
+}
+
+/* ---- the products ------------------------------------------------------------------ */
 
 /* The f32 products with OpenBLAS (ld: row stride of w). */
 static void blas_xwt(const float *w, int64_t ld, int64_t rows, int64_t cols, const float *x, int64_t n, float *out,
@@ -245,22 +307,24 @@ static void blas_aw(const float *w, int64_t ld, int64_t rows, int64_t cols, cons
                     (int)ld, 1.0f, y, (int)cols);
 }
 
-/* One f16 vector on x86-64 with F16C: the fused kernel (split over two
- * cores when large). 0 if it does not apply. */
-static int fused(fmt_dtype dt, int64_t n, int aw, const void *w, int64_t ld, int64_t rows, int64_t cols,
-                 const float *x, float *out, float beta)
+/* One vector with a kernel of the current set (split over two cores when
+ * large). 0 if the set has no kernel for dt (the caller converts rows). */
+static int single(fmt_dtype dt, int aw, const void *w, int64_t ld, int64_t rows, int64_t cols, const float *x,
+                  float *out, float beta, float *scratch)
 {
-#ifdef WM_X86
-    if (n == 1 && fused_ok(dt)) {
-        wm_job j = {aw, w, ld, rows, cols, x, out, beta};
-        if (!split_run(&j))
-            run_job(&j);
-        return 1;
+    const kern_set *k = kernels();
+    if (dt == FMT_F16 ? !k->xwt_f16 : !fmt_is_quant(dt))
+        return 0;
+    blas_mode_set(2);
+    kern_xq xq;
+    wm_job j = {k, dt, aw, w, (size_t)fmt_bytes(dt, (uint64_t)ld), rows, cols, x, NULL, out, beta};
+    if (fmt_is_quant(dt) && !aw) {
+        xq = quantize_x(x, cols, scratch);
+        j.xq = &xq;
     }
-#else
-    (void)dt, (void)n, (void)aw, (void)w, (void)ld, (void)rows, (void)cols, (void)x, (void)out, (void)beta;
-#endif
-    return 0;
+    if (!split_run(&j))
+        run_job(&j);
+    return 1;
 }
 
 void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
@@ -272,8 +336,10 @@ void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t 
         blas_xwt(w, ld, rows, cols, x, n, out, ldo, beta);
         return;
     }
-    if (fused(dt, n, 0, w, ld, rows, cols, x, out, beta))
+    if (n == 1 && single(dt, 0, w, ld, rows, cols, x, out, beta, scratch))
         return;
+    if (n > 1)
+        blas_mode_set(1);
     for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
         int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
         convert_block(dt, w, ld, r0, nb, cols, scratch);
@@ -290,8 +356,24 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
         blas_aw(w, ld, rows, cols, a, lda, n, y);
         return;
     }
-    if (fused(dt, n, 1, w, ld, rows, cols, a, y, 1.0f))
+    if (n == 1 && single(dt, 1, w, ld, rows, cols, a, y, 1.0f, scratch))
         return;
+    if (n == 1) {                    /* the rows with a non-zero coefficient, WM_BLOCK at a time */
+        float ac[WM_BLOCK];
+        int64_t nb = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            if (a[r] != 0.0f) {
+                wm_row(dt, w, ld, r, cols, scratch + nb * cols);
+                ac[nb++] = a[r];
+            }
+            if (nb == WM_BLOCK || (r == rows - 1 && nb > 0)) {
+                blas_aw(scratch, cols, nb, cols, ac, 1, 1, y);
+                nb = 0;
+            }
+        }
+        return;
+    }
+    blas_mode_set(1);
     for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
         int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
         convert_block(dt, w, ld, r0, nb, cols, scratch);

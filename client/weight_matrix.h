@@ -1,14 +1,38 @@
-/* weight_matrix.h: matrix products over weights kept in the store's dtype (f32, f16
- * or bf16), so that a 7B model's resident weights take half the DRAM of an
- * f32 copy. Activations are always f32. f32 weights go straight to
- * OpenBLAS; f16/bf16 weights either go through a fused kernel (x86-64 with
- * AVX2+FMA+F16C, checked at run time, one vector of activations) or are
- * converted a block of rows at a time into caller-provided scratch and
- * handed to OpenBLAS (batches, other CPUs).
+/* weight_matrix.h: matrix products over weights kept in the store's dtype
+ * (f32, f16, bf16, q8_0 or q4_0), so that a 7B model's resident weights take
+ * half (f16) or less (q8_0, q4_0) of the DRAM of an f32 copy. Activations
+ * are always f32. f32 weights go straight to OpenBLAS. Other dtypes:
+ *   - one vector of activations (n == 1): the kernels of client/kernel.h,
+ *     picked at run time from the CPU's features (AVX-512 VNNI, AVX2, or
+ *     portable C), large products split over two cores by rows (xwt) or
+ *     columns (aw). Quantized weights stay quantized: x is quantized to
+ *     q8_0 blocks once per call (layout/quant.h's quant_q8_0) and each row
+ *     is a sum over blocks of d_w * d_x * (integer dot product). f16 weights
+ *     on a CPU without F16C, and bf16, take the batch path.
+ *   - batches (n > 1): rows converted to f32 WM_BLOCK at a time into the
+ *     caller's scratch and handed to OpenBLAS's sgemm.
  *
- * A weight matrix is `rows` rows of `cols` elements, row r starting
- * ld elements after row r-1 (ld >= cols), e.g. the up rows of a neuron
- * matrix whose rows are whole bundles. */
+ * Accuracy: integer block sums are exact, so the SIMD kernels and the
+ * portable ones differ only in the order (and fusing) of the float sums:
+ * |simd - portable| <= 1e-5 * sum_b |d_w d_x isum_b| per output (the tests
+ * check this). The quantized single-vector products carry the q8_0
+ * rounding of x (as llama.cpp's do): relative to the exact product of the
+ * stored weights and x, an error of about 0.5/127 of each block's largest
+ * |x| per value.
+ *
+ * OpenBLAS threads: single-vector products on non-f32 weights set
+ * OpenBLAS to one thread (its workers would otherwise spin between the
+ * caller's small OpenBLAS calls while our helper thread needs the core);
+ * the next batch product restores the count OpenBLAS had when first seen.
+ *
+ * A weight matrix is `rows` rows of `cols` values, row r starting
+ * ld values after row r-1 (ld >= cols), e.g. the up rows of a neuron
+ * matrix whose rows are whole bundles. For q8_0/q4_0, cols and ld are
+ * multiples of 32.
+ *
+ * Thread safety: the calls may run from several threads at once on
+ * disjoint outputs and scratch; only one of them uses the helper thread at
+ * a time (the others run on their own thread). */
 #ifndef INFLASH_WEIGHT_MATRIX_H
 #define INFLASH_WEIGHT_MATRIX_H
 
@@ -17,11 +41,13 @@
 
 #include "format.h"
 
-/* Rows converted per block on the scratch path. */
+/* Rows converted per block on the batch path. */
 #define WM_BLOCK 32
+/* rows * cols (values) from which a single-vector product is split over two threads */
+#define WM_SPLIT_MIN ((int64_t)1 << 20)
 
 /* Floats of scratch the calls below need for matrices of `cols` columns
- * (0 would do for f32 weights; this is what any dtype needs). */
+ * (batches: WM_BLOCK converted rows; one quantized vector: x as q8_0 blocks). */
 int64_t wm_scratch_floats(int64_t cols);
 
 /* out[i][r] = beta * out[i][r] + sum_c x[i][c] * W[r][c]
@@ -44,5 +70,14 @@ static inline const void *wm_at(fmt_dtype dt, const void *w, int64_t ld, int64_t
 {
     return (const unsigned char *)w + fmt_bytes(dt, (uint64_t)r * (uint64_t)ld + (uint64_t)c);
 }
+
+/* The kernel set in use: "avx512", "avx2" or "portable" (the best the CPU
+ * has unless wm_use_kernels chose another). */
+const char *wm_kernels(void);
+
+/* For tests and benchmarks: use the kernel set `name` from now on, for
+ * every thread. 0, -ENOTSUP if this CPU lacks its instructions, -ENOENT
+ * if there is no such set. */
+int wm_use_kernels(const char *name);
 
 #endif

@@ -5,7 +5,9 @@
  * store_read_bundle (both the piece list and the copy path for very
  * scattered reads), the per-thread read buffers, tensors, neurons.tsv,
  * stats, EOF, EIO after the store shrinks (the daemon keeps serving),
- * O_DIRECT and buffered, options. */
+ * O_DIRECT and buffered, options; then q4_0 and q8_0 stores of d_model
+ * 4096, whose bundles (4608 and 13056 bytes) are not a multiple of 1 KiB,
+ * read through several chunk sizes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -166,35 +168,44 @@ static int read_path(ifs *m, const char *path, uint64_t off, uint64_t len, unsig
     return rc;
 }
 
-/* The neuron file of a layer as the store reads it, neuron by neuron. */
-static unsigned char *expected_layer(ifs *m, int layer)
+/* The neuron file of a layer (nf neurons of bb bytes) as the store reads
+ * it, neuron by neuron. */
+static unsigned char *expected_layer_of(ifs *m, int layer, int64_t nf, int64_t bb)
 {
-    unsigned char *want = malloc((size_t)(F * B));
+    unsigned char *want = malloc((size_t)(nf * bb));
     ierr err = IERR_INIT;
-    for (int j = 0; j < F; j++)
-        assert_int_equal(store_read_bundle(ifs_store(m), layer, j, want + j * B, &err), 0);
+    for (int64_t j = 0; j < nf; j++)
+        assert_int_equal(store_read_bundle(ifs_store(m), layer, j, want + j * bb, &err), 0);
     return want;
 }
 
-static void check_ranges(ifs *m)
+static unsigned char *expected_layer(ifs *m, int layer)
 {
-    unsigned char *buf = malloc((size_t)(F * B) + 64);
+    return expected_layer_of(m, layer, F, B);
+}
+
+/* Every layer's neuron file read whole and at 300 random ranges (up to
+ * max_len bytes) against the store's bundles. */
+static void check_ranges_of(ifs *m, int64_t nf, int64_t bb, uint64_t max_len)
+{
+    const uint64_t size = (uint64_t)(nf * bb);
+    unsigned char *buf = malloc((size_t)size + 64);
     uint64_t x = 99, got;
     ierr err = IERR_INIT;
     for (int l = 0; l < L; l++) {
-        unsigned char *want = expected_layer(m, l);
+        unsigned char *want = expected_layer_of(m, l, nf, bb);
         char path[32];
         snprintf(path, sizeof path, "layers/%02d/ffn", l);
-        /* the whole file: layer 1 is 2048 scattered pieces (copy path) */
-        assert_int_equal(read_path(m, path, 0, (uint64_t)(F * B), buf, &got, &err), 0);
-        assert_int_equal(got, F * B);
-        assert_memory_equal(buf, want, (size_t)(F * B));
+        /* the whole file: layer 1 is nf scattered pieces (copy path) */
+        assert_int_equal(read_path(m, path, 0, size, buf, &got, &err), 0);
+        assert_int_equal(got, size);
+        assert_memory_equal(buf, want, (size_t)size);
         for (int it = 0; it < 300; it++) {
             x = x * 6364136223846793005ull + 1442695040888963407ull;
-            uint64_t off = (x >> 20) % (uint64_t)(F * B + 100), len = 1 + (x >> 40) % 20000;
+            uint64_t off = (x >> 20) % (size + 100), len = 1 + (x >> 40) % max_len;
             int rc = read_path(m, path, off, len, buf, &got, &err);
             assert_int_equal(rc, 0);
-            uint64_t w = off >= (uint64_t)(F * B) ? 0 : (len < F * B - off ? len : F * B - off);
+            uint64_t w = off >= size ? 0 : (len < size - off ? len : size - off);
             assert_int_equal(got, w);
             if (w)
                 assert_memory_equal(buf, want + off, (size_t)w);
@@ -202,6 +213,11 @@ static void check_ranges(ifs *m)
         free(want);
     }
     free(buf);
+}
+
+static void check_ranges(ifs *m)
+{
+    check_ranges_of(m, F, B, 20000);
 }
 
 static void test_tree_and_sizes(void **state)
@@ -466,6 +482,104 @@ static void test_options(void **state)
     assert_non_null(strstr(err.msg, g_dir));
 }
 
+/* ---- quantized stores: bundles that are not a multiple of 1 KiB ---------- */
+
+#define QD  4096     /* d_model of the real 7B models */
+#define QF  96       /* neurons per layer */
+
+/* A store of L layers of QF neurons, d_model QD, in q4_0 (OPT, B = 2 * 2304
+ * = 4608) or q8_0 gated (Llama, B = 3 * 4352 = 13056), layer 1's slots
+ * reversed; returns B. Values: a ramp per neuron, so every block differs. */
+static int64_t write_qstore(const char *dir, fmt_dtype t, int gated)
+{
+    storew *w;
+    ierr err = IERR_INIT;
+    hp_config hp = {
+        .family = gated ? HP_LLAMA : HP_OPT, .d_model = QD, .n_layers = L, .n_heads = 32, .n_kv_heads = 32,
+        .d_ffn = QF, .vocab_size = V, .max_pos = 32, .pos_offset = gated ? 0 : 2, .norm_eps = 1e-5,
+        .rope_theta = gated ? 10000.0 : 0.0, .act = gated ? ACT_FN_SILU : ACT_FN_RELU, .gated = gated,
+        .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
+    };
+    int64_t bb = hp_bundle_bytes(&hp, t), parts = gated ? 3 : 2;
+    if (storew_new(dir, 1, &w, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(storew_set_hparams(w, &hp, t, &err), 0);
+    assert_int_equal(storew_set_meta(w, "hf_config", hf_config, &err), 0);
+    assert_int_equal(storew_set_meta(w, "tokenizer", "gpt2-bpe", &err), 0);
+    assert_int_equal(storew_set_meta(w, "source_dtype", "F32", &err), 0);
+    for (int i = 0; i < V; i++) {
+        char piece[2] = { (char)('a' + i), 0 };
+        assert_int_equal(storew_add_token(w, i, piece, 1, 0, 0, &err), 0);
+    }
+    assert_int_equal(storew_add_tokfile(w, "vocab.json", vocab, sizeof vocab - 1, &err), 0);
+    assert_int_equal(storew_add_tokfile(w, "merges.txt", "#version: 0.2\n", 14, &err), 0);
+    float *x = malloc((size_t)(V * QD) * sizeof *x);
+    unsigned char *q = malloc((size_t)fmt_bytes(t, V * QD)), *b = malloc((size_t)bb);
+    assert_non_null(x);
+    assert_non_null(q);
+    assert_non_null(b);
+    for (int i = 0; i < V * QD; i++)
+        x[i] = (float)(i % 97) / 97.0f - 0.5f;
+    fmt_from_f32(t, x, q, V * QD);
+    int64_t s_emb[2] = { V, QD };
+    assert_int_equal(storew_add_tensor(w, gated ? "model.embed_tokens.weight" : "model.decoder.embed_tokens.weight",
+                                       t, 2, s_emb, q, (size_t)fmt_bytes(t, V * QD), &err), 0);
+    for (int l = 0; l < L; l++) {
+        assert_int_equal(storew_begin_layer(w, l, QF, &err), 0);
+        for (int j = 0; j < QF; j++) {
+            for (int64_t k = 0; k < parts * QD; k++)
+                x[k] = (float)((l * 131 + j * 7 + k) % 61) - 30.0f;
+            fmt_from_f32(t, x, b, (size_t)(parts * QD));
+            assert_int_equal(storew_add_bundle(w, b, &err), 0);
+        }
+    }
+    if (storew_commit(w, &err))
+        fail_msg("%s", err.msg);
+    storew_free(w);
+    free(x);
+    free(q);
+    free(b);
+    char stmt[1024];
+    snprintf(stmt, sizeof stmt,
+             "UPDATE neurons SET slot = %d - slot, offset = (SELECT offset FROM layers WHERE layer = 1)"
+             " + (%d - slot) * %lld WHERE layer = 1;"
+             "CREATE TEMP TABLE sums AS SELECT id, xxh64 FROM neurons WHERE layer = 1;"
+             "UPDATE neurons SET xxh64 = (SELECT sums.xxh64 FROM sums WHERE sums.id = %d - neurons.id)"
+             " WHERE layer = 1;", QF - 1, QF - 1, (long long)bb, QF - 1);
+    sql(dir, stmt);
+    return bb;
+}
+
+/* Chunk boundaries inside bundles, bundles over two or three chunks, runs of
+ * adjacent slots, O_DIRECT and buffered, verification on: every range
+ * reads back the store's bytes. */
+static void test_quant_bundles(void **state)
+{
+    (void)state;
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/qstore", g_dir);
+    const struct {
+        fmt_dtype t;
+        int gated;
+        int64_t bytes;
+    } kinds[] = { { FMT_Q4_0, 0, 4608 }, { FMT_Q8_0, 1, 13056 } };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        int64_t bb = write_qstore(dir, kinds[k].t, kinds[k].gated);
+        assert_int_equal(bb, kinds[k].bytes);
+        assert_true(bb % 1024 != 0);
+        const struct {
+            uint64_t chunk, cache;
+            int buffered;
+        } runs[] = { { 4096, 16 * 4096, 0 }, { 16384, 8 * 16384, 0 }, { 65536, 1 << 20, 1 }, { 16384, 1 << 20, 1 } };
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+            ifs *m = open_ifs(dir, runs[r].chunk, runs[r].cache, runs[r].buffered);
+            assert_int_equal(ifs_direct(m), !runs[r].buffered);
+            check_ranges_of(m, QF, bb, 3 * (uint64_t)bb);
+            ifs_close(m);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_tensor_and_eof),
         cmocka_unit_test(test_eio),
         cmocka_unit_test(test_options),
+        cmocka_unit_test(test_quant_bundles),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

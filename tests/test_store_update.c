@@ -6,7 +6,7 @@
  * bytes under its neuron id through a reorder, shares ffn.bin when no slot
  * moves, drops the previous predictors on a second update; the hot-first
  * permutation; damaged calib rows are rejected; the mount's config.json
- * carries the calibration. */
+ * carries the calibration; a q4_0 store (36-byte bundles) reorders intact. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -512,6 +512,118 @@ static void test_calib_damage(void **state)
     }
 }
 
+/* A q4_0 store (d_model 32: bundles of 2 * 18 = 36 bytes, q4_0 embeddings,
+ * f32 bias) through a calibration with reorder: every bundle keeps its
+ * bytes and checksum under its id, the dense tensors keep theirs and their
+ * dtypes, the predictors are f32. */
+static void test_quant_store(void **state)
+{
+    (void)state;
+    enum { QD = 32 };
+    ierr err = IERR_INIT;
+    storew *w;
+    hp_config hp = tiny_hp();
+    hp.d_model = QD;
+    hp.n_heads = 1;
+    hp.n_kv_heads = 1;
+    snprintf(g_dir, sizeof g_dir, "%s/%s", g_root, "q4_0");
+    assert_int_equal(storew_new(g_dir, 0, &w, &err), 0);
+    assert_int_equal(storew_set_hparams(w, &hp, FMT_Q4_0, &err), 0);
+    assert_int_equal(storew_set_meta(w, "hf_config", "{\"model_type\": \"opt\"}", &err), 0);
+    assert_int_equal(storew_set_meta(w, "tokenizer", "gpt2-bpe", &err), 0);
+    for (int64_t i = 0; i < V; i++)
+        assert_int_equal(storew_add_token(w, i, "t", 1, 0, 0, &err), 0);
+    float x[V * QD], bias[QD];
+    unsigned char q[V * QD / 32 * 18], b[2 * 18];
+    for (int i = 0; i < V * QD; i++)
+        x[i] = (float)(i % 13) - 6.0f;
+    for (int i = 0; i < QD; i++)
+        bias[i] = -(float)i;
+    fmt_from_f32(FMT_Q4_0, x, q, V * QD);
+    int64_t s_emb[2] = { V, QD }, s_b[1] = { QD };
+    assert_int_equal(storew_add_tensor(w, "embed.weight", FMT_Q4_0, 2, s_emb, q, sizeof q, &err), 0);
+    assert_int_equal(storew_add_tensor(w, "norm.bias", FMT_F32, 1, s_b, bias, sizeof bias, &err), 0);
+    for (int64_t l = 0; l < L; l++) {
+        assert_int_equal(storew_begin_layer(w, l, F, &err), 0);
+        for (int64_t j = 0; j < F; j++) {
+            for (int k = 0; k < 2 * QD; k++)
+                x[k] = bundle_value(l, j, k) * (k % 3 ? 1.0f : -1.0f);
+            fmt_from_f32(FMT_Q4_0, x, b, 2 * QD);
+            assert_int_equal(storew_add_bundle(w, b, &err), 0);
+        }
+    }
+    assert_int_equal(storew_commit(w, &err), 0);
+    storew_free(w);
+
+    store *s;
+    unsigned char old[L][F][sizeof b], now[sizeof b], emb_old[sizeof q], emb_now[sizeof q];
+    assert_int_equal(store_open(g_dir, &s, &err), 0);
+    assert_int_equal(store_bundle_bytes(s), sizeof b);
+    for (int64_t l = 0; l < L; l++)
+        for (int64_t j = 0; j < F; j++)
+            assert_int_equal(store_read_bundle(s, l, j, old[l][j], &err), 0);
+    const store_tensor *t = store_tensor_find(s, "embed.weight");
+    assert_int_equal(store_read_dense(s, t->offset, emb_old, sizeof emb_old, &err), 0);
+    store_close(s);
+
+    storeu *u;
+    assert_int_equal(storeu_open(g_dir, &u, &err), 0);
+    store_calib rows[L];
+    for (int64_t l = 0; l < L; l++) {
+        char name[STORE_PRED_NAME_MAX];
+        float A[2 * QD], B[F * 2], c[F];
+        double freq[F];
+        int64_t slots[F], sa[2] = { 2, QD }, sb[2] = { F, 2 }, sc[1] = { F };
+        for (int i = 0; i < 2 * QD; i++)
+            A[i] = (float)i;
+        for (int i = 0; i < 2 * F; i++)
+            B[i] = -(float)i;
+        for (int i = 0; i < F; i++) {
+            c[i] = (float)i;
+            freq[i] = (double)((i * 5 + (int)l) % 7) / 7.0;
+        }
+        store_pred_name(name, l, 'A');
+        assert_int_equal(storeu_put_tensor_f32(u, name, 2, sa, A, &err), 0);
+        store_pred_name(name, l, 'B');
+        assert_int_equal(storeu_put_tensor_f32(u, name, 2, sb, B, &err), 0);
+        store_pred_name(name, l, 'c');
+        assert_int_equal(storeu_put_tensor_f32(u, name, 1, sc, c, &err), 0);
+        assert_int_equal(storeu_set_freq(u, l, freq, &err), 0);
+        storeu_order_by_freq(freq, F, slots);
+        assert_int_equal(storeu_set_slots(u, l, slots, &err), 0);
+        rows[l] = (store_calib){ .rank = 2, .threshold = 0, .act_threshold = 0, .sparsity = 0.9, .recall = 0.99,
+                                 .precision = 0.5, .pred_fraction = 0.1 };
+    }
+    assert_int_equal(storeu_set_calib(u, rows, &err), 0);
+    if (storeu_commit(u, &err))
+        fail_msg("%s", err.msg);
+    storeu_free(u);
+    assert_no_leftovers();
+
+    assert_int_equal(store_open(g_dir, &s, &err), 0);
+    assert_int_equal(store_dtype(s), FMT_Q4_0);
+    int moved = 0;
+    for (int64_t l = 0; l < L; l++) {
+        for (int64_t j = 0; j < F; j++) {
+            assert_int_equal(store_read_bundle(s, l, j, now, &err), 0);
+            assert_memory_equal(now, old[l][j], sizeof now);
+            moved += store_layer_at(s, l)->slot_of[j] != j;
+        }
+        assert_int_equal(store_verify_bundles(s, l, 0, F, NULL, NULL, &err), 0);
+        char name[STORE_PRED_NAME_MAX];
+        store_pred_name(name, l, 'A');
+        assert_int_equal(store_tensor_find(s, name)->dtype, FMT_F32);
+    }
+    assert_true(moved > 0);
+    t = store_tensor_find(s, "embed.weight");
+    assert_int_equal(t->dtype, FMT_Q4_0);
+    assert_int_equal(store_verify_tensor(s, t, &err), 0);
+    assert_int_equal(store_read_dense(s, t->offset, emb_now, sizeof emb_now, &err), 0);
+    assert_memory_equal(emb_now, emb_old, sizeof emb_now);
+    assert_int_equal(store_tensor_find(s, "norm.bias")->dtype, FMT_F32);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -522,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_update_and_reorder),
         cmocka_unit_test(test_config_json),
         cmocka_unit_test(test_calib_damage),
+        cmocka_unit_test(test_quant_store),
     };
     tu_dir_use(g_root);
     return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);

@@ -1,7 +1,10 @@
 /* test_weight_matrix.c: cmocka tests of the client's kernels (layernorm,
  * rmsnorm, rotate-half RoPE, softmax, the bundle-strided FFN against a naive
- * loop) and of sampling (greedy tie-break, top-p, seeded RNG), plus the
- * "not an inflash mount" check of the weight source. */
+ * loop), the weight-matrix products (every kernel set, f16/q8_0/q4_0,
+ * against double-precision loops, the two-thread split) and of sampling
+ * (greedy tie-break, top-p, seeded RNG), plus the "not an inflash mount"
+ * check of the weight source. */
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +18,7 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "quant.h"
 #include "weight_matrix.h"
 #include "sample.h"
 #include "source.h"
@@ -239,43 +243,245 @@ static void test_ffn_bundles(void **state)
             }
 }
 
-/* Products large enough to be split over two threads (client/weight_matrix.c),
- * against double-precision loops, for both directions. */
-static void test_wm_large(void **state)
+/* ---- the weight-matrix products against double-precision loops ---------- */
+
+static const char *const sets[] = {"portable", "avx2", "avx512"};
+#define N_SETS (sizeof sets / sizeof sets[0])
+
+/* back to the best set this CPU has (the default) */
+static void use_best(void)
 {
-    (void)state;
-    const int64_t rows = 301, cols = 4100, ld = 4104;   /* rows * cols > the split threshold */
-    float *wf = malloc(sizeof(float) * (size_t)(rows * ld)), *x = malloc(sizeof(float) * (size_t)cols);
-    float *a = malloc(sizeof(float) * (size_t)rows), *out = malloc(sizeof(float) * (size_t)rows);
-    float *y = calloc((size_t)cols, sizeof(float));
-    uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)(rows * ld));
-    float *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(cols));   /* CPUs without F16C */
-    fill(wf, rows * ld, 21);
-    fill(x, cols, 22);
-    fill(a, rows, 23);
-    for (int64_t r = 0; r < rows; r += 3)
-        a[r] = 0.0f;                  /* the aw kernel skips zero coefficients */
-    fmt_from_f32(FMT_F16, wf, wh, (size_t)(rows * ld));
-    fmt_to_f32(FMT_F16, wh, wf, (size_t)(rows * ld));
-    for (int rep = 0; rep < 3; rep++) {   /* the helper thread is reused */
-        wm_gemm_xwt(FMT_F16, wh, ld, rows, cols, x, 1, out, rows, 0.0f, scratch);
-        for (int64_t r = 0; r < rows; r++) {
-            double e = 0;
-            for (int64_t c = 0; c < cols; c++)
-                e += (double)wf[r * ld + c] * x[c];
-            assert_true(fabs(out[r] - e) < 1e-3);
-        }
-    }
-    wm_gemm_aw(FMT_F16, wh, ld, rows, cols, a, rows, 1, y, scratch);
-    for (int64_t c = 0; c < cols; c++) {
-        double e = 0;
-        for (int64_t r = 0; r < rows; r++)
-            e += (double)a[r] * wf[r * ld + c];
-        assert_true(fabs(y[c] - e) < 1e-3);
-    }
-    free(wf); free(x); free(a); free(out); free(y); free(wh); free(scratch);
+    for (size_t s = N_SETS; s-- > 0;)
+        if (wm_use_kernels(sets[s]) == 0)
+            return;
 }
 
+/* A rows x ld matrix of dtype dt from seeded values (wd, owned) and its
+ * stored values in f32 (wf, owned): the references see what the kernels see. */
+static void make_w(fmt_dtype dt, int64_t rows, int64_t ld, uint64_t seed, void **wd, float **wf)
+{
+    size_t n = (size_t)(rows * ld);
+    *wf = malloc(sizeof(float) * n);
+    *wd = malloc((size_t)fmt_bytes(dt, n));
+    fill(*wf, (int64_t)n, seed);
+    fmt_from_f32(dt, *wf, *wd, n);
+    fmt_to_f32(dt, *wd, *wf, n);
+}
+
+/* x as the quantized kernels see it: q8_0 blocks, dequantized */
+static void x_as_q8(const float *x, int64_t cols, float *xq)
+{
+    void *b = malloc((size_t)fmt_bytes(FMT_Q8_0, (uint64_t)cols));
+    quant_q8_0(x, b, (size_t)cols);
+    dequant_q8_0(b, xq, (size_t)cols);
+    free(b);
+}
+
+/* xwt of every available kernel set, n = 1 and n = 3, beta 0 and 1, against
+ * double loops: tight against x as quantized (only float order differs:
+ * 1e-5 of the sum of |terms|), loose against the exact x (the q8_0 rounding
+ * of x: at most 0.6 * d_x per value, d_x = block amax / 127). */
+static void check_xwt(fmt_dtype dt, int64_t rows, int64_t cols, int64_t ld)
+{
+    void *wd;
+    float *wf;
+    make_w(dt, rows, ld, 31 + (uint64_t)rows, &wd, &wf);
+    enum { NB = 3 };
+    float *x = malloc(sizeof(float) * (size_t)(NB * cols)), *xq = malloc(sizeof(float) * (size_t)cols);
+    float *out = malloc(sizeof(float) * (size_t)(NB * rows)), *port = malloc(sizeof(float) * (size_t)rows);
+    float *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(cols));
+    fill(x, NB * cols, 32);
+    if (fmt_is_quant(dt))
+        x_as_q8(x, cols, xq);
+    else
+        memcpy(xq, x, sizeof(float) * (size_t)cols);
+    for (size_t s = 0; s < N_SETS; s++) {
+        if (wm_use_kernels(sets[s]) != 0)
+            continue;                          /* this CPU lacks it */
+        for (int beta = 0; beta <= 1; beta++) {
+            for (int64_t r = 0; r < rows; r++)
+                out[r] = 0.25f;
+            wm_gemm_xwt(dt, wd, ld, rows, cols, x, 1, out, rows, (float)beta, scratch);
+            for (int64_t r = 0; r < rows; r++) {
+                double e = 0, eq = 0, mag = 0, dx = 0;
+                for (int64_t c = 0; c < cols; c++) {
+                    double wv = wf[r * ld + c];
+                    e += wv * x[c];
+                    eq += wv * xq[c];
+                    mag += fabs(wv * xq[c]);
+                    dx += fabs(wv) * 0.6 / 127.0;   /* |x| < 1 in the test data */
+                }
+                double got = out[r] - 0.25 * beta;
+                if (fmt_is_quant(dt)) {
+                    assert_true(fabs(got - eq) <= 1e-5 * mag + 1e-6);
+                    assert_true(fabs(got - e) <= dx + 1e-5 * mag + 1e-6);
+                } else {
+                    assert_true(fabs(got - e) <= 1e-5 * mag + 1e-6);
+                }
+                if (s == 0 && beta == 0)
+                    port[r] = out[r];
+                else if (beta == 0)            /* a SIMD set against the portable set */
+                    assert_true(fabs(out[r] - port[r]) <= 2e-5 * mag + 1e-6);
+            }
+        }
+        /* a batch: converted rows and sgemm, x exact */
+        wm_gemm_xwt(dt, wd, ld, rows, cols, x, NB, out, rows, 0.0f, scratch);
+        for (int64_t i = 0; i < NB; i++)
+            for (int64_t r = 0; r < rows; r++) {
+                double e = 0, mag = 0;
+                for (int64_t c = 0; c < cols; c++) {
+                    e += (double)wf[r * ld + c] * x[i * cols + c];
+                    mag += fabs((double)wf[r * ld + c] * x[i * cols + c]);
+                }
+                assert_true(fabs(out[i * rows + r] - e) <= 1e-5 * mag + 1e-6);
+            }
+    }
+    use_best();
+    free(wd); free(wf); free(x); free(xq); free(out); free(port); free(scratch);
+}
+
+/* aw of every set, n = 1 and n = 3, a third of the coefficients zero: the
+ * rows behind them hold NaN, so a kernel that reads them fails the test. */
+static void check_aw(fmt_dtype dt, int64_t rows, int64_t cols, int64_t ld)
+{
+    void *wd;
+    float *wf;
+    make_w(dt, rows, ld, 41 + (uint64_t)rows, &wd, &wf);
+    enum { NB = 3 };
+    float *a = malloc(sizeof(float) * (size_t)(NB * rows)), *y = malloc(sizeof(float) * (size_t)(NB * cols));
+    float *y0 = malloc(sizeof(float) * (size_t)(NB * cols));
+    float *port = malloc(sizeof(float) * (size_t)cols), *nanrow = malloc(sizeof(float) * (size_t)ld);
+    float *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(cols));
+    fill(a, NB * rows, 42);
+    fill(y0, cols, 43);
+    for (int64_t r = 0; r < rows; r += 3)
+        a[r] = 0.0f;
+    for (int64_t c = 0; c < ld; c++)
+        nanrow[c] = NAN;
+    void *wn = malloc((size_t)fmt_bytes(dt, (uint64_t)(rows * ld)));   /* zero rows poisoned */
+    memcpy(wn, wd, (size_t)fmt_bytes(dt, (uint64_t)(rows * ld)));
+    for (int64_t r = 0; r < rows; r += 3) {
+        unsigned char *row = (unsigned char *)wn + fmt_bytes(dt, (uint64_t)(r * ld));
+        fmt_from_f32(dt, nanrow, row, (size_t)ld);
+        for (int64_t b = 0; fmt_is_quant(dt) && b < ld / FMT_QK; b++) {   /* a NaN scale per block */
+            row[b * fmt_block_bytes(dt)] = 0x00;
+            row[b * fmt_block_bytes(dt) + 1] = 0x7e;
+        }
+    }
+    for (size_t s = 0; s < N_SETS; s++) {
+        if (wm_use_kernels(sets[s]) != 0)
+            continue;
+        fill(y, cols, 43);
+        wm_gemm_aw(dt, wn, ld, rows, cols, a, rows, 1, y, scratch);
+        for (int64_t c = 0; c < cols; c++) {
+            double e = y0[c], mag = fabs(e);
+            for (int64_t r = 0; r < rows; r++)
+                if (a[r] != 0.0f) {
+                    e += (double)a[r] * wf[r * ld + c];
+                    mag += fabs((double)a[r] * wf[r * ld + c]);
+                }
+            assert_true(fabs(y[c] - e) <= 1e-5 * mag + 1e-6);
+            if (s == 0)
+                port[c] = y[c];
+            else
+                assert_true(fabs(y[c] - port[c]) <= 2e-5 * mag + 1e-6);
+        }
+        /* a batch over the unpoisoned weights */
+        fill(y, NB * cols, 44);
+        wm_gemm_aw(dt, wd, ld, rows, cols, a, rows, NB, y, scratch);
+        fill(y0, NB * cols, 44);
+        for (int64_t i = 0; i < NB; i++)
+            for (int64_t c = 0; c < cols; c++) {
+                double e = y0[i * cols + c], mag = fabs(e);
+                for (int64_t r = 0; r < rows; r++) {
+                    e += (double)a[i * rows + r] * wf[r * ld + c];
+                    mag += fabs((double)a[i * rows + r] * wf[r * ld + c]);
+                }
+                assert_true(fabs(y[i * cols + c] - e) <= 1e-5 * mag + 1e-6);
+            }
+        fill(y0, cols, 43);                    /* the next set's n == 1 reference */
+    }
+    use_best();
+    free(wd); free(wf); free(wn); free(a); free(y); free(y0); free(port); free(nanrow); free(scratch);
+}
+
+/* The two-thread split: a product large enough to be split equals, bit for
+ * bit, the same product taken in pieces too small to be split (each output
+ * is computed by one thread with the same kernel), over repeated calls. */
+static void check_split(fmt_dtype dt)
+{
+    const int64_t rows = 301, cols = 4096, ld = 4128, piece = 128;
+    assert_true(rows * cols >= WM_SPLIT_MIN && rows * piece < WM_SPLIT_MIN);
+    void *wd;
+    float *wf;
+    make_w(dt, rows, ld, 51, &wd, &wf);
+    float *x = malloc(sizeof(float) * (size_t)cols), *a = malloc(sizeof(float) * (size_t)rows);
+    float *o1 = malloc(sizeof(float) * (size_t)rows), *o2 = malloc(sizeof(float) * (size_t)rows);
+    float *y1 = malloc(sizeof(float) * (size_t)cols), *y2 = malloc(sizeof(float) * (size_t)cols);
+    float *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(cols));
+    fill(x, cols, 52);
+    fill(a, rows, 53);
+    for (int64_t r = 0; r < rows; r += 4)
+        a[r] = 0.0f;
+    for (int rep = 0; rep < 3; rep++) {        /* the helper thread is reused */
+        wm_gemm_xwt(dt, wd, ld, rows, cols, x, 1, o1, rows, 0.0f, scratch);
+        for (int64_t r = 0; r < rows; r++)
+            wm_gemm_xwt(dt, wm_at(dt, wd, ld, r, 0), ld, 1, cols, x, 1, o2 + r, 1, 0.0f, scratch);
+        assert_memory_equal(o1, o2, sizeof(float) * (size_t)rows);
+        fill(y1, cols, 54);
+        fill(y2, cols, 54);
+        wm_gemm_aw(dt, wd, ld, rows, cols, a, rows, 1, y1, scratch);
+        for (int64_t c = 0; c < cols; c += piece)
+            wm_gemm_aw(dt, wm_at(dt, wd, ld, 0, c), ld, rows, piece, a, rows, 1, y2 + c, scratch);
+        assert_memory_equal(y1, y2, sizeof(float) * (size_t)cols);
+    }
+    free(wd); free(wf); free(x); free(a); free(o1); free(o2); free(y1); free(y2); free(scratch);
+}
+
+/* odd row counts, ld > cols, below and above the split threshold, n = 1 and 3 */
+static void check_dtype(fmt_dtype dt)
+{
+    check_xwt(dt, 37, 96, 160);
+    check_aw(dt, 37, 96, 160);
+    check_xwt(dt, 301, 4096, 4128);
+    check_aw(dt, 301, 4096, 4128);
+    check_split(dt);
+}
+
+static void test_wm_f16(void **state)
+{
+    (void)state;
+    check_dtype(FMT_F16);
+    check_xwt(FMT_F16, 37, 100, 104);          /* f16 rows need not be whole 32-value blocks */
+    check_aw(FMT_F16, 37, 100, 104);
+    check_xwt(FMT_F16, 3, 7, 9);
+    check_aw(FMT_F16, 3, 7, 9);
+}
+
+static void test_wm_q8_0(void **state)
+{
+    (void)state;
+    check_dtype(FMT_Q8_0);
+}
+
+static void test_wm_q4_0(void **state)
+{
+    (void)state;
+    check_dtype(FMT_Q4_0);
+}
+
+/* The kernel sets: the default is the best the CPU has; unknown names are refused. */
+static void test_wm_sets(void **state)
+{
+    (void)state;
+    use_best();
+    const char *best = wm_kernels();
+    assert_int_equal(wm_use_kernels("portable"), 0);
+    assert_string_equal(wm_kernels(), "portable");
+    assert_int_equal(wm_use_kernels("sse9"), -ENOENT);
+    use_best();
+    assert_string_equal(wm_kernels(), best);
+}
 static void test_argmax_ties(void **state)
 {
     (void)state;
@@ -368,7 +574,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),        cmocka_unit_test(test_softmax),
-        cmocka_unit_test(test_ffn_bundles), cmocka_unit_test(test_wm_large), cmocka_unit_test(test_argmax_ties),
+        cmocka_unit_test(test_ffn_bundles), cmocka_unit_test(test_wm_f16),
+        cmocka_unit_test(test_wm_q8_0),     cmocka_unit_test(test_wm_q4_0),
+        cmocka_unit_test(test_wm_sets),     cmocka_unit_test(test_argmax_ties),
         cmocka_unit_test(test_mult_topp),   cmocka_unit_test(test_rng_seeded),
         cmocka_unit_test(test_not_a_mount),
     };

@@ -3,9 +3,13 @@
  * summary and the calibration (per-layer predictor rank, thresholds,
  * sparsity, recall, precision, predicted fraction); with --verify it checks
  * every dense tensor and every bundle against the index's xxh64 instead and
- * lists what is damaged. Reads only through layout/store.h. */
+ * lists what is damaged; with --neuron it prints one neuron's bundle
+ * dequantized to f32, from a store or from a mount's layers/NN/ffn file.
+ * Reads only through layout/store.h (and the mount's files). */
 #include "cli.h"
 #include "store.h"
+
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +17,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +29,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: " PROG " STORE_DIR\n"
             "       " PROG " --verify [-q] STORE_DIR\n"
+            "       " PROG " --neuron LAYER:ID STORE_DIR|MOUNT\n"
             "\n"
             "Print a store's hyperparameters, tokenizer, dense tensor table and per-layer\n"
             "FFN summary (with calibration data when present). The store is validated\n"
@@ -37,6 +43,13 @@ static void usage(FILE *f)
             "then a summary line; progress goes to stderr every few seconds. The store's\n"
             "cached pages are dropped first (where the kernel allows) so that the bytes\n"
             "on the device are checked, not a cached copy. -q, --quiet: no progress lines.\n"
+            "\n"
+            "--neuron LAYER:ID: print neuron ID of layer LAYER (ids as in the checkpoint,\n"
+            "whatever the slots) as f32 values: its up row, gate row (gated models) and\n"
+            "down column, dequantized for q8_0/q4_0 stores. Works on a store directory\n"
+            "and on an inflashfs mount (read from MOUNT/layers/NN/ffn). Output: a line\n"
+            "\"# layer L neuron J: DTYPE, bundle B bytes\", then one line per value,\n"
+            "\"PART<TAB>INDEX<TAB>VALUE\" (PART up, gate or down; VALUE as %%.9g).\n"
             "\n"
             "Exit status: 0 ok (--verify: nothing damaged), 1 error or damage found,\n"
             "2 usage error.\n");
@@ -121,6 +134,8 @@ static void print_ffn(const store *s)
     printf("\nFFN in ffn.bin (file %" PRIu64 " bytes, bundle %" PRId64 " bytes = %s x %" PRId64 " x %s)\n",
            store_ffn_bytes(s), store_bundle_bytes(s), hp->gated ? "(up, gate, down)" : "(up, down)", hp->d_model,
            fmt_dtype_name(store_dtype(s)));
+    printf("  dtype %s: %g bits (%g bytes) per weight\n", fmt_dtype_name(store_dtype(s)),
+           fmt_bits_per_value(store_dtype(s)), fmt_bits_per_value(store_dtype(s)) / 8.0);
     printf("  %5s %8s %12s %12s %-10s %-10s %10s %10s\n", "layer", "neurons", "offset", "bytes", "calibrated",
            "order", "mean freq", "max freq");
     for (int64_t l = 0; l < hp->n_layers; l++) {
@@ -275,13 +290,126 @@ static int verify_store(const store *s, int quiet)
     return bad_tensors || v.bad_neurons;
 }
 
+/* ---- --neuron -------------------------------------------------------------- */
+
+/* "LAYER:ID" -> 0, or -1. */
+static int parse_neuron(const char *arg, int64_t *layer, int64_t *id)
+{
+    char *end;
+    errno = 0;
+    long long l = strtoll(arg, &end, 10);
+    if (errno || end == arg || *end != ':' || l < 0)
+        return -1;
+    const char *p = end + 1;
+    long long j = strtoll(p, &end, 10);
+    if (errno || end == p || *end || j < 0)
+        return -1;
+    *layer = l;
+    *id = j;
+    return 0;
+}
+
+/* Print a bundle of type t (parts of d values each) as f32 lines. */
+static int print_bundle(const hp_config *hp, fmt_dtype t, const unsigned char *bundle, int64_t layer, int64_t id,
+                        int64_t B)
+{
+    static const char *const parts_gated[] = {"up", "gate", "down"}, *const parts_plain[] = {"up", "down"};
+    const char *const *parts = hp->gated ? parts_gated : parts_plain;
+    int n_parts = hp->gated ? 3 : 2;
+    size_t d = (size_t)hp->d_model, part_bytes = (size_t)fmt_bytes(t, d);
+    float *x = malloc(d * sizeof *x);
+    if (!x) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return 1;
+    }
+    printf("# layer %" PRId64 " neuron %" PRId64 ": %s, bundle %" PRId64 " bytes\n", layer, id, fmt_dtype_name(t), B);
+    for (int p = 0; p < n_parts; p++) {
+        fmt_to_f32(t, bundle + (size_t)p * part_bytes, x, d);
+        for (size_t i = 0; i < d; i++)
+            printf("%s\t%zu\t%.9g\n", parts[p], i, (double)x[i]);
+    }
+    free(x);
+    return 0;
+}
+
+/* --neuron on a mount: config.json gives the shape and dtype, the bundle is
+ * bytes [id*B, (id+1)*B) of layers/NN/ffn. */
+static int neuron_mount(const char *dir, int64_t layer, int64_t id)
+{
+    ierr err = IERR_INIT;
+    char *cfg_path = io_join(dir, "config.json"), *text = NULL, ffn_path[4096];
+    unsigned char *bundle = NULL;
+    size_t len;
+    hp_config hp;
+    fmt_dtype t;
+    int64_t B;
+    int rc = 1, fd = -1;
+    if (!cfg_path || io_read_file(cfg_path, 64u << 20, &text, &len, &err) ||
+        store_parse_mount_config(text, len, cfg_path, &hp, &t, &B, &err))
+        goto fail;
+    if (layer >= hp.n_layers || id >= hp.d_ffn) {
+        ierr_set(&err, -ERANGE, "%s: no neuron %" PRId64 ":%" PRId64 " (%" PRId64 " layers of %" PRId64 ")", dir,
+                 layer, id, hp.n_layers, hp.d_ffn);
+        goto fail;
+    }
+    snprintf(ffn_path, sizeof ffn_path, "%s/layers/%02" PRId64 "/ffn", dir, layer);
+    if ((fd = open(ffn_path, O_RDONLY | O_CLOEXEC)) < 0) {
+        ierr_set(&err, -errno, "%s: %s", ffn_path, strerror(errno));
+        goto fail;
+    }
+    if (!(bundle = malloc((size_t)B))) {
+        ierr_set(&err, -ENOMEM, "%s: out of memory", ffn_path);
+        goto fail;
+    }
+    if (io_pread_full(fd, bundle, (size_t)B, (uint64_t)id * (uint64_t)B, ffn_path, &err))
+        goto fail;
+    rc = print_bundle(&hp, t, bundle, layer, id, B);
+    goto done;
+fail:
+    fprintf(stderr, PROG ": %s\n", cfg_path && err.msg[0] ? err.msg : "out of memory");
+done:
+    if (fd >= 0)
+        close(fd);
+    free(bundle);
+    free(text);
+    free(cfg_path);
+    return rc;
+}
+
+/* --neuron on a store directory. */
+static int neuron_store(const store *s, int64_t layer, int64_t id)
+{
+    const hp_config *hp = store_hparams(s);
+    ierr err = IERR_INIT;
+    if (layer >= hp->n_layers || id >= hp->d_ffn) {
+        fprintf(stderr, PROG ": %s: no neuron %" PRId64 ":%" PRId64 " (%" PRId64 " layers of %" PRId64 ")\n",
+                store_dir(s), layer, id, hp->n_layers, hp->d_ffn);
+        return 1;
+    }
+    int64_t B = store_bundle_bytes(s);
+    unsigned char *bundle = malloc((size_t)B);
+    if (!bundle) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return 1;
+    }
+    int rc = 1;
+    if (store_read_bundle(s, layer, id, bundle, &err))
+        fprintf(stderr, PROG ": %s\n", err.msg);
+    else
+        rc = print_bundle(hp, store_dtype(s), bundle, layer, id, B);
+    free(bundle);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "verify", no_argument, NULL, 'V' }, { "quiet", no_argument, NULL, 'q' },
-        { "help", no_argument, NULL, 'h' },   { NULL, 0, NULL, 0 },
+        { "neuron", required_argument, NULL, 'N' }, { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
     };
-    int verify = 0, quiet = 0, c;
+    int verify = 0, quiet = 0, neuron = 0, c;
+    int64_t n_layer = 0, n_id = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":qh", opts, NULL)) != -1) {
         switch (c) {
@@ -291,6 +419,13 @@ int main(int argc, char **argv)
         case 'q':
             quiet = 1;
             break;
+        case 'N':
+            if (parse_neuron(optarg, &n_layer, &n_id)) {
+                fprintf(stderr, PROG ": --neuron %s: expected LAYER:ID (non-negative integers)\n", optarg);
+                return 2;
+            }
+            neuron = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -299,19 +434,28 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (argc - optind != 1) {
-        fprintf(stderr, PROG ": expected [--verify] STORE_DIR (usage: " PROG " [--verify] STORE_DIR; see --help)\n");
+    if (argc - optind != 1 || (verify && neuron)) {
+        fprintf(stderr, PROG ": expected [--verify | --neuron LAYER:ID] STORE_DIR (see --help)\n");
         return 2;
     }
     const char *dir = argv[optind];
     ierr err = IERR_INIT;
     store *s;
+    if (neuron) {
+        /* a mount has config.json and no index */
+        char *idx = io_join(dir, IFL_INDEX_NAME), *cfg = io_join(dir, "config.json");
+        int mount = idx && cfg && access(idx, F_OK) != 0 && access(cfg, F_OK) == 0;
+        free(idx);
+        free(cfg);
+        if (mount)
+            return neuron_mount(dir, n_layer, n_id);
+    }
     if (store_open(dir, &s, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         return 1;
     }
-    if (verify) {
-        int rc = verify_store(s, quiet);
+    if (verify || neuron) {
+        int rc = verify ? verify_store(s, quiet) : neuron_store(s, n_layer, n_id);
         store_close(s);
         return rc ? 1 : 0;
     }

@@ -133,7 +133,7 @@ typedef struct {
     const char *out;
     const char *tokdir;      /* --tokenizer */
     const char *text;        /* --text; "" = none (uniform unigram) */
-    fmt_dtype   dtype;
+    fmt_dtype   dtype;       /* --dtype: the store dtype the checkpoint is made for */
     double      sparsity;    /* target mean over layers */
     uint64_t    seed;
     int64_t     layers;      /* --layers override, 0 = the shape's */
@@ -151,6 +151,11 @@ typedef struct {
     double      spec_tau;    /* residual spectrum: variance ~ exp(-rank / tau) ... */
     double      spec_floor;  /* ... plus this fraction spread evenly over all dimensions */
 } mk_opts;
+
+/* The checkpoint's dtype: f16 or f32 as asked; for a q8_0/q4_0 store F32
+ * (safetensors has no block dtypes, so inflash-pack quantizes the
+ * generator's own f32 values, not f16-rounded ones). */
+static fmt_dtype ckpt_dtype(const mk_opts *o) { return o->dtype == FMT_F16 ? FMT_F16 : FMT_F32; }
 
 /* ---- random numbers ---------------------------------------------------------- */
 
@@ -357,7 +362,7 @@ static int plan_build(t_plan *p, const hp_config *hp, fmt_dtype dt, uint64_t sha
         e->t = ts[i];
         e->rows = ts[i].shape[0];
         e->cols = ts[i].shape[1];
-        e->bytes = (uint64_t)e->rows * (uint64_t)(e->cols ? e->cols : 1) * (size_t)fmt_block_bytes(dt);
+        e->bytes = fmt_bytes(dt, (uint64_t)e->rows * (uint64_t)(e->cols ? e->cols : 1));
     }
     free(ts);
     if (!p->t)
@@ -728,7 +733,7 @@ static int out_open_shard(mk_out *w, const t_plan *p, const char *dir, int shard
 static int out_put(mk_out *w, const float *x, size_t n, fmt_dtype dt, ierr *err)
 {
     fmt_from_f32(dt, x, w->buf, n);
-    size_t bytes = n * (size_t)fmt_block_bytes(dt);
+    size_t bytes = (size_t)fmt_bytes(dt, n);
     if (fwrite(w->buf, 1, bytes, w->f) != bytes)
         return ierr_set(err, -EIO, "%s: write error: %s", w->path, strerror(errno));
     w->written += bytes;
@@ -754,12 +759,12 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
         const double *src = e->t.weight == CKPT_UP_B ? g->bias : g->bias + hp->d_ffn;
         for (int64_t i = 0; i < e->rows; i++)
             row[i] = (float)src[i];
-        return out_put(w, row, (size_t)e->rows, g->o->dtype, err);
+        return out_put(w, row, (size_t)e->rows, ckpt_dtype(g->o), err);
     }
     if (e->cols == 0) {
         for (int64_t i = 0; i < e->rows; i++)
             gen_row(g, e, &r, i, row + i);
-        return out_put(w, row, (size_t)e->rows, g->o->dtype, err);
+        return out_put(w, row, (size_t)e->rows, ckpt_dtype(g->o), err);
     }
     if (e->t.weight == CKPT_POS_EMB) {
         /* AR(1) over the positions: p_{t+1} = a p_t + sqrt(1 - a^2) eps */
@@ -772,7 +777,7 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
             for (int64_t k = 0; k < e->cols; k++)
                 row[k] = (float)(a * prev[k] + sqrt(1 - a * a) * sd * g->sd[k] * rng_normal(&r));
             memcpy(prev, row, (size_t)e->cols * sizeof *row);
-            if ((rc = out_put(w, row, (size_t)e->cols, g->o->dtype, err)) != 0)
+            if ((rc = out_put(w, row, (size_t)e->cols, ckpt_dtype(g->o), err)) != 0)
                 return rc;
         }
         return 0;
@@ -781,7 +786,7 @@ static int gen_tensor(mk_gen *g, mk_out *w, const t_plan *p, const char *dir, si
         if (g_stop)
             return ierr_set(err, -EINTR, "interrupted");
         gen_row(g, e, &r, i, row);
-        if ((rc = out_put(w, row, (size_t)e->cols, g->o->dtype, err)) != 0)
+        if ((rc = out_put(w, row, (size_t)e->cols, ckpt_dtype(g->o), err)) != 0)
             return rc;
         if ((i & 1023) == 1023 && w->tty)
             progress(w, e->t.name, 0);
@@ -931,7 +936,7 @@ static json_t *config_json(const mk_opts *o, const hp_config *hp)
     }
     json_object_set_new(c, "tie_word_embeddings", json_true());
     json_object_set_new(c, "use_cache", json_true());
-    json_object_set_new(c, "torch_dtype", json_string(o->dtype == FMT_F16 ? "float16" : "float32"));
+    json_object_set_new(c, "torch_dtype", json_string(ckpt_dtype(o) == FMT_F16 ? "float16" : "float32"));
     json_t *s = json_object();
     json_object_set_new(s, "generator", json_string(PROG));
     json_object_set_new(s, "note", json_string("SYNTHETIC random weights with the shape of the named model; FFN "
@@ -1022,13 +1027,15 @@ static void usage(FILE *f)
             "and SYNTHETIC weights whose FFN activation statistics follow the ones measured\n"
             "on the demo model opt-relu-shakespeare (method: the comment at the top of\n"
             "tools/mkmodel.c; measure the result with inflash-actstats). Streamed: memory\n"
-            "stays at a few rows. Then: inflash-pack DIR STORE --dtype f16.\n"
+            "stays at a few rows. Then: inflash-pack DIR STORE --dtype f16 (or f32, q8_0, q4_0).\n"
             "\n"
             "  --shape NAME       opt-1.3b | opt-2.7b | opt-6.7b (OPT hidden/layers/heads/ffn\n"
             "                     2048/24/32/8192, 2560/32/32/10240, 4096/32/32/16384),\n"
             "                     llama-7b (4096/32/32/11008), tiny, tiny-llama (tests)\n"
             "  --out DIR          the checkpoint folder to create\n"
-            "  --dtype T          f16 (default) or f32\n"
+            "  --dtype T          f16 (default) or f32; q8_0 or q4_0: an F32 checkpoint for\n"
+            "                     inflash-pack --dtype q8_0|q4_0 (the shape's widths must be\n"
+            "                     multiples of 32, checked here)\n"
             "  --sparsity S       mean FFN sparsity to aim at (default 0.97)\n"
             "  --seed S           random seed (default 1)\n"
             "  --layers N         fewer (or more) layers than the shape has\n"
@@ -1306,7 +1313,7 @@ static int write_tensors(mk_gen *g, const t_plan *plan, const char *dir, ierr *e
     w.tty = isatty(2);
     if (!rc)
         fprintf(stderr, PROG ": %s%s, %" PRId64 " layers, %s, %.2f GB in %d shard%s -> %s\n", o->shape->name,
-                o->layers ? " (layers overridden)" : "", hp->n_layers, fmt_dtype_name(o->dtype),
+                o->layers ? " (layers overridden)" : "", hp->n_layers, fmt_dtype_name(ckpt_dtype(o)),
                 (double)plan->total / 1e9, plan->n_shards, plan->n_shards == 1 ? "" : "s", o->out);
     int64_t last_layer = -2;
     for (size_t i = 0; rc == 0 && i < plan->n; i++) {
@@ -1374,7 +1381,10 @@ static int run(const mk_opts *o, ierr *err)
         rc = tok_new_files(dir_file, (void *)tokdir, &tk, err);
     if (!rc) {
         shape_config(o, tk, &hp);
-        if (plan_build(&plan, &hp, o->dtype, o->shard_bytes) != 0)
+        rc = hp_check_dtype(&hp, o->dtype, o->shape->name, err);
+    }
+    if (!rc) {
+        if (plan_build(&plan, &hp, ckpt_dtype(o), o->shard_bytes) != 0)
             rc = ierr_set(err, -ENOMEM, "out of memory planning the tensors");
     }
     if (!rc)

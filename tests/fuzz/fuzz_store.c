@@ -1,14 +1,17 @@
 /* fuzz_store.c: libFuzzer target for store_open (layout/store.h): the
  * store's index.sqlite, dense.bin and ffn.bin as an attacker could leave
- * them. Two tiny valid stores are written once with storew_* (an OPT f16
- * one with GPT-2 tokenizer files, and a calibrated Llama f32 one with a
- * tokenizer.json); per input, one is copied into a work directory and
+ * them. Four tiny valid stores are written once with storew_* (an OPT f16
+ * one with GPT-2 tokenizer files, a calibrated Llama f32 one with a
+ * tokenizer.json, and the same two in q4_0 and q8_0 with d_model 32, so
+ * the reader's checks of quantized tensors and bundles are fuzzed too);
+ * per input, one is copied into a work directory and
  * changed by the operations the input spells (below), then opened, and when
  * store_open accepts it every tensor, bundle, calibration row, token, merge
  * and tokenizer file is read, the mount's config.json is made and parsed
  * again, and a tokenizer is built from the stored files.
  *
- * Input: byte 0 picks the template (bit 0); then operations, each an
+ * Input: byte 0 picks the template (bits 0-1: OPT f16, Llama f32, OPT
+ * q4_0, Llama q8_0); then operations, each an
  * opcode byte and its operands (fz_in reads 0 past the end):
  *   SET/ADD   table, column, row, value: UPDATE one cell (to a value, or
  *             by adding a small delta);
@@ -31,7 +34,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define D 8         /* d_model */
+#define D 8         /* d_model (f16/f32 templates) */
+#define QD 32       /* d_model of the quantized templates: whole blocks */
+#define N_TMPL 4
 #define F 16        /* d_ffn */
 #define NL 2        /* layers */
 #define V 12        /* vocabulary */
@@ -46,7 +51,7 @@ typedef struct {
     size_t len[F_COUNT];
 } tmpl;
 
-static tmpl  g_tmpl[2];
+static tmpl  g_tmpl[N_TMPL];
 static char *g_work;               /* the work directory */
 static char *g_path[F_COUNT];      /* its three files */
 static int   g_replaced;           /* a file of the work directory was removed or replaced */
@@ -78,8 +83,10 @@ static const char LLAMA_TOKJSON[] =
     "\"\\u2581\"}, \"content\": \" \"}, {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}, {\"type\": \"Strip\", "
     "\"content\": \" \", \"start\": 1, \"stop\": 0}]}}";
 
-static void add_tensor_f(storew *w, const char *name, fmt_dtype dt, int ndim, const int64_t *shape, float seed)
+/* A tensor of a store of dtype `store` (its own dtype by fmt_tensor_dtype). */
+static void add_tensor_f(storew *w, const char *name, fmt_dtype store, int ndim, const int64_t *shape, float seed)
 {
+    fmt_dtype dt = fmt_tensor_dtype(store, name, ndim);
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++)
         numel *= shape[i];
@@ -91,7 +98,7 @@ static void add_tensor_f(storew *w, const char *name, fmt_dtype dt, int ndim, co
     for (int64_t i = 0; i < numel; i++)
         v[i] = seed + (float)i / 16;
     fmt_from_f32(dt, v, b, (size_t)numel);
-    must(storew_add_tensor(w, name, dt, ndim, shape, b, (size_t)numel * (size_t)fmt_block_bytes(dt), &err), &err);
+    must(storew_add_tensor(w, name, dt, ndim, shape, b, (size_t)fmt_bytes(dt, (uint64_t)numel), &err), &err);
     free(v);
     free(b);
 }
@@ -105,26 +112,30 @@ static void sql(sqlite3 *db, const char *s)
     }
 }
 
-static void make_template(const char *dir, int llama, tmpl *out)
+/* Template k: bit 0 Llama (else OPT), bit 1 quantized (OPT q4_0, Llama q8_0). */
+static void make_template(const char *dir, int k, tmpl *out)
 {
+    const int llama = k & 1, quant = k & 2;
+    const int64_t d = quant ? QD : D;
     hp_config hp = {
-        .family = llama ? HP_LLAMA : HP_OPT, .d_model = D, .n_layers = NL, .n_heads = 2,
+        .family = llama ? HP_LLAMA : HP_OPT, .d_model = d, .n_layers = NL, .n_heads = 2,
         .n_kv_heads = llama ? 1 : 2, .d_ffn = F, .vocab_size = V, .max_pos = 32, .pos_offset = llama ? 0 : 2,
         .norm_eps = 1e-5, .rope_theta = llama ? 10000 : 0, .act = llama ? ACT_FN_SILU : ACT_FN_RELU, .gated = llama,
         .tie_embeddings = 1, .bos_id = llama ? 1 : 0, .eos_id = 2, .pad_id = llama ? -1 : 1,
     };
-    const char *cfg = llama
-        ? "{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 16, \"num_hidden_layers\": 2, "
+    const char *cfg_fmt = llama
+        ? "{\"model_type\": \"llama\", \"hidden_size\": %d, \"intermediate_size\": 16, \"num_hidden_layers\": 2, "
           "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"vocab_size\": 12, "
           "\"max_position_embeddings\": 32, \"rms_norm_eps\": 1e-05, \"hidden_act\": \"silu\", "
           "\"tie_word_embeddings\": true, \"bos_token_id\": 1, \"eos_token_id\": 2}"
-        : "{\"model_type\": \"opt\", \"hidden_size\": 8, \"ffn_dim\": 16, \"num_hidden_layers\": 2, "
+        : "{\"model_type\": \"opt\", \"hidden_size\": %d, \"ffn_dim\": 16, \"num_hidden_layers\": 2, "
           "\"num_attention_heads\": 2, \"vocab_size\": 12, \"max_position_embeddings\": 32, "
           "\"activation_function\": \"relu\", \"bos_token_id\": 0, \"eos_token_id\": 2, \"pad_token_id\": 1}";
-    fmt_dtype dt = llama ? FMT_F32 : FMT_F16;
+    fmt_dtype dt = quant ? (llama ? FMT_Q8_0 : FMT_Q4_0) : llama ? FMT_F32 : FMT_F16;
     storew *w;
     ierr err = IERR_INIT;
-    char path[4096];
+    char path[4096], cfg[1024];
+    snprintf(cfg, sizeof cfg, cfg_fmt, (int)d);
 
     must(storew_new(dir, 1, &w, &err), &err);
     must(storew_set_hparams(w, &hp, dt, &err), &err);
@@ -144,26 +155,27 @@ static void make_template(const char *dir, int llama, tmpl *out)
         must(storew_add_tokfile(w, "vocab.json", OPT_VOCAB, sizeof OPT_VOCAB - 1, &err), &err);
         must(storew_add_tokfile(w, "merges.txt", OPT_MERGES, sizeof OPT_MERGES - 1, &err), &err);
     }
-    int64_t s_emb[2] = { V, D }, s_norm[1] = { D }, s_a[2] = { RANK, D }, s_b[2] = { F, RANK }, s_c[1] = { F };
+    int64_t s_emb[2] = { V, d }, s_norm[1] = { d }, s_a[2] = { RANK, d }, s_b[2] = { F, RANK }, s_c[1] = { F };
     add_tensor_f(w, "model.embed_tokens.weight", dt, 2, s_emb, 0.5f);
     add_tensor_f(w, "model.norm.weight", dt, 1, s_norm, 1.0f);
-    add_tensor_f(w, "scalar", FMT_F32, 0, NULL, 3.5f);
+    add_tensor_f(w, "scalar", dt, 0, NULL, 3.5f);
     if (llama)
         for (int l = 0; l < NL; l++) {
             char name[STORE_PRED_NAME_MAX];
             store_pred_name(name, l, 'A');
-            add_tensor_f(w, name, FMT_F32, 2, s_a, 0.25f);
+            add_tensor_f(w, name, dt, 2, s_a, 0.25f);
             store_pred_name(name, l, 'B');
-            add_tensor_f(w, name, FMT_F32, 2, s_b, -0.25f);
+            add_tensor_f(w, name, dt, 2, s_b, -0.25f);
             store_pred_name(name, l, 'c');
-            add_tensor_f(w, name, FMT_F32, 1, s_c, 0.125f);
+            add_tensor_f(w, name, dt, 1, s_c, 0.125f);
         }
-    unsigned char bundle[3 * D * 4];
+    unsigned char bundle[3 * QD * 4];
+    const size_t bundle_bytes = (size_t)hp_bundle_bytes(&hp, dt);   /* any bytes are valid blocks */
     for (int l = 0; l < NL; l++) {
         must(storew_begin_layer(w, l, F, &err), &err);
         for (int j = 0; j < F; j++) {
-            for (size_t k = 0; k < sizeof bundle; k++)
-                bundle[k] = (unsigned char)(l * 31 + j * 7 + k);
+            for (size_t i = 0; i < bundle_bytes; i++)
+                bundle[i] = (unsigned char)(l * 31 + j * 7 + (int)i);
             must(storew_add_bundle(w, bundle, &err), &err);
         }
     }
@@ -206,7 +218,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     char *base = fz_tmpdir("fuzz-store"), path[4096];
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < N_TMPL; k++) {
         snprintf(path, sizeof path, "%s/tmpl%d", base, k);
         make_template(path, k, &g_tmpl[k]);
     }
@@ -416,7 +428,9 @@ static void read_store(const store *s)
     }
     for (size_t i = 0; i < store_tensor_count(s); i++) {
         const store_tensor *t = store_tensor_at(s, i);
-        size_t n = (size_t)(t->bytes / (size_t)fmt_block_bytes(t->dtype));
+        size_t n = 1;                        /* values, not blocks */
+        for (int k = 0; k < t->ndim; k++)
+            n *= (size_t)t->shape[k];
         float *f = malloc((n ? n : 1) * sizeof *f);
         if (!f)
             abort();
@@ -494,7 +508,7 @@ static void read_store(const store *s)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_in in = { data, size };
-    const tmpl *tp = &g_tmpl[fz_u8(&in) & 1];
+    const tmpl *tp = &g_tmpl[fz_u8(&in) % N_TMPL];
     store *s;
     ierr err = IERR_INIT;
 

@@ -1,0 +1,75 @@
+/* kernel.h: the single-vector kernels behind client/weight_matrix.h, one set
+ * per instruction set (kernel_portable.c, kernel_avx2.c, kernel_avx512.c),
+ * picked at run time by weight_matrix.c from the CPU's features. Private to
+ * the client: callers use weight_matrix.h.
+ *
+ * Every kernel is a plain function of its arguments (no state), so two
+ * threads may run the same kernel on disjoint outputs at once.
+ *
+ * Quantized kernels see the activation vector as q8_0 blocks (kern_xq):
+ * block b holds q[32b .. 32b+32) with scale d[b]. Integer block sums are
+ * exact, so two kernel sets differ only in the order their float sums are
+ * taken (weight_matrix.h states the tolerance). */
+#ifndef INFLASH_KERNEL_H
+#define INFLASH_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* An activation vector quantized to q8_0 blocks (quant_q8_0's blocks, split
+ * into arrays). Lives in the caller's scratch for one product. */
+typedef struct {
+    const int8_t  *q;       /* [nblk * 32] the int8 values */
+    const float   *d;       /* [nblk] block scales (the f16 scale as f32) */
+    const int32_t *s8;      /* [nblk] -8 * sum of the block's q: a q4_0 nibble's offset, folded in */
+} kern_xq;
+
+/* W is `rows` rows; a row starts ldb bytes after the previous one.
+ * f16 kernels: cols values per row; quantized kernels: nblk blocks per row. */
+typedef struct {
+    const char *name;       /* "portable", "avx2", "avx512" */
+    /* out[r] = beta*out[r] + W[r] . x (beta 0 or 1); NULL: the BLAS path */
+    void (*xwt_f16)(const void *w, size_t ldb, int64_t rows, int64_t cols, const float *x, float *out, float beta);
+    /* y[c] += sum_r a[r] * W[r][c], rows with a[r] == 0 skipped; NULL: the BLAS path */
+    void (*aw_f16)(const void *w, size_t ldb, int64_t rows, int64_t cols, const float *a, float *y);
+    /* out[r] = beta*out[r] + sum_b dw[r][b] * x.d[b] * sum_i q[r][b][i] * x.q[b][i] */
+    void (*xwt_q8)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta);
+    void (*xwt_q4)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta);
+    /* y[32b + i] += sum_r (a[r] * dw[r][b]) * q[r][b][i], rows with a[r] == 0 skipped */
+    void (*aw_q8)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y);
+    void (*aw_q4)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y);
+} kern_set;
+
+extern const kern_set kern_portable;
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KERN_X86 1
+extern const kern_set kern_avx2;     /* needs AVX2, FMA, F16C */
+extern const kern_set kern_avx512;   /* needs those and AVX-512 F, BW, VL, VNNI */
+#endif
+
+/* Rows gathered per pass over y by the aw kernels (several rows share one
+ * load and store of each y vector). */
+#define KERN_AW_ROWS 8
+
+/* The aw kernels' row grouping: the next (up to KERN_AW_ROWS) rows with a
+ * non-zero coefficient from *r on, their addresses into p and coefficients
+ * into c; advances *r past them and returns how many (0: no rows left). */
+static inline int kern_gather_rows(const void *w, size_t ldb, int64_t rows, const float *a, int64_t *r,
+                                   const unsigned char **p, float *c)
+{
+    int k = 0;
+    for (; *r < rows && k < KERN_AW_ROWS; ++*r)
+        if (a[*r] != 0.0f) {
+            p[k] = (const unsigned char *)w + (size_t)*r * ldb;
+            c[k++] = a[*r];
+        }
+    return k;
+}
+
+/* The f16 scale of a quantized block as f32 (little-endian, unaligned). */
+static inline uint16_t kern_scale_bits(const unsigned char *block)
+{
+    return (uint16_t)(block[0] | block[1] << 8);
+}
+
+#endif
