@@ -1,7 +1,13 @@
 # bench/lib.sh: what the benchmark drivers (run.sh, warm.sh) share: the list
 # of store dtypes, reading a store's metadata, and making one store per dtype
-# from one synthetic checkpoint. Sourced, not run; the caller sets prog, BIN
-# and log/die (run.sh's conventions) before using it.
+# from one synthetic checkpoint, and the command-line helpers. Sourced, not
+# run; the caller sets prog (its name in messages) and BIN (the programs).
+
+die() { echo "$prog: $*" >&2; exit 1; }
+usage_error() { echo "$prog: $*" >&2; echo "try: $prog --help" >&2; exit 2; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# need OPTION ARGS...: OPTION has a value
+need() { [ $# -ge 2 ] || usage_error "$1 needs a value"; }
 
 # the dtypes a benchmark store may have (inflash-pack --dtype)
 BENCH_DTYPES="f32 f16 q8_0 q4_0"

@@ -65,10 +65,6 @@ Exit status: 0 ok, 1 failure, 2 usage error.
 EOF
 }
 
-die() { echo "$prog: $*" >&2; exit 1; }
-usage_error() { echo "$prog: $*" >&2; echo "try: $prog --help" >&2; exit 2; }
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-
 BIN=${INFLASH_BIN:-$here/build/bin}
 . "$here/bench/lib.sh"
 SHARED=${INFLASH_SHARED:-$here/../shared}
@@ -77,7 +73,6 @@ prompt=128 gen=64 dense_gen="" window=4 tau_shift=0 budget_frac=0.5 budget_mib="
 configs=naive,mmap,inflash,direct,device,quality out=$here/bench/results quick=0
 dev_sizes=4k,16k,64k,256k,1m,4m dev_qd=1,4,16,32 dev_seconds=2
 
-need() { [ $# -ge 2 ] || usage_error "$1 needs a value"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --shape) need "$@"; shape=$2; shift 2 ;;
