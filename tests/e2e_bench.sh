@@ -7,7 +7,12 @@
 # (naive, mmap, inflash, direct and quality per dtype, device once) on the
 # tiny f16 and q4_0 stores packed from one checkpoint, and its results.json,
 # results.md and data files are checked for completeness; a single-dtype run
-# on the q4_0 store (--store) keeps the results.json shape it always had. Needs root (page
+# on the q4_0 store (--store) keeps the results.json shape it always had.
+# bench/warm.sh --quick runs the tiny Llama per dtype (with inflash-kbench
+# when built). With INFLASH_LLAMA_CPP set to a llama.cpp tree with a build
+# (and a python3 with numpy), bench/to_gguf.py converts the shared tiny
+# Llama checkpoint and must give exactly the tensors of llama.cpp's own
+# tiny-llama-f32.gguf, and warm.sh --quick --llama-cpp runs llama.cpp beside. Needs root (page
 # cache drop, cgroup memory cap), /dev/fuse and python3.
 set -euo pipefail
 
@@ -134,4 +139,50 @@ assert "| direct |" in md and "| q4_0 |" not in md
 PY
 rc=0; bash "$INFLASH_SRC/bench/run.sh" --dtype f16,q5 >/dev/null 2>&1 || rc=$?
 [ "$rc" = 2 ] || fail "bad --dtype: exit $rc, want 2"
+
+llama=${INFLASH_LLAMA_CPP:-}
+pynum=""
+for p in python3 /usr/bin/python3; do "$p" -c "import numpy" >/dev/null 2>&1 && { pynum=$p; break; }; done
+if [ -n "$llama" ] && [ -n "$pynum" ]; then
+    echo "== bench/to_gguf.py: the shared tiny Llama gives llama.cpp's own GGUF tensors"
+    PYTHONPATH=$llama/gguf-py timeout 120 "$pynum" "$INFLASH_SRC/bench/to_gguf.py" \
+        "$INFLASH_SHARED/models/gguf/hf" "$tmp/tl.gguf" --outtype f32 || fail "to_gguf.py"
+    PYTHONPATH=$llama/gguf-py "$pynum" - "$tmp/tl.gguf" "$INFLASH_SHARED/models/gguf/tiny-llama-f32.gguf" <<'PY' ||
+import sys
+import gguf
+import numpy as np
+a, b = ({t.name: t for t in gguf.GGUFReader(p).tensors} for p in sys.argv[1:3])
+assert set(a) == set(b), set(a) ^ set(b)
+for n in b:
+    assert np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data)), n
+PY
+        fail "to_gguf.py: tensors differ from tiny-llama-f32.gguf"
+else
+    echo "== (INFLASH_LLAMA_CPP unset or no numpy: to_gguf.py and llama.cpp not checked)"
+    llama=""
+fi
+
+echo "== bench/warm.sh --quick${llama:+ --llama-cpp}"
+timeout 300 env ${pynum:+PYNUM=$pynum} bash "$INFLASH_SRC/bench/warm.sh" --quick ${llama:+--llama-cpp "$llama"} \
+    --work "$tmp/warm" --out "$tmp/warm-results" > "$tmp/warm.txt" 2> "$tmp/warm.err" ||
+    { tail -20 "$tmp/warm.err" >&2; fail "bench/warm.sh --quick"; }
+python3 - "$tmp/warm-results" "$llama" <<'PY' || fail "warm results"
+import json, os, sys
+d = json.load(open(os.path.join(sys.argv[1], "warm.json")))
+assert set(d["dtypes"]) == {"f16", "q8_0", "q4_0"}, d["dtypes"].keys()
+w = {dt: f["weight_bytes_per_token"] for dt, f in d["dtypes"].items()}
+assert w["q4_0"] < w["q8_0"] < w["f16"], w
+for dt, f in d["dtypes"].items():
+    i = f["inflash"]
+    assert i["source"] == "mmap" and i["dtype"] == dt and i["ms_median"] > 0 and i["prefill_ms"] > 0, (dt, i)
+    if d["kbench"]:
+        assert f["limit_ms"] > 0 and f["ratio_to_limit"] > 0 and f["prefill_share_of_sgemm"] > 0, (dt, f)
+    if sys.argv[2]:
+        assert f["llama_cpp"]["decode_ms"] > 0 and f["llama_cpp"]["prefill_s"] > 0, (dt, f["llama_cpp"])
+if sys.argv[2]:
+    c = d["greedy_check"]
+    assert c["prompt_ids_agree"] and c["greedy_agree"], c
+md = open(os.path.join(sys.argv[1], "warm.md")).read()
+assert "| q4_0 |" in md and "synthetic" in md.lower()
+PY
 echo "e2e_bench: OK"
