@@ -38,6 +38,9 @@ typedef struct {
     /* y[32b + i] += sum_r (a[r] * dw[r][b]) * q[r][b][i], rows with a[r] == 0 skipped */
     void (*aw_q8)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y);
     void (*aw_q4)(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y);
+    /* dst[0 .. 32 nblk) = the blocks at src in f32, exactly (q * d): rows for the batch path */
+    void (*dequant_q8)(const void *src, float *dst, int64_t nblk);
+    void (*dequant_q4)(const void *src, float *dst, int64_t nblk);
 } kern_set;
 
 extern const kern_set kern_portable;
@@ -66,10 +69,55 @@ static inline int kern_gather_rows(const void *w, size_t ldb, int64_t rows, cons
     return k;
 }
 
-/* The f16 scale of a quantized block as f32 (little-endian, unaligned). */
+/* The drivers both SIMD sets share, over the set's own always-inline row
+ * functions: ROWS(w, ldb, R, q4, len, x, out, beta) takes R = 4 or 1 rows
+ * (q4: 0 q8_0, 1 q4_0, ignored for f16), AWQ(w, ldb, q4, rows, nblk, a, y)
+ * the down columns. ATTR is the set's target attribute. */
+#define KERN_XWT_DRIVER(ATTR, NAME, ROWS, XT, Q4)                                                                 \
+    ATTR static void NAME(const void *wv, size_t ldb, int64_t rows, int64_t len, XT x, float *out, float beta) \
+    {                                                                                                          \
+        const unsigned char *w = wv;                                                                           \
+        int64_t r = 0;                                                                                         \
+        for (; r + 4 <= rows; r += 4)                                                                          \
+            ROWS(w + (size_t)r * ldb, ldb, 4, Q4, len, x, out + r, beta);                                      \
+        for (; r < rows; r++)                                                                                  \
+            ROWS(w + (size_t)r * ldb, ldb, 1, Q4, len, x, out + r, beta);                                      \
+    }
+#define KERN_AW_DRIVER(ATTR, NAME, AWQ, Q4)                                                                       \
+    ATTR static void NAME(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y)     \
+    {                                                                                                          \
+        AWQ(w, ldb, Q4, rows, nblk, a, y);                                                                     \
+    }
+
+/* The f16 scale bits of a quantized block (little-endian, unaligned). */
 static inline uint16_t kern_scale_bits(const unsigned char *block)
 {
     return (uint16_t)(block[0] | block[1] << 8);
 }
+
+/* out = s (beta 0) or out + s (beta 1) */
+static inline void kern_put(float *o, float s, float beta)
+{
+    *o = beta != 0.0f ? *o + s : s;
+}
+
+#ifdef KERN_X86
+#include <immintrin.h>
+
+/* Helpers of both SIMD sets (inlined into their kernels, whose targets
+ * include these). */
+__attribute__((target("avx,f16c"), always_inline)) static inline float kern_scale(const unsigned char *block)
+{
+    return _cvtsh_ss(kern_scale_bits(block));
+}
+
+__attribute__((target("avx,f16c"), always_inline)) static inline float kern_hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
 
 #endif

@@ -7,41 +7,25 @@
 #include "kernel.h"
 
 #ifdef KERN_X86
-#include <immintrin.h>
-
 #include "format.h"
 
 #define T __attribute__((target("avx2,fma,f16c")))
 #define TI __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
-
-TI float hsum(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 TI __m256 f16x8(const uint16_t *p)
 {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-TI float scale(const unsigned char *blk)
-{
-    return _cvtsh_ss(kern_scale_bits(blk));
-}
-
-TI void put(float *o, float s, float beta)
-{
-    *o = beta != 0.0f ? *o + s : s;
-}
-
 /* ---- f16 ---------------------------------------------------------------- */
 
 /* R rows (R = 4 or 1) at once: each x vector is loaded once for all of them. */
-TI void xwt_f16_rows(const uint16_t *w, size_t ld, int R, int64_t cols, const float *x, float *out, float beta)
+TI void xwt_f16_rows(const unsigned char *wb, size_t ldb, int R, int q4, int64_t cols, const float *x, float *out,
+                     float beta)
 {
+    const uint16_t *w = (const uint16_t *)wb;
+    size_t ld = ldb / 2;
+    (void)q4;
     __m256 a0[4], a1[4];
     for (int k = 0; k < R; k++)
         a0[k] = a1[k] = _mm256_setzero_ps();
@@ -59,23 +43,14 @@ TI void xwt_f16_rows(const uint16_t *w, size_t ld, int R, int64_t cols, const fl
             a0[k] = _mm256_fmadd_ps(f16x8(w + k * ld + c), x0, a0[k]);
     }
     for (int k = 0; k < R; k++) {
-        float s = hsum(_mm256_add_ps(a0[k], a1[k]));
+        float s = kern_hsum8(_mm256_add_ps(a0[k], a1[k]));
         for (int64_t i = c; i < cols; i++)
             s += _cvtsh_ss(w[k * ld + i]) * x[i];
-        put(out + k, s, beta);
+        kern_put(out + k, s, beta);
     }
 }
 
-T static void xwt_f16(const void *wv, size_t ldb, int64_t rows, int64_t cols, const float *x, float *out, float beta)
-{
-    const uint16_t *w = wv;
-    size_t ld = ldb / 2;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        xwt_f16_rows(w + r * ld, ld, 4, cols, x, out + r, beta);
-    for (; r < rows; r++)
-        xwt_f16_rows(w + r * ld, ld, 1, cols, x, out + r, beta);
-}
+KERN_XWT_DRIVER(T, xwt_f16, xwt_f16_rows, const float *, 0)
 
 T static void aw_f16(const void *w, size_t ldb, int64_t rows, int64_t cols, const float *a, float *y)
 {
@@ -152,32 +127,15 @@ TI void xwt_q_rows(const unsigned char *w, size_t ldb, int R, int q4, int64_t nb
                 __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
                 s = dot_us(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
             }
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scale(blk) * x->d[b]), acc[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(kern_scale(blk) * x->d[b]), acc[k]);
         }
     }
     for (int k = 0; k < R; k++)
-        put(out + k, hsum(acc[k]), beta);
+        kern_put(out + k, kern_hsum8(acc[k]), beta);
 }
 
-T static void xwt_q8(const void *wv, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta)
-{
-    const unsigned char *w = wv;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 4, 0, nblk, x, out + r, beta);
-    for (; r < rows; r++)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 1, 0, nblk, x, out + r, beta);
-}
-
-T static void xwt_q4(const void *wv, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta)
-{
-    const unsigned char *w = wv;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 4, 1, nblk, x, out + r, beta);
-    for (; r < rows; r++)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 1, 1, nblk, x, out + r, beta);
-}
+KERN_XWT_DRIVER(T, xwt_q8, xwt_q_rows, const kern_xq *, 0)
+KERN_XWT_DRIVER(T, xwt_q4, xwt_q_rows, const kern_xq *, 1)
 
 TI __m256 i8x8(const unsigned char *p)
 {
@@ -205,7 +163,7 @@ TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, cons
             float off = 0.0f;                      /* q4: -8 * sum of the scales, added once */
             for (int k = 0; k < n; k++) {
                 const unsigned char *blk = p[k] + (size_t)b * bb;
-                float s = co[k] * scale(blk);
+                float s = co[k] * kern_scale(blk);
                 __m256 sv = _mm256_set1_ps(s);
                 if (q4) {
                     __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(0x0f);
@@ -230,15 +188,32 @@ TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, cons
         }
 }
 
-T static void aw_q8(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y)
+KERN_AW_DRIVER(T, aw_q8, aw_q, 0)
+KERN_AW_DRIVER(T, aw_q4, aw_q, 1)
+
+T static void dequant_q8(const void *src, float *dst, int64_t nblk)
 {
-    aw_q(w, ldb, 0, rows, nblk, a, y);
+    const unsigned char *blk = src;
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q8_0_BYTES, dst += FMT_QK) {
+        __m256 d = _mm256_set1_ps(kern_scale(blk));
+        for (int i = 0; i < 4; i++)
+            _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(i8x8(blk + 2 + 8 * i), d));
+    }
 }
 
-T static void aw_q4(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y)
+T static void dequant_q4(const void *src, float *dst, int64_t nblk)
 {
-    aw_q(w, ldb, 1, rows, nblk, a, y);
+    const unsigned char *blk = src;
+    const __m128i m = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q4_0_BYTES, dst += FMT_QK) {
+        __m256 d = _mm256_set1_ps(kern_scale(blk));
+        __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2));
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m), eight), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m), eight);
+        __m128i v[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int i = 0; i < 4; i++)
+            _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v[i])), d));
+    }
 }
 
-const kern_set kern_avx2 = {"avx2", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4};
+const kern_set kern_avx2 = {"avx2", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4, dequant_q8, dequant_q4};
 #endif

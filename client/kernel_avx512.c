@@ -6,25 +6,15 @@
 #include "kernel.h"
 
 #ifdef KERN_X86
-#include <immintrin.h>
-
 #include "format.h"
 
 #define TGT "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 #define T __attribute__((target(TGT)))
 #define TI __attribute__((target(TGT), always_inline)) static inline
 
-TI float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 TI float hsum16(__m512 v)
 {
-    return hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    return kern_hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
 
 TI __m512 f16x16(const uint16_t *p)
@@ -32,20 +22,14 @@ TI __m512 f16x16(const uint16_t *p)
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
-TI float scale(const unsigned char *blk)
-{
-    return _cvtsh_ss(kern_scale_bits(blk));
-}
-
-TI void put(float *o, float s, float beta)
-{
-    *o = beta != 0.0f ? *o + s : s;
-}
-
 /* ---- f16 ---------------------------------------------------------------- */
 
-TI void xwt_f16_rows(const uint16_t *w, size_t ld, int R, int64_t cols, const float *x, float *out, float beta)
+TI void xwt_f16_rows(const unsigned char *wb, size_t ldb, int R, int q4, int64_t cols, const float *x, float *out,
+                     float beta)
 {
+    const uint16_t *w = (const uint16_t *)wb;
+    size_t ld = ldb / 2;
+    (void)q4;
     __m512 a0[4], a1[4];
     __m256 t[4];
     for (int k = 0; k < R; k++) {
@@ -66,23 +50,14 @@ TI void xwt_f16_rows(const uint16_t *w, size_t ld, int R, int64_t cols, const fl
             t[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k * ld + c))), x0, t[k]);
     }
     for (int k = 0; k < R; k++) {
-        float s = hsum16(_mm512_add_ps(a0[k], a1[k])) + hsum8(t[k]);
+        float s = hsum16(_mm512_add_ps(a0[k], a1[k])) + kern_hsum8(t[k]);
         for (int64_t i = c; i < cols; i++)
             s += _cvtsh_ss(w[k * ld + i]) * x[i];
-        put(out + k, s, beta);
+        kern_put(out + k, s, beta);
     }
 }
 
-T static void xwt_f16(const void *wv, size_t ldb, int64_t rows, int64_t cols, const float *x, float *out, float beta)
-{
-    const uint16_t *w = wv;
-    size_t ld = ldb / 2;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        xwt_f16_rows(w + r * ld, ld, 4, cols, x, out + r, beta);
-    for (; r < rows; r++)
-        xwt_f16_rows(w + r * ld, ld, 1, cols, x, out + r, beta);
-}
+KERN_XWT_DRIVER(T, xwt_f16, xwt_f16_rows, const float *, 0)
 
 T static void aw_f16(const void *w, size_t ldb, int64_t rows, int64_t cols, const float *a, float *y)
 {
@@ -148,77 +123,88 @@ TI void xwt_q_rows(const unsigned char *w, size_t ldb, int R, int q4, int64_t nb
                 __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
                 s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
             }
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scale(blk) * x->d[b]), acc[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(kern_scale(blk) * x->d[b]), acc[k]);
         }
     }
     for (int k = 0; k < R; k++)
-        put(out + k, hsum8(acc[k]), beta);
+        kern_put(out + k, kern_hsum8(acc[k]), beta);
 }
 
-T static void xwt_q8(const void *wv, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta)
-{
-    const unsigned char *w = wv;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 4, 0, nblk, x, out + r, beta);
-    for (; r < rows; r++)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 1, 0, nblk, x, out + r, beta);
-}
+KERN_XWT_DRIVER(T, xwt_q8, xwt_q_rows, const kern_xq *, 0)
+KERN_XWT_DRIVER(T, xwt_q4, xwt_q_rows, const kern_xq *, 1)
 
-T static void xwt_q4(const void *wv, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta)
-{
-    const unsigned char *w = wv;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 4, 1, nblk, x, out + r, beta);
-    for (; r < rows; r++)
-        xwt_q_rows(w + (size_t)r * ldb, ldb, 1, 1, nblk, x, out + r, beta);
-}
-
-TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, const float *a, float *y)
+/* Blocks [b, b+B) of y (B = 2 or 1) over n gathered rows: 2B independent
+ * chains of FMAs (one chain per row would wait on the FMA latency). */
+TI void aw_q_blocks(const unsigned char *const *p, const float *co, int n, int q4, int64_t b, int B, float *y)
 {
     const size_t bb = q4 ? FMT_Q4_0_BYTES : FMT_Q8_0_BYTES;
+    const __m512 nib = _mm512_set_ps(7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8);   /* nibble - 8 */
+    __m512 yv[4];
+    for (int j = 0; j < 2 * B; j++)
+        yv[j] = _mm512_loadu_ps(y + b * FMT_QK + 16 * j);
+    for (int k = 0; k < n; k++)
+        for (int j = 0; j < B; j++) {
+            const unsigned char *blk = p[k] + (size_t)(b + j) * bb;
+            float s = co[k] * kern_scale(blk);
+            __m512 sv = _mm512_set1_ps(s);
+            __m512 v0, v1;
+            if (q4) {                              /* byte i: value i (low nibble), value i + 16 (high) */
+                __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)));
+                v0 = _mm512_permutexvar_ps(z, nib);    /* the index's low 4 bits: the low nibble */
+                v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), nib);
+            } else {
+                v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+                v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+            }
+            yv[2 * j] = _mm512_fmadd_ps(v0, sv, yv[2 * j]);
+            yv[2 * j + 1] = _mm512_fmadd_ps(v1, sv, yv[2 * j + 1]);
+        }
+    for (int j = 0; j < 2 * B; j++)
+        _mm512_storeu_ps(y + b * FMT_QK + 16 * j, yv[j]);
+}
+
+/* y two blocks at a time, up to KERN_AW_ROWS rows per pass (q4: 0 q8_0, 1 q4_0) */
+TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, const float *a, float *y)
+{
     const unsigned char *p[KERN_AW_ROWS];
     float co[KERN_AW_ROWS];
     int64_t r = 0;
     int n;
-    while ((n = kern_gather_rows(w, ldb, rows, a, &r, p, co)) > 0)
-        for (int64_t b = 0; b < nblk; b++) {
-            float *yb = y + b * FMT_QK;
-            __m512 y0 = _mm512_loadu_ps(yb), y1 = _mm512_loadu_ps(yb + 16);
-            float off = 0.0f;                      /* q4: -8 * sum of the scales, added once */
-            for (int k = 0; k < n; k++) {
-                const unsigned char *blk = p[k] + (size_t)b * bb;
-                float s = co[k] * scale(blk);
-                __m512 sv = _mm512_set1_ps(s);
-                if (q4) {
-                    __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(0x0f);
-                    __m128i lo = _mm_and_si128(raw, m), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
-                    y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), sv, y0);
-                    y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), sv, y1);
-                    off -= 8.0f * s;
-                } else {
-                    __m128i q0 = _mm_loadu_si128((const __m128i *)(blk + 2));
-                    __m128i q1 = _mm_loadu_si128((const __m128i *)(blk + 18));
-                    y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), sv, y0);
-                    y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), sv, y1);
-                }
-            }
-            __m512 ov = _mm512_set1_ps(off);
-            _mm512_storeu_ps(yb, _mm512_add_ps(y0, ov));
-            _mm512_storeu_ps(yb + 16, _mm512_add_ps(y1, ov));
+    while ((n = kern_gather_rows(w, ldb, rows, a, &r, p, co)) > 0) {
+        int64_t b = 0;
+        for (; b + 2 <= nblk; b += 2)
+            aw_q_blocks(p, co, n, q4, b, 2, y);
+        if (b < nblk)
+            aw_q_blocks(p, co, n, q4, b, 1, y);
+    }
+}
+
+KERN_AW_DRIVER(T, aw_q8, aw_q, 0)
+KERN_AW_DRIVER(T, aw_q4, aw_q, 1)
+
+T static void dequant_q8(const void *src, float *dst, int64_t nblk)
+{
+    const unsigned char *blk = src;
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q8_0_BYTES, dst += FMT_QK) {
+        __m512 d = _mm512_set1_ps(kern_scale(blk));
+        for (int i = 0; i < 2; i++) {
+            __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2 + 16 * i)));
+            _mm512_storeu_ps(dst + 16 * i, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d));
         }
+    }
 }
 
-T static void aw_q8(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y)
+T static void dequant_q4(const void *src, float *dst, int64_t nblk)
 {
-    aw_q(w, ldb, 0, rows, nblk, a, y);
+    const unsigned char *blk = src;
+    const __m512 nib = _mm512_set_ps(7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8);   /* nibble - 8 */
+    for (int64_t b = 0; b < nblk; b++, blk += FMT_Q4_0_BYTES, dst += FMT_QK) {
+        __m512 d = _mm512_set1_ps(kern_scale(blk));
+        __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)));
+        _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_permutexvar_ps(z, nib), d));
+        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), nib), d));
+    }
 }
 
-T static void aw_q4(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y)
-{
-    aw_q(w, ldb, 1, rows, nblk, a, y);
-}
-
-const kern_set kern_avx512 = {"avx512", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4};
+const kern_set kern_avx512 = {"avx512", xwt_f16, aw_f16, xwt_q8, xwt_q4, aw_q8, aw_q4, dequant_q8, dequant_q4};
 #endif

@@ -5,6 +5,7 @@
 #include "kernel.h"
 
 #include "format.h"
+#include "quant.h"
 
 static float row_dot_q8(const unsigned char *wr, int64_t nblk, const kern_xq *x)
 {
@@ -34,20 +35,23 @@ static float row_dot_q4(const unsigned char *wr, int64_t nblk, const kern_xq *x)
     return acc;
 }
 
-static void xwt_q8(const void *w, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta)
+static void xwt_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, const kern_xq *x, float *out,
+                  float beta)
 {
     for (int64_t r = 0; r < rows; r++) {
-        float s = row_dot_q8((const unsigned char *)w + (size_t)r * ldb, nblk, x);
-        out[r] = beta != 0.0f ? out[r] + s : s;
+        const unsigned char *wr = (const unsigned char *)w + (size_t)r * ldb;
+        kern_put(out + r, q4 ? row_dot_q4(wr, nblk, x) : row_dot_q8(wr, nblk, x), beta);
     }
+}
+
+static void xwt_q8(const void *w, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta)
+{
+    xwt_q(w, ldb, 0, rows, nblk, x, out, beta);
 }
 
 static void xwt_q4(const void *w, size_t ldb, int64_t rows, int64_t nblk, const kern_xq *x, float *out, float beta)
 {
-    for (int64_t r = 0; r < rows; r++) {
-        float s = row_dot_q4((const unsigned char *)w + (size_t)r * ldb, nblk, x);
-        out[r] = beta != 0.0f ? out[r] + s : s;
-    }
+    xwt_q(w, ldb, 1, rows, nblk, x, out, beta);
 }
 
 static void aw_q8(const void *w, size_t ldb, int64_t rows, int64_t nblk, const float *a, float *y)
@@ -83,4 +87,14 @@ static void aw_q4(const void *w, size_t ldb, int64_t rows, int64_t nblk, const f
     }
 }
 
-const kern_set kern_portable = {"portable", NULL, NULL, xwt_q8, xwt_q4, aw_q8, aw_q4};
+static void dq8(const void *src, float *dst, int64_t nblk)
+{
+    dequant_q8_0(src, dst, (size_t)nblk * FMT_QK);
+}
+
+static void dq4(const void *src, float *dst, int64_t nblk)
+{
+    dequant_q4_0(src, dst, (size_t)nblk * FMT_QK);
+}
+
+const kern_set kern_portable = {"portable", NULL, NULL, xwt_q8, xwt_q4, aw_q8, aw_q4, dq8, dq4};

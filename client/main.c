@@ -38,6 +38,7 @@ typedef struct {
     const char *stats_file;   /* --stats */
     const char *dump_logits;  /* --dump-logits (hidden, for tests) */
     const char *prompt_ids;   /* --prompt-ids (hidden: ids instead of text) */
+    const char *dump_ids;     /* --dump-ids (hidden, for tests): the scored documents' ids */
     int64_t     n_gen;        /* -n */
     double      temperature;  /* -t */
     double      top_p;        /* --top-p */
@@ -819,6 +820,7 @@ typedef struct {
     model    *dm;        /* --compare-dense: dense twin with a resident FFN, or NULL */
     float    *logits;    /* [m->s.max_batch][vocab] */
     float    *dlogits;   /* [max_pos][vocab] when dm */
+    FILE     *ids_out;   /* --dump-ids: one line of ids per scored document, or NULL */
     int32_t  *buf;       /* [max_pos] */
     double    nll, dnll;
     cli_stats st;        /* tokens = scored, agree = top-1 agreements with dm */
@@ -880,12 +882,16 @@ static int score_stream(ppl_run *R, const int32_t *ids, int64_t n, ierr *err)
     return 0;
 }
 
-/* Tokenize one document and score it (score_stream). */
+/* Tokenize one document and score it (score_stream); with --dump-ids,
+ * first write its ids (BOS not included) as one line, so that a reference
+ * (scripts/ref/store_ref.py) can score the same tokens. */
 static int score_text(ppl_run *R, const tok *tk, const char *text, size_t len, ierr *err)
 {
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = tok_encode(tk, text, len, &ids, &n, err);
+    for (size_t i = 0; rc == 0 && R->ids_out && n > 0 && i < n; i++)
+        fprintf(R->ids_out, i + 1 < n ? "%d " : "%d\n", (int)ids[i]);
     if (rc == 0 && n > 0)
         rc = score_stream(R, ids, (int64_t)n, err);
     free(ids);
@@ -930,6 +936,8 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
     if (rc == 0 && (!(R.logits = malloc((size_t)(R.m->s.max_batch * c->vocab_size) * sizeof *R.logits)) ||
                     !(R.buf = malloc((size_t)c->max_pos * sizeof *R.buf))))
         rc = ierr_set(err, -ENOMEM, "out of memory");
+    if (rc == 0 && o->dump_ids && !(R.ids_out = fopen(o->dump_ids, "w")))
+        rc = ierr_set(err, -errno, "%s: %s", o->dump_ids, strerror(errno));
     if (rc == 0 && !o->ppl_per_line)
         rc = score_text(&R, tk, text, len, err);
     for (size_t a = 0; rc == 0 && o->ppl_per_line && a < len;) {
@@ -940,6 +948,8 @@ static int perplexity(const cli_opts *o, source *src, const tok *tk, ierr *err)
         rc = score_text(&R, tk, text + a, e - a, err);
         a = next;
     }
+    if (R.ids_out && fclose(R.ids_out) != 0 && rc == 0)
+        rc = ierr_set(err, -EIO, "%s: write error", o->dump_ids);
     int64_t count = R.st.tokens;
     if (rc < 0) {
         ierr_wrap(err, rc, "%s", o->ppl_file);
@@ -991,7 +1001,8 @@ static int real_opt(const char *v, double lo, double hi, double *out, const char
 }
 
 enum { O_TOPP = 256, O_SEED, O_IDS, O_MODE, O_STATS, O_THREADS, O_PPL, O_RESIDENT, O_STORE, O_DUMP, O_PIDS, O_PERLINE,
-       O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP, O_TAU, O_SPECIAL, O_BATCH };
+       O_WINDOW, O_BUDGET, O_RECALL, O_CMPDENSE, O_READERS, O_MMAP, O_TAU, O_SPECIAL, O_BATCH,
+       O_DUMPIDS };
 
 static const struct option cli_longs[] = {
     {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
@@ -1001,7 +1012,7 @@ static const struct option cli_longs[] = {
     {"stats", required_argument, 0, O_STATS}, {"threads", required_argument, 0, O_THREADS},
     {"perplexity", required_argument, 0, O_PPL}, {"dense-resident", no_argument, 0, O_RESIDENT},
     {"store", required_argument, 0, O_STORE}, {"dump-logits", required_argument, 0, O_DUMP},
-    {"prompt-ids", required_argument, 0, O_PIDS},
+    {"prompt-ids", required_argument, 0, O_PIDS}, {"dump-ids", required_argument, 0, O_DUMPIDS},
     {"per-line", no_argument, 0, O_PERLINE}, {"help", no_argument, 0, 'h'},
     {"window", required_argument, 0, O_WINDOW}, {"dram-budget", required_argument, 0, O_BUDGET},
     {"check-recall", no_argument, 0, O_RECALL}, {"compare-dense", no_argument, 0, O_CMPDENSE},
@@ -1069,6 +1080,7 @@ static int set_option(cli_opts *o, int ch, const char *v)
     case O_STORE: o->store_dir = v; break;
     case O_DUMP: o->dump_logits = v; break;
     case O_PIDS: o->prompt_ids = v; break;
+    case O_DUMPIDS: o->dump_ids = v; break;
     case O_PERLINE: o->ppl_per_line = 1; break;
     case O_WINDOW: return int_opt(v, 1, 1024, &o->window, "--window", "1..1024 tokens");
     case O_BUDGET:
@@ -1106,6 +1118,7 @@ static int check_combinations(const cli_opts *o)
          "--window, --dram-budget, --check-recall, --compare-dense, --readers and --threshold-shift go with "
          "--mode oracle or predict"},
         {o->compare_dense && !o->ppl_file, "--compare-dense goes with --perplexity"},
+        {o->dump_ids && !o->ppl_file, "--dump-ids goes with --perplexity"},
         {o->mmap && (!o->store_dir || o->mode != CLI_DENSE || o->dense_resident),
          "--mmap goes with --store and --mode dense (not --dense-resident)"},
         {o->dense_resident && o->mode != CLI_DENSE, "--dense-resident goes with --mode dense"},

@@ -8,7 +8,6 @@
 #include <cblas.h>
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -92,20 +91,12 @@ const char *wm_kernels(void)
 
 int64_t wm_scratch_floats(int64_t cols)
 {
-    return (int64_t)WM_BLOCK * (cols > FMT_QK ? cols : FMT_QK);
+    return 2 * (int64_t)WM_BLOCK * (cols > FMT_QK ? cols : FMT_QK);   /* a block of rows per thread */
 }
 
 void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, float *dst)
 {
     fmt_to_f32(dt, wm_at(dt, w, ld, r, 0), dst, (size_t)cols);
-}
-
-/* Rows [r0, r0+nb) of W as f32 into scratch [nb][cols]. */
-static void convert_block(fmt_dtype dt, const void *w, int64_t ld, int64_t r0, int64_t nb, int64_t cols,
-                          float *scratch)
-{
-    for (int64_t r = 0; r < nb; r++)
-        wm_row(dt, w, ld, r0 + r, cols, scratch + r * cols);
 }
 
 /* x[0..cols) as q8_0 blocks (quant_q8_0's blocks, unpacked) in scratch,
@@ -129,25 +120,61 @@ static kern_xq quantize_x(const float *x, int64_t cols, float *scratch)
     return (kern_xq){q, d, s8};
 }
 
-/* ---- one job: a kernel call over rows (xwt) or columns (aw) ---------------------- */
+/* ---- one job: part of a product, over rows (xwt) or columns (aw) ------------------ */
 
 typedef struct {
-    const kern_set *k;
-    fmt_dtype    dt;                 /* FMT_F16, FMT_Q8_0 or FMT_Q4_0 */
-    int          aw;                 /* 0: out = W x, 1: y += a W */
+    const kern_set *k;               /* the kernel set */
+    fmt_dtype    dt;
+    int          aw;                 /* 0: out = x W^T, 1: y += a W */
     const void  *w;
     size_t       ldb;                /* row stride in bytes */
-    int64_t      rows, cols;         /* cols in values (a multiple of 32 when quantized) */
-    const float *x;                  /* xwt: x (f16); aw: a */
-    const kern_xq *xq;               /* xwt, quantized: x as q8_0 blocks */
-    float       *out;                /* xwt: out; aw: y */
-    float        beta;
+    int64_t      rows, cols;         /* cols in values (whole 32-value groups when quantized) */
+    int64_t      n;                  /* vectors: 1 runs a kernel, more convert rows and call sgemm */
+    const float *x;                  /* xwt: x [n][cols]; aw: a [n][lda] */
+    int64_t      lda;                /* aw: a's row stride */
+    const kern_xq *xq;               /* xwt, n == 1, quantized: x as q8_0 blocks */
+    float       *out;                /* xwt: out [n][ldo]; aw: y [n][ldo] */
+    int64_t      ldo;
+    float        beta;               /* xwt: 0 or 1 */
+    float       *scratch;            /* converted rows: WM_BLOCK rows of cols floats for this part */
+    int          kernel;             /* 1: a single-vector kernel of k; 0: converted rows */
 } wm_job;
+
+/* f32 rows from scratch ([nb][cols], or [nb][ncols] for aw) through OpenBLAS */
+static void batch_run(const wm_job *j)
+{
+    for (int64_t r0 = 0; r0 < j->rows; r0 += WM_BLOCK) {
+        int64_t nb = j->rows - r0 < WM_BLOCK ? j->rows - r0 : WM_BLOCK;
+        for (int64_t r = 0; r < nb; r++) {
+            const unsigned char *src = (const unsigned char *)j->w + (size_t)(r0 + r) * j->ldb;
+            float *dst = j->scratch + r * j->cols;
+            if (j->dt == FMT_Q8_0)
+                j->k->dequant_q8(src, dst, j->cols / FMT_QK);
+            else if (j->dt == FMT_Q4_0)
+                j->k->dequant_q4(src, dst, j->cols / FMT_QK);
+            else
+                fmt_to_f32(j->dt, src, dst, (size_t)j->cols);
+        }
+        if (!j->aw && j->n == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)j->cols, 1.0f, j->scratch, (int)j->cols, j->x,
+                        1, j->beta, j->out + r0, 1);
+        else if (!j->aw)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)nb, (int)j->cols, 1.0f, j->x,
+                        (int)j->cols, j->scratch, (int)j->cols, j->beta, j->out + r0, (int)j->ldo);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->n, (int)j->cols, (int)nb, 1.0f,
+                        j->x + r0, (int)j->lda, j->scratch, (int)j->cols, 1.0f, j->out, (int)j->ldo);
+    }
+}
 
 static void run_job(const wm_job *j)
 {
     const kern_set *k = j->k;
     int64_t nb = j->cols / FMT_QK;
+    if (j->n > 1 || !j->kernel) {
+        batch_run(j);
+        return;
+    }
     switch (j->dt) {
     case FMT_F16:
         if (j->aw)
@@ -172,13 +199,13 @@ static void run_job(const wm_job *j)
     }
 }
 
-/* ---- a second core for the single-vector kernels ---------------------------------- */
+/* ---- a second core ------------------------------------------------------------------- */
 
 /* One helper thread runs the second half of a large product while the
  * caller runs the first. Created on first use, lives until exit; it sleeps
  * on a condition variable between jobs (no spinning). `busy` makes
  * concurrent callers fall back to one thread. Each output element is
- * computed by one thread with the same kernel either way, so a split
+ * computed by one thread with the same code either way, so a split
  * product equals the unsplit one bit for bit. */
 static struct {
     pthread_mutex_t busy;            /* held by the one caller using the helper */
@@ -222,26 +249,29 @@ static void pool_start(void)
 }
 
 /* Run job j split in two by rows (xwt) or by whole 32-value column groups
- * (aw): the helper takes the second part. 0 if it did not split. */
+ * (aw): the helper takes the second part (and the second half of the
+ * scratch). 0 if it did not split. */
 static int split_run(const wm_job *j)
 {
-    if (j->rows * j->cols < WM_SPLIT_MIN || (j->aw && j->cols < 2 * FMT_QK))
+    if (j->rows * j->cols * j->n < WM_SPLIT_MIN || (j->aw && j->cols < 2 * FMT_QK))
         return 0;
     pthread_once(&pool_once, pool_start);
     if (!P.ok || pthread_mutex_trylock(&P.busy) != 0)
         return 0;
     wm_job a = *j, b = *j;
-    if (!j->aw) {                    /* rows: out[r] are independent */
+    if (!j->aw) {                    /* rows: out[.][r] are independent */
         a.rows = j->rows / 2;
         b.rows = j->rows - a.rows;
         b.w = (const unsigned char *)j->w + (size_t)a.rows * j->ldb;
         b.out = j->out + a.rows;
-    } else {                         /* columns: y[c] are independent */
+    } else {                         /* columns: y[.][c] are independent */
         a.cols = (j->cols / 2) & ~(int64_t)(FMT_QK - 1);
         b.cols = j->cols - a.cols;
         b.w = (const unsigned char *)j->w + fmt_bytes(j->dt, (uint64_t)a.cols);
         b.out = j->out + a.cols;
     }
+    if (j->scratch)
+        b.scratch = j->scratch + (int64_t)WM_BLOCK * j->cols;
     pthread_mutex_lock(&P.mu);
     P.job = b;
     uint64_t g = ++P.gen;
@@ -256,35 +286,28 @@ static int split_run(const wm_job *j)
     return 1;
 }
 
-/* ---- OpenBLAS's threads --------------------------------------------------------------- */
-
-/* OpenBLAS's worker threads spin (sched_yield) for a while after each
- * threaded call. While single vectors run on our kernels and helper, the
- * caller's small OpenBLAS calls between them (attention over the KV cache)
- * would wake those workers hundreds of times per token and keep them
- * spinning against the helper; so during single-vector work OpenBLAS runs
- * on the calling thread alone, and batches give it back the thread count
- * it had when first seen here. */
-static atomic_int blas_mode;        /* 0 unknown, 1 batch (all threads), 2 single vectors (one thread) */
-static int blas_threads;            /* openblas_get_num_threads() when first seen */
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-
-static void blas_probe(void)
+static void run_split(const wm_job *j)
 {
-    blas_threads = openblas_get_num_threads();
+    if (!split_run(j))
+        run_job(j);
 }
 
-static void blas_mode_set(int mode)
+/* ---- OpenBLAS's threads ------------------------------------------------------------------ */
+
+/* Products on non-f32 weights bring their own second core (the helper), so
+ * they set OpenBLAS to one thread (and keep it there: each such product
+ * checks, cheaply): its worker threads spin
+ * (sched_yield) for a while after each threaded call, and the caller's
+ * small OpenBLAS calls between our products (attention over the KV cache,
+ * hundreds per token) would keep them spinning against the helper. f32
+ * weights leave OpenBLAS as it is (they are all OpenBLAS). */
+static void blas_single(void)
 {
-    if (atomic_load_explicit(&blas_mode, memory_order_relaxed) == mode)
-        return;
-    pthread_once(&blas_once, blas_probe);
-    if (blas_threads > 1)
-        openblas_set_num_threads(mode == 2 ? 1 : blas_threads);
-    atomic_store_explicit(&blas_mode, mode, memory_order_relaxed);
+    if (openblas_get_num_threads() > 1)
+        openblas_set_num_threads(1);
 }
 
-/* ---- the products ------------------------------------------------------------------ */
+/* ---- the products -------------------------------------------------------------------------- */
 
 /* The f32 products with OpenBLAS (ld: row stride of w). */
 static void blas_xwt(const float *w, int64_t ld, int64_t rows, int64_t cols, const float *x, int64_t n, float *out,
@@ -307,24 +330,25 @@ static void blas_aw(const float *w, int64_t ld, int64_t rows, int64_t cols, cons
                     (int)ld, 1.0f, y, (int)cols);
 }
 
-/* One vector with a kernel of the current set (split over two cores when
- * large). 0 if the set has no kernel for dt (the caller converts rows). */
-static int single(fmt_dtype dt, int aw, const void *w, int64_t ld, int64_t rows, int64_t cols, const float *x,
-                  float *out, float beta, float *scratch)
+/* The job for a product on non-f32 weights: a kernel when n == 1 and the
+ * set has one for dt (x quantized into scratch for a quantized xwt), else
+ * converted rows. */
+static wm_job job_for(fmt_dtype dt, int aw, const void *w, int64_t ld, int64_t rows, int64_t cols, const float *x,
+                      int64_t n, int64_t lda, float *out, int64_t ldo, float beta, float *scratch, kern_xq *xq)
 {
     const kern_set *k = kernels();
-    if (dt == FMT_F16 ? !k->xwt_f16 : !fmt_is_quant(dt))
-        return 0;
-    blas_mode_set(2);
-    kern_xq xq;
-    wm_job j = {k, dt, aw, w, (size_t)fmt_bytes(dt, (uint64_t)ld), rows, cols, x, NULL, out, beta};
-    if (fmt_is_quant(dt) && !aw) {
-        xq = quantize_x(x, cols, scratch);
-        j.xq = &xq;
+    blas_single();
+    wm_job j = {k, dt, aw, w, (size_t)fmt_bytes(dt, (uint64_t)ld), rows, cols, n, x, lda, NULL, out, ldo, beta,
+                scratch, 0};
+    if (n == 1 && (dt == FMT_F16 ? k->xwt_f16 != NULL : fmt_is_quant(dt))) {
+        j.kernel = 1;
+        j.scratch = NULL;
+        if (fmt_is_quant(dt) && !aw) {
+            *xq = quantize_x(x, cols, scratch);
+            j.xq = xq;
+        }
     }
-    if (!split_run(&j))
-        run_job(&j);
-    return 1;
+    return j;
 }
 
 void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
@@ -336,15 +360,9 @@ void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t 
         blas_xwt(w, ld, rows, cols, x, n, out, ldo, beta);
         return;
     }
-    if (n == 1 && single(dt, 0, w, ld, rows, cols, x, out, beta, scratch))
-        return;
-    if (n > 1)
-        blas_mode_set(1);
-    for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
-        int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
-        convert_block(dt, w, ld, r0, nb, cols, scratch);
-        blas_xwt(scratch, cols, nb, cols, x, n, out + r0, ldo, beta);
-    }
+    kern_xq xq;
+    wm_job j = job_for(dt, 0, w, ld, rows, cols, x, n, cols, out, ldo, beta, scratch, &xq);
+    run_split(&j);
 }
 
 void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
@@ -356,27 +374,23 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
         blas_aw(w, ld, rows, cols, a, lda, n, y);
         return;
     }
-    if (n == 1 && single(dt, 1, w, ld, rows, cols, a, y, 1.0f, scratch))
-        return;
-    if (n == 1) {                    /* the rows with a non-zero coefficient, WM_BLOCK at a time */
-        float ac[WM_BLOCK];
-        int64_t nb = 0;
-        for (int64_t r = 0; r < rows; r++) {
-            if (a[r] != 0.0f) {
-                wm_row(dt, w, ld, r, cols, scratch + nb * cols);
-                ac[nb++] = a[r];
-            }
-            if (nb == WM_BLOCK || (r == rows - 1 && nb > 0)) {
-                blas_aw(scratch, cols, nb, cols, ac, 1, 1, y);
-                nb = 0;
-            }
-        }
+    kern_xq xq;
+    wm_job j = job_for(dt, 1, w, ld, rows, cols, a, n, lda, y, cols, 1.0f, scratch, &xq);
+    if (j.kernel || n > 1) {
+        run_split(&j);
         return;
     }
-    blas_mode_set(1);
-    for (int64_t r0 = 0; r0 < rows; r0 += WM_BLOCK) {
-        int64_t nb = rows - r0 < WM_BLOCK ? rows - r0 : WM_BLOCK;
-        convert_block(dt, w, ld, r0, nb, cols, scratch);
-        blas_aw(scratch, cols, nb, cols, a + r0, lda, n, y);
+    /* one vector without a kernel: the rows with a non-zero coefficient, WM_BLOCK at a time */
+    float ac[WM_BLOCK];
+    int64_t nb = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (a[r] != 0.0f) {
+            wm_row(dt, w, ld, r, cols, scratch + nb * cols);
+            ac[nb++] = a[r];
+        }
+        if (nb == WM_BLOCK || (r == rows - 1 && nb > 0)) {
+            blas_aw(scratch, cols, nb, cols, ac, 1, 1, y);
+            nb = 0;
+        }
     }
 }

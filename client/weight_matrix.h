@@ -10,20 +10,25 @@
  *     is a sum over blocks of d_w * d_x * (integer dot product). f16 weights
  *     on a CPU without F16C, and bf16, take the batch path.
  *   - batches (n > 1): rows converted to f32 WM_BLOCK at a time into the
- *     caller's scratch and handed to OpenBLAS's sgemm.
+ *     caller's scratch (the kernel set's dequantizers for q8_0/q4_0) and
+ *     handed to OpenBLAS's sgemm; large batches split over two cores too
+ *     (rows for xwt, columns for aw), each thread with its own half of the
+ *     scratch.
  *
  * Accuracy: integer block sums are exact, so the SIMD kernels and the
  * portable ones differ only in the order (and fusing) of the float sums:
- * |simd - portable| <= 1e-5 * sum_b |d_w d_x isum_b| per output (the tests
+ * |simd - portable| <= 2e-5 * sum_b |d_w d_x isum_b| per output (the tests
  * check this). The quantized single-vector products carry the q8_0
  * rounding of x (as llama.cpp's do): relative to the exact product of the
- * stored weights and x, an error of about 0.5/127 of each block's largest
- * |x| per value.
+ * stored weights and x, an error of at most about 0.6 * d_x (d_x = the
+ * block's largest |x| / 127) per value, times |w|. Dequantization is exact.
  *
- * OpenBLAS threads: single-vector products on non-f32 weights set
- * OpenBLAS to one thread (its workers would otherwise spin between the
- * caller's small OpenBLAS calls while our helper thread needs the core);
- * the next batch product restores the count OpenBLAS had when first seen.
+ * OpenBLAS threads: every product on non-f32 weights sets OpenBLAS to one
+ * thread (it checks each time; cheap). These products bring their own
+ * second core, and OpenBLAS's worker threads spin (sched_yield) for a
+ * while after each threaded call, so the caller's small OpenBLAS calls
+ * between products (attention over the KV cache) kept them spinning
+ * against our helper. f32 weights leave OpenBLAS as it is.
  *
  * A weight matrix is `rows` rows of `cols` values, row r starting
  * ld values after row r-1 (ld >= cols), e.g. the up rows of a neuron
@@ -41,13 +46,14 @@
 
 #include "format.h"
 
-/* Rows converted per block on the batch path. */
-#define WM_BLOCK 32
-/* rows * cols (values) from which a single-vector product is split over two threads */
+/* Rows converted per block (per thread) on the batch path. */
+#define WM_BLOCK 128
+/* rows * cols * n (values) from which a product is split over two threads */
 #define WM_SPLIT_MIN ((int64_t)1 << 20)
 
 /* Floats of scratch the calls below need for matrices of `cols` columns
- * (batches: WM_BLOCK converted rows; one quantized vector: x as q8_0 blocks). */
+ * (batches: WM_BLOCK converted rows per thread, 2 * WM_BLOCK * cols;
+ * one quantized vector: x as q8_0 blocks, less). */
 int64_t wm_scratch_floats(int64_t cols);
 
 /* out[i][r] = beta * out[i][r] + sum_c x[i][c] * W[r][c]

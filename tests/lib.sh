@@ -62,6 +62,14 @@ mnt() {
     fi
 }
 
+# shakespeare_split: $T/train.txt = the first 90% of tinyshakespeare (bytes
+# [0, 1003857): what the demo models were trained on, the calibration text)
+# and $T/heldout.txt = the rest (the held-out text of their READMEs).
+shakespeare_split() {
+    head -c 1003857 "$DATA/tinyshakespeare.txt" >"$T/train.txt"
+    tail -c +1003858 "$DATA/tinyshakespeare.txt" >"$T/heldout.txt"
+}
+
 # T_ CMD...: CMD under `timeout $STEP` (STEP: seconds per step, default 120).
 T_() { timeout "${STEP:-120}" "$@"; }
 

@@ -50,18 +50,15 @@ static void bundle_of(int layer, int j, unsigned char *out)
     fmt_from_f32(FMT_F32, v, out, 2 * D);
 }
 
-static void write_store(const char *dir)
+/* A store writer at dir with hp in dtype t, its metadata and tokenizer
+ * written (force: replace an existing dir). */
+static storew *begin_store(const char *dir, const hp_config *hp, fmt_dtype t, int force)
 {
     storew *w;
     ierr err = IERR_INIT;
-    hp_config hp = {
-        .family = HP_OPT, .d_model = D, .n_layers = L, .n_heads = 2, .n_kv_heads = 2, .d_ffn = F,
-        .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = ACT_FN_RELU,
-        .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
-    };
-    if (storew_new(dir, 0, &w, &err))
+    if (storew_new(dir, force, &w, &err))
         fail_msg("%s", err.msg);
-    assert_int_equal(storew_set_hparams(w, &hp, FMT_F32, &err), 0);
+    assert_int_equal(storew_set_hparams(w, hp, t, &err), 0);
     assert_int_equal(storew_set_meta(w, "hf_config", hf_config, &err), 0);
     assert_int_equal(storew_set_meta(w, "tokenizer", "gpt2-bpe", &err), 0);
     assert_int_equal(storew_set_meta(w, "source_dtype", "F32", &err), 0);
@@ -71,6 +68,18 @@ static void write_store(const char *dir)
     }
     assert_int_equal(storew_add_tokfile(w, "vocab.json", vocab, sizeof vocab - 1, &err), 0);
     assert_int_equal(storew_add_tokfile(w, "merges.txt", "#version: 0.2\n", 14, &err), 0);
+    return w;
+}
+
+static void write_store(const char *dir)
+{
+    ierr err = IERR_INIT;
+    hp_config hp = {
+        .family = HP_OPT, .d_model = D, .n_layers = L, .n_heads = 2, .n_kv_heads = 2, .d_ffn = F,
+        .vocab_size = V, .max_pos = 32, .pos_offset = 2, .norm_eps = 1e-5, .act = ACT_FN_RELU,
+        .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
+    };
+    storew *w = begin_store(dir, &hp, FMT_F32, 0);
     float emb[V * D];
     for (int i = 0; i < V * D; i++)
         emb[i] = (float)i / 8;
@@ -102,6 +111,21 @@ static void sql(const char *dir, const char *stmt)
     sqlite3_close(db);
 }
 
+/* Reverse layer 1's slots of the store at dir (nf neurons of bb bytes): the
+ * bundles stay where they are, so each neuron takes the checksum of the
+ * bundle now at its slot. */
+static void reverse_layer1(const char *dir, int64_t nf, int64_t bb)
+{
+    char stmt[1024];
+    snprintf(stmt, sizeof stmt,
+             "UPDATE neurons SET slot = %lld - slot, offset = (SELECT offset FROM layers WHERE layer = 1)"
+             " + (%lld - slot) * %lld WHERE layer = 1;"
+             "CREATE TEMP TABLE sums AS SELECT id, xxh64 FROM neurons WHERE layer = 1;"
+             "UPDATE neurons SET xxh64 = (SELECT sums.xxh64 FROM sums WHERE sums.id = %lld - neurons.id)"
+             " WHERE layer = 1;", (long long)nf - 1, (long long)nf - 1, (long long)bb, (long long)nf - 1);
+    sql(dir, stmt);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -109,18 +133,8 @@ static int setup(void **state)
         return -1;
     snprintf(g_store, sizeof g_store, "%s/store", g_dir);
     write_store(g_store);
-    /* reverse layer 1's slots (the bundles stay where they are, so each
-     * neuron takes the checksum of the bundle now at its slot); frequencies
-     * for layer 1 */
-    char stmt[1024];
-    snprintf(stmt, sizeof stmt,
-             "UPDATE neurons SET slot = %d - slot, offset = (SELECT offset FROM layers WHERE layer = 1)"
-             " + (%d - slot) * %lld WHERE layer = 1;"
-             "CREATE TEMP TABLE sums AS SELECT id, xxh64 FROM neurons WHERE layer = 1;"
-             "UPDATE neurons SET xxh64 = (SELECT sums.xxh64 FROM sums WHERE sums.id = %d - neurons.id)"
-             " WHERE layer = 1;"
-             "UPDATE neurons SET freq = id / 2048.0 WHERE layer = 1;", F - 1, F - 1, (long long)B, F - 1);
-    sql(g_store, stmt);
+    reverse_layer1(g_store, F, B);
+    sql(g_store, "UPDATE neurons SET freq = id / 2048.0 WHERE layer = 1;");   /* frequencies for layer 1 */
     return 0;
 }
 
@@ -492,7 +506,6 @@ static void test_options(void **state)
  * reversed; returns B. Values: a ramp per neuron, so every block differs. */
 static int64_t write_qstore(const char *dir, fmt_dtype t, int gated)
 {
-    storew *w;
     ierr err = IERR_INIT;
     hp_config hp = {
         .family = gated ? HP_LLAMA : HP_OPT, .d_model = QD, .n_layers = L, .n_heads = 32, .n_kv_heads = 32,
@@ -501,18 +514,7 @@ static int64_t write_qstore(const char *dir, fmt_dtype t, int gated)
         .tie_embeddings = 1, .bos_id = 1, .eos_id = 2, .pad_id = -1,
     };
     int64_t bb = hp_bundle_bytes(&hp, t), parts = gated ? 3 : 2;
-    if (storew_new(dir, 1, &w, &err))
-        fail_msg("%s", err.msg);
-    assert_int_equal(storew_set_hparams(w, &hp, t, &err), 0);
-    assert_int_equal(storew_set_meta(w, "hf_config", hf_config, &err), 0);
-    assert_int_equal(storew_set_meta(w, "tokenizer", "gpt2-bpe", &err), 0);
-    assert_int_equal(storew_set_meta(w, "source_dtype", "F32", &err), 0);
-    for (int i = 0; i < V; i++) {
-        char piece[2] = { (char)('a' + i), 0 };
-        assert_int_equal(storew_add_token(w, i, piece, 1, 0, 0, &err), 0);
-    }
-    assert_int_equal(storew_add_tokfile(w, "vocab.json", vocab, sizeof vocab - 1, &err), 0);
-    assert_int_equal(storew_add_tokfile(w, "merges.txt", "#version: 0.2\n", 14, &err), 0);
+    storew *w = begin_store(dir, &hp, t, 1);
     float *x = malloc((size_t)(V * QD) * sizeof *x);
     unsigned char *q = malloc((size_t)fmt_bytes(t, V * QD)), *b = malloc((size_t)bb);
     assert_non_null(x);
@@ -539,14 +541,7 @@ static int64_t write_qstore(const char *dir, fmt_dtype t, int gated)
     free(x);
     free(q);
     free(b);
-    char stmt[1024];
-    snprintf(stmt, sizeof stmt,
-             "UPDATE neurons SET slot = %d - slot, offset = (SELECT offset FROM layers WHERE layer = 1)"
-             " + (%d - slot) * %lld WHERE layer = 1;"
-             "CREATE TEMP TABLE sums AS SELECT id, xxh64 FROM neurons WHERE layer = 1;"
-             "UPDATE neurons SET xxh64 = (SELECT sums.xxh64 FROM sums WHERE sums.id = %d - neurons.id)"
-             " WHERE layer = 1;", QF - 1, QF - 1, (long long)bb, QF - 1);
-    sql(dir, stmt);
+    reverse_layer1(dir, QF, bb);
     return bb;
 }
 

@@ -258,6 +258,28 @@ static void test_shape(void **state)
     assert_int_equal(nmat_new(10, 1, 0, 0, FMT_F32, &m, &e), -EINVAL);
     assert_int_equal(nmat_new((int64_t)INT32_MAX + 1, 1, 1, 0, FMT_F32, &m, &e), -EINVAL);
     assert_int_equal(nmat_new(10, 5, INT64_MAX / 2, 0, FMT_F32, &m, &e), -EINVAL);
+
+    /* quantized rows: a row is the bundle's blocks; d_model whole blocks only */
+    assert_true(nmat_row_bytes(2 * 64, FMT_Q8_0) == 4u * 34u);
+    assert_true(nmat_row_bytes(3 * 64, FMT_Q4_0) == 6u * 18u);
+    assert_true(nmat_row_bytes(48, FMT_Q8_0) == UINT64_MAX);
+    assert_true(nmat_bytes(10, 48, FMT_Q4_0, 20) == UINT64_MAX);
+    assert_int_equal(nmat_new(20, 10, 64, 1, FMT_Q4_0, &m, &e), 0);
+    assert_int_equal(nmat_dtype(m), FMT_Q4_0);
+    assert_int_equal(nmat_row_size(m), 6 * 18);
+    assert_int_equal(nmat_stride(m), 3 * 64);
+    unsigned char bundle[6 * 18];
+    void *row;
+    for (size_t i = 0; i < sizeof bundle; i++)
+        bundle[i] = (unsigned char)i;
+    assert_int_equal(nmat_insert(m, 7, bundle, &e), 0);
+    assert_int_equal(nmat_reserve(m, 3, &row, &e), 0);
+    assert_ptr_equal(row, (const unsigned char *)nmat_data(m) + sizeof bundle);
+    assert_int_equal(nmat_delete(m, 7, &e), 0);                 /* row 1 moves into row 0 */
+    assert_int_equal(nmat_row_of(m, 3), 0);
+    nmat_free(m);
+    assert_int_equal(nmat_new(20, 10, 48, 0, FMT_Q8_0, &m, &e), -EINVAL);
+    assert_int_equal(nmat_new(20, 10, 64, 0, FMT_BF16, &m, &e), -EINVAL);
 }
 
 /* The FFN use: a matrix-vector product over the used rows through the base

@@ -425,6 +425,25 @@ static void test_convert_tail(void **state)
         free(buf);
         free(h);
     }
+    /* quantized: n whole blocks of q8_0 / q4_0 at the tail, dequantized in place */
+    fmt_dtype qt[] = {FMT_Q8_0, FMT_Q4_0};
+    for (size_t q = 0; q < 2; q++) {
+        size_t n = 3 * 1024 + 64, bytes = (size_t)fmt_bytes(qt[q], n);
+        float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want), *buf = malloc(n * sizeof *buf);
+        unsigned char *raw = malloc(bytes);
+        for (size_t i = 0; i < n; i++)
+            x[i] = sinf((float)i * 0.1f) * (float)(1 + i % 7);
+        fmt_from_f32(qt[q], x, raw, n);
+        fmt_to_f32(qt[q], raw, want, n);
+        memset(buf, 0xab, n * sizeof *buf);
+        memcpy((unsigned char *)buf + n * sizeof *buf - bytes, raw, bytes);
+        sparse_convert_tail(qt[q], buf, n);
+        assert_memory_equal(buf, want, n * sizeof *buf);
+        free(x);
+        free(want);
+        free(buf);
+        free(raw);
+    }
 }
 
 static void test_relu_oracle(void **state)

@@ -52,38 +52,52 @@ static float bundle_value(int64_t l, int64_t j, int64_t k) { return (float)(l * 
 
 /* A fresh store at g_dir named after the test: two dense tensors, bundles
  * with distinct contents, tokenizer rows, hf_config. */
-static void make_store(const char *name)
+#define QD 32        /* d_model of the quantized store: one block per row */
+
+/* A fresh store at g_dir named after the test, in dtype t (f32: d_model D;
+ * q8_0/q4_0: QD): two dense tensors (the embedding in t, the bias f32 or
+ * t as fmt_tensor_dtype says), bundles with distinct contents, tokenizer
+ * rows, hf_config. */
+static void make_store_as(const char *name, fmt_dtype t)
 {
     ierr err = IERR_INIT;
     storew *w;
     hp_config hp = tiny_hp();
+    const int d = fmt_is_quant(t) ? QD : D;
+    hp.d_model = d;
     snprintf(g_dir, sizeof g_dir, "%s/%s", g_root, name);
     assert_int_equal(storew_new(g_dir, 0, &w, &err), 0);
-    assert_int_equal(storew_set_hparams(w, &hp, FMT_F32, &err), 0);
+    assert_int_equal(storew_set_hparams(w, &hp, t, &err), 0);
     assert_int_equal(storew_set_meta(w, "hf_config", "{\"model_type\": \"opt\"}", &err), 0);
     assert_int_equal(storew_set_meta(w, "tokenizer", "gpt2-bpe", &err), 0);
     for (int64_t i = 0; i < V; i++)
         assert_int_equal(storew_add_token(w, i, "t", 1, 0, 0, &err), 0);
-    float emb[V * D], bias[D];
-    for (int i = 0; i < V * D; i++)
+    float emb[V * QD], bias[QD], x[2 * QD];
+    unsigned char buf[V * QD * 4];
+    for (int i = 0; i < V * d; i++)
         emb[i] = (float)i * 0.5f;
-    for (int i = 0; i < D; i++)
+    for (int i = 0; i < d; i++)
         bias[i] = -(float)i;
-    int64_t s_emb[2] = { V, D }, s_b[1] = { D };
-    assert_int_equal(storew_add_tensor(w, "embed.weight", FMT_F32, 2, s_emb, emb, sizeof emb, &err), 0);
-    assert_int_equal(storew_add_tensor(w, "norm.bias", FMT_F32, 1, s_b, bias, sizeof bias, &err), 0);
+    int64_t s_emb[2] = { V, d }, s_b[1] = { d };
+    fmt_dtype te = fmt_tensor_dtype(t, "embed.weight", 2), tb = fmt_tensor_dtype(t, "norm.bias", 1);
+    fmt_from_f32(te, emb, buf, (size_t)(V * d));
+    assert_int_equal(storew_add_tensor(w, "embed.weight", te, 2, s_emb, buf, (size_t)fmt_bytes(te, V * d), &err), 0);
+    fmt_from_f32(tb, bias, buf, (size_t)d);
+    assert_int_equal(storew_add_tensor(w, "norm.bias", tb, 1, s_b, buf, (size_t)fmt_bytes(tb, d), &err), 0);
     for (int64_t l = 0; l < L; l++) {
         assert_int_equal(storew_begin_layer(w, l, F, &err), 0);
         for (int64_t j = 0; j < F; j++) {
-            float b[2 * D];
-            for (int k = 0; k < 2 * D; k++)
-                b[k] = bundle_value(l, j, k);
-            assert_int_equal(storew_add_bundle(w, b, &err), 0);
+            for (int k = 0; k < 2 * d; k++)
+                x[k] = bundle_value(l, j, k) * (fmt_is_quant(t) && k % 3 == 0 ? -1.0f : 1.0f);
+            fmt_from_f32(t, x, buf, (size_t)(2 * d));
+            assert_int_equal(storew_add_bundle(w, buf, &err), 0);
         }
     }
     assert_int_equal(storew_commit(w, &err), 0);
     storew_free(w);
 }
+
+static void make_store(const char *name) { make_store_as(name, FMT_F32); }
 
 /* The three files of g_dir, concatenated with their sizes. */
 typedef struct {
@@ -131,22 +145,23 @@ static void assert_no_leftovers(void)
     closedir(d);
 }
 
-/* The update the tests commit: predictors of rank r per layer, calib rows,
- * frequencies (neuron j of layer l: ((j * 7 + l) % 5) / 10, so with ties),
+/* The update the tests commit: predictors of rank r per layer (A is [r, d],
+ * d the store's d_model), calib rows, frequencies (neuron j of layer l:
+ * ((j * 7 + l) % 5) / 10, so with ties),
  * a test meta key, and with `reorder` the hot-first slots. */
-static void stage_update(storeu *u, int64_t r, int reorder, store_calib *rows, double freq[L][F])
+static void stage_update_d(storeu *u, int64_t r, int64_t d, int reorder, store_calib *rows, double freq[L][F])
 {
     ierr err = IERR_INIT;
     for (int64_t l = 0; l < L; l++) {
         char name[STORE_PRED_NAME_MAX];
-        float A[F * D], B[F * D], c[F];
-        for (int i = 0; i < F * D; i++) {
+        float A[F * QD], B[F * QD], c[F];
+        for (int i = 0; i < F * QD; i++) {
             A[i] = (float)(l + 1) * 0.25f + (float)i;
             B[i] = -(float)i;
         }
         for (int i = 0; i < F; i++)
             c[i] = (float)i / 8.0f;
-        int64_t sa[2] = { r, D }, sb[2] = { F, r }, sc[1] = { F };
+        int64_t sa[2] = { r, d }, sb[2] = { F, r }, sc[1] = { F };
         store_pred_name(name, l, 'A');
         assert_int_equal(storeu_put_tensor_f32(u, name, 2, sa, A, &err), 0);
         store_pred_name(name, l, 'B');
@@ -166,6 +181,11 @@ static void stage_update(storeu *u, int64_t r, int reorder, store_calib *rows, d
     }
     assert_int_equal(storeu_set_calib(u, rows, &err), 0);
     assert_int_equal(storeu_set_meta(u, "calib_test", "yes", &err), 0);
+}
+
+static void stage_update(storeu *u, int64_t r, int reorder, store_calib *rows, double freq[L][F])
+{
+    stage_update_d(u, r, D, reorder, rows, freq);
 }
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -519,46 +539,14 @@ static void test_calib_damage(void **state)
 static void test_quant_store(void **state)
 {
     (void)state;
-    enum { QD = 32 };
     ierr err = IERR_INIT;
-    storew *w;
-    hp_config hp = tiny_hp();
-    hp.d_model = QD;
-    hp.n_heads = 1;
-    hp.n_kv_heads = 1;
-    snprintf(g_dir, sizeof g_dir, "%s/%s", g_root, "q4_0");
-    assert_int_equal(storew_new(g_dir, 0, &w, &err), 0);
-    assert_int_equal(storew_set_hparams(w, &hp, FMT_Q4_0, &err), 0);
-    assert_int_equal(storew_set_meta(w, "hf_config", "{\"model_type\": \"opt\"}", &err), 0);
-    assert_int_equal(storew_set_meta(w, "tokenizer", "gpt2-bpe", &err), 0);
-    for (int64_t i = 0; i < V; i++)
-        assert_int_equal(storew_add_token(w, i, "t", 1, 0, 0, &err), 0);
-    float x[V * QD], bias[QD];
-    unsigned char q[V * QD / 32 * 18], b[2 * 18];
-    for (int i = 0; i < V * QD; i++)
-        x[i] = (float)(i % 13) - 6.0f;
-    for (int i = 0; i < QD; i++)
-        bias[i] = -(float)i;
-    fmt_from_f32(FMT_Q4_0, x, q, V * QD);
-    int64_t s_emb[2] = { V, QD }, s_b[1] = { QD };
-    assert_int_equal(storew_add_tensor(w, "embed.weight", FMT_Q4_0, 2, s_emb, q, sizeof q, &err), 0);
-    assert_int_equal(storew_add_tensor(w, "norm.bias", FMT_F32, 1, s_b, bias, sizeof bias, &err), 0);
-    for (int64_t l = 0; l < L; l++) {
-        assert_int_equal(storew_begin_layer(w, l, F, &err), 0);
-        for (int64_t j = 0; j < F; j++) {
-            for (int k = 0; k < 2 * QD; k++)
-                x[k] = bundle_value(l, j, k) * (k % 3 ? 1.0f : -1.0f);
-            fmt_from_f32(FMT_Q4_0, x, b, 2 * QD);
-            assert_int_equal(storew_add_bundle(w, b, &err), 0);
-        }
-    }
-    assert_int_equal(storew_commit(w, &err), 0);
-    storew_free(w);
+    enum { BB = 2 * FMT_Q4_0_BYTES, EB = V * FMT_Q4_0_BYTES };   /* bundle, embedding bytes */
+    make_store_as("q4_0", FMT_Q4_0);
 
     store *s;
-    unsigned char old[L][F][sizeof b], now[sizeof b], emb_old[sizeof q], emb_now[sizeof q];
+    unsigned char old[L][F][BB], now[BB], emb_old[EB], emb_now[EB];
     assert_int_equal(store_open(g_dir, &s, &err), 0);
-    assert_int_equal(store_bundle_bytes(s), sizeof b);
+    assert_int_equal(store_bundle_bytes(s), BB);
     for (int64_t l = 0; l < L; l++)
         for (int64_t j = 0; j < F; j++)
             assert_int_equal(store_read_bundle(s, l, j, old[l][j], &err), 0);
@@ -567,34 +555,10 @@ static void test_quant_store(void **state)
     store_close(s);
 
     storeu *u;
-    assert_int_equal(storeu_open(g_dir, &u, &err), 0);
     store_calib rows[L];
-    for (int64_t l = 0; l < L; l++) {
-        char name[STORE_PRED_NAME_MAX];
-        float A[2 * QD], B[F * 2], c[F];
-        double freq[F];
-        int64_t slots[F], sa[2] = { 2, QD }, sb[2] = { F, 2 }, sc[1] = { F };
-        for (int i = 0; i < 2 * QD; i++)
-            A[i] = (float)i;
-        for (int i = 0; i < 2 * F; i++)
-            B[i] = -(float)i;
-        for (int i = 0; i < F; i++) {
-            c[i] = (float)i;
-            freq[i] = (double)((i * 5 + (int)l) % 7) / 7.0;
-        }
-        store_pred_name(name, l, 'A');
-        assert_int_equal(storeu_put_tensor_f32(u, name, 2, sa, A, &err), 0);
-        store_pred_name(name, l, 'B');
-        assert_int_equal(storeu_put_tensor_f32(u, name, 2, sb, B, &err), 0);
-        store_pred_name(name, l, 'c');
-        assert_int_equal(storeu_put_tensor_f32(u, name, 1, sc, c, &err), 0);
-        assert_int_equal(storeu_set_freq(u, l, freq, &err), 0);
-        storeu_order_by_freq(freq, F, slots);
-        assert_int_equal(storeu_set_slots(u, l, slots, &err), 0);
-        rows[l] = (store_calib){ .rank = 2, .threshold = 0, .act_threshold = 0, .sparsity = 0.9, .recall = 0.99,
-                                 .precision = 0.5, .pred_fraction = 0.1 };
-    }
-    assert_int_equal(storeu_set_calib(u, rows, &err), 0);
+    double freq[L][F];
+    assert_int_equal(storeu_open(g_dir, &u, &err), 0);
+    stage_update_d(u, 2, QD, 1, rows, freq);
     if (storeu_commit(u, &err))
         fail_msg("%s", err.msg);
     storeu_free(u);

@@ -309,6 +309,15 @@ static int parse_neuron(const char *arg, int64_t *layer, int64_t *id)
     return 0;
 }
 
+/* Neuron `layer:id` exists in a model of shape hp: 0 or -ERANGE. */
+static int neuron_check(const hp_config *hp, const char *what, int64_t layer, int64_t id, ierr *err)
+{
+    if (layer < hp->n_layers && id < hp->d_ffn)
+        return 0;
+    return ierr_set(err, -ERANGE, "%s: no neuron %" PRId64 ":%" PRId64 " (%" PRId64 " layers of %" PRId64 ")", what,
+                    layer, id, hp->n_layers, hp->d_ffn);
+}
+
 /* Print a bundle of type t (parts of d values each) as f32 lines. */
 static int print_bundle(const hp_config *hp, fmt_dtype t, const unsigned char *bundle, int64_t layer, int64_t id,
                         int64_t B)
@@ -347,11 +356,8 @@ static int neuron_mount(const char *dir, int64_t layer, int64_t id)
     if (!cfg_path || io_read_file(cfg_path, 64u << 20, &text, &len, &err) ||
         store_parse_mount_config(text, len, cfg_path, &hp, &t, &B, &err))
         goto fail;
-    if (layer >= hp.n_layers || id >= hp.d_ffn) {
-        ierr_set(&err, -ERANGE, "%s: no neuron %" PRId64 ":%" PRId64 " (%" PRId64 " layers of %" PRId64 ")", dir,
-                 layer, id, hp.n_layers, hp.d_ffn);
+    if (neuron_check(&hp, dir, layer, id, &err))
         goto fail;
-    }
     snprintf(ffn_path, sizeof ffn_path, "%s/layers/%02" PRId64 "/ffn", dir, layer);
     if ((fd = open(ffn_path, O_RDONLY | O_CLOEXEC)) < 0) {
         ierr_set(&err, -errno, "%s: %s", ffn_path, strerror(errno));
@@ -381,9 +387,8 @@ static int neuron_store(const store *s, int64_t layer, int64_t id)
 {
     const hp_config *hp = store_hparams(s);
     ierr err = IERR_INIT;
-    if (layer >= hp->n_layers || id >= hp->d_ffn) {
-        fprintf(stderr, PROG ": %s: no neuron %" PRId64 ":%" PRId64 " (%" PRId64 " layers of %" PRId64 ")\n",
-                store_dir(s), layer, id, hp->n_layers, hp->d_ffn);
+    if (neuron_check(hp, store_dir(s), layer, id, &err)) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
         return 1;
     }
     int64_t B = store_bundle_bytes(s);
@@ -435,7 +440,8 @@ int main(int argc, char **argv)
         }
     }
     if (argc - optind != 1 || (verify && neuron)) {
-        fprintf(stderr, PROG ": expected [--verify | --neuron LAYER:ID] STORE_DIR (see --help)\n");
+        fprintf(stderr, PROG ": expected one STORE_DIR (usage: " PROG " [--verify | --neuron LAYER:ID] STORE_DIR; see "
+                "--help)\n");
         return 2;
     }
     const char *dir = argv[optind];
