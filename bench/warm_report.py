@@ -192,7 +192,8 @@ def main():
     }
 
     head = ["dtype", "weights MB/token", "decode ms/token", "limit ms", "x limit", "GB/s", "prefill s",
-            "prefill GFLOP/s", "x sgemm", "llama.cpp ms/token", "llama.cpp prefill s", "x llama.cpp"]
+            "prefill GFLOP/s", "x sgemm", "llama.cpp ms/token", "llama.cpp GB/s", "llama.cpp prefill s",
+            "decode ours / llama.cpp"]
     rows = []
     for dt in dtypes:
         f = per.get(dt)
@@ -205,7 +206,7 @@ def main():
                      fmt(f["ratio_to_limit"], "%.2fx"), fmt(f["stream_gbs"]),
                      fmt(i["prefill_ms"] / 1e3 if i["prefill_ms"] is not None else None, "%.2f"),
                      fmt(f["prefill_gflops"]), fmt(f["prefill_share_of_sgemm"], "%.2f"),
-                     fmt(ll.get("decode_ms")), fmt(ll.get("prefill_s"), "%.2f"),
+                     fmt(ll.get("decode_ms")), fmt(f.get("llama_stream_gbs")), fmt(ll.get("prefill_s"), "%.2f"),
                      fmt(f.get("decode_vs_llama"), "%.2fx")])
     title = "inflash warm: SYNTHETIC %s, --store --mmap, warm page cache, no cap, %d threads, %d-position prompt " \
             "+ %d tokens" % (label, a.threads, a.prompt, a.gen)
