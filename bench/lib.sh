@@ -59,16 +59,21 @@ bench_checkpoint() {
         die "inflash-mkmodel failed"
 }
 
-# bench_make_stores WORK SHAPE LAYERS KEEP DTYPE...: pack every missing store
-# of the given dtypes from one inflash-mkmodel checkpoint, deleted once all
-# are packed unless KEEP is 1. A quantized pack needs mkmodel's F32
-# checkpoint (mkmodel --dtype q8_0 and q4_0 write the same one); f16 and f32
-# pack from it as well, so all the stores hold the same generated weights.
+# bench_make_stores WORK SHAPE LAYERS KEEP DTYPE...: pack every missing (or
+# unreadable: inflash-inspect refuses it) store of the given dtypes from one
+# inflash-mkmodel checkpoint, deleted once all are packed unless KEEP is 1. A
+# quantized pack needs mkmodel's F32 checkpoint (mkmodel --dtype q8_0 and
+# q4_0 write the same one); f16 and f32 pack from it as well, so all the
+# stores hold the same generated weights.
 bench_make_stores() {
     local work=$1 shape=$2 layers=$3 keep=$4 d s missing=() ck=f16 ckpt
     shift 4
     for d in "$@"; do
-        [ -f "$(bench_store_path "$work" "$shape" "$layers" "$d")/index.sqlite" ] || missing+=("$d")
+        s=$(bench_store_path "$work" "$shape" "$layers" "$d")
+        [ -f "$s/index.sqlite" ] || { missing+=("$d"); continue; }
+        "$BIN/inflash-inspect" "$s" > /dev/null 2>&1 && continue
+        log "$s: not a store this build reads (an older format?): packing it again"
+        missing+=("$d")
     done
     [ ${#missing[@]} -gt 0 ] || return 0
     for d in "${missing[@]}"; do

@@ -118,7 +118,7 @@ for c in ${configs//,/ }; do
 done
 
 [ "$(id -u)" = 0 ] || die "needs root (drop_caches, the cgroup memory cap, mounts)"
-for b in inflash inflash-pack inflash-calibrate inflash-mkmodel inflash-actstats inflash-devcurve inflashfs; do
+for b in inflash inflash-pack inflash-calibrate inflash-mkmodel inflash-inspect inflash-actstats inflash-devcurve inflashfs; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing (build it: cmake --build build; or set INFLASH_BIN)"
 done
 command -v python3 >/dev/null || die "python3 missing (apt-get install python3)"

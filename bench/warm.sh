@@ -93,7 +93,7 @@ done
 [ "$prompt" -ge 2 ] || usage_error "--prompt: at least 2 positions (BOS and a token)"
 dtypes=$(bench_check_dtypes "$dtype_list" 2>&1) || usage_error "--dtype: $dtypes"
 
-for b in inflash inflash-pack inflash-mkmodel; do
+for b in inflash inflash-pack inflash-mkmodel inflash-inspect; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing (build it: cmake --build build; or set INFLASH_BIN)"
 done
 command -v python3 >/dev/null || die "python3 missing (apt-get install python3)"
