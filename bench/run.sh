@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh: the inflash benchmark. On one store, side by side,
-# with the page cache dropped before each configuration:
+# bench/run.sh: the inflash benchmark. On one store per dtype (--dtype),
+# side by side, with the page cache dropped before each configuration:
 #   naive    dense mode through the mount: the whole FFN read every token
 #   mmap     dense mode over the memory-mapped store (--store --mmap: every
 #            weight used in place from the mapping) under a cgroup memory
@@ -11,9 +11,13 @@
 #   device   the disk's bandwidth against read size and queue depth, and from
 #            it the I/O time inflash's bytes would need at the best point
 #   quality  perplexity, dense and predict, on the demo model's held-out text
-# then prints one table and writes JSON, Markdown and PNG plots to --out.
-# Makes the model first if needed: inflash-mkmodel (SYNTHETIC weights with a
-# real shape) -> inflash-pack (f16) -> delete the checkpoint -> calibrate.
+#            (the demo model packed in each dtype)
+# naive, mmap, inflash and direct run once per dtype, each under a cap of
+# --budget-frac of that store's own bytes; device runs once (on the first
+# dtype's store). Then prints one table and writes JSON, Markdown and PNG
+# plots to --out. Makes the model first if needed: inflash-mkmodel (SYNTHETIC
+# weights with a real shape) -> inflash-pack (each dtype, from the one
+# checkpoint) -> delete the checkpoint -> calibrate each store.
 # Needs root (drop_caches, cgroup), /dev/fuse, python3, gnuplot (plots).
 set -euo pipefail
 
@@ -25,12 +29,15 @@ usage() {
 usage: $prog [options]
 
 Run the inflash benchmark: naive, mmap, inflash, inflash direct, the device
-limit and the quality check, on one store, and write the table and plots.
+limit and the quality check, on one store per dtype, and write the table and
+plots.
 
 model:
   --shape S          inflash-mkmodel shape (default opt-6.7b)
   --layers N         fewer layers (quick runs; the table says so)
-  --store DIR        use this calibrated store instead of making one
+  --dtype LIST       store dtypes, comma-separated: f16 (default), f32, q8_0,
+                     q4_0; e.g. f16,q8_0,q4_0 (one store each, same weights)
+  --store DIR        use this store (its own dtype) instead of making one
   --work DIR         work folder: store, mount point, logs (default /tmp/inflash-bench)
   --calib-tokens N   calibration tokens (default: 3 windows of max_pos - 1, so
                      that inflash-calibrate trains on two and picks the
@@ -43,9 +50,9 @@ run:
   --dense-gen N      generated tokens in naive and mmap (default: --gen)
   --window K         inflash window (default 4)
   --threshold-shift D  inflash: move the predictors' thresholds (inflash --help)
-  --budget-frac F    DRAM budget as a fraction of the model's bytes (the
-                     store's dense.bin + ffn.bin) (default 0.5)
-  --budget-mib MIB   the DRAM budget in MiB instead of --budget-frac
+  --budget-frac F    DRAM budget as a fraction of the model's bytes (each
+                     store's own dense.bin + ffn.bin) (default 0.5)
+  --budget-mib MIB   the DRAM budget in MiB instead of --budget-frac (every dtype)
   --daemon-cache MIB the daemon's share of the budget (default 5% of it)
   --mount-opts O     more inflashfs options (default chunk=16k: one bundle)
   --readers N        client reader threads (default 16)
@@ -58,22 +65,19 @@ Exit status: 0 ok, 1 failure, 2 usage error.
 EOF
 }
 
-die() { echo "$prog: $*" >&2; exit 1; }
-usage_error() { echo "$prog: $*" >&2; echo "try: $prog --help" >&2; exit 2; }
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-
 BIN=${INFLASH_BIN:-$here/build/bin}
+. "$here/bench/lib.sh"
 SHARED=${INFLASH_SHARED:-$here/../shared}
-shape=opt-6.7b layers="" store="" work=/tmp/inflash-bench calib_tokens="" calib_rank=128 reorder=1
+shape=opt-6.7b layers="" dtype_list="" store="" work=/tmp/inflash-bench calib_tokens="" calib_rank=128 reorder=1
 prompt=128 gen=64 dense_gen="" window=4 tau_shift=0 budget_frac=0.5 budget_mib="" daemon_mib="" mount_opts="chunk=16k" readers=16
 configs=naive,mmap,inflash,direct,device,quality out=$here/bench/results quick=0
 dev_sizes=4k,16k,64k,256k,1m,4m dev_qd=1,4,16,32 dev_seconds=2
 
-need() { [ $# -ge 2 ] || usage_error "$1 needs a value"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --shape) need "$@"; shape=$2; shift 2 ;;
     --layers) need "$@"; layers=$2; shift 2 ;;
+    --dtype) need "$@"; dtype_list=$2; shift 2 ;;
     --store) need "$@"; store=$2; shift 2 ;;
     --work) need "$@"; work=$2; shift 2 ;;
     --calib-tokens) need "$@"; calib_tokens=$2; shift 2 ;;
@@ -107,16 +111,23 @@ for n in "$prompt" "$gen" "$dense_gen" "$window" "$calib_rank" "$readers" ${laye
 done
 [[ "$tau_shift" =~ ^-?[0-9]*\.?[0-9]+$ ]] || usage_error "--threshold-shift: not a number: '$tau_shift'"
 [[ "$budget_frac" =~ ^0?\.[0-9]+$|^1(\.0*)?$ ]] || usage_error "--budget-frac: a fraction in (0, 1]: '$budget_frac'"
+dtypes=$(bench_check_dtypes "${dtype_list:-f16}" 2>&1) || usage_error "--dtype: $dtypes"
 has() { [[ ",$configs," == *",$1,"* ]]; }
 for c in ${configs//,/ }; do
     case "$c" in naive|mmap|inflash|direct|device|quality) ;; *) usage_error "unknown configuration '$c'" ;; esac
 done
 
 [ "$(id -u)" = 0 ] || die "needs root (drop_caches, the cgroup memory cap, mounts)"
-for b in inflash inflash-pack inflash-calibrate inflash-mkmodel inflash-actstats inflash-devcurve inflashfs; do
+for b in inflash inflash-pack inflash-calibrate inflash-mkmodel inflash-inspect inflash-actstats inflash-devcurve inflashfs; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing (build it: cmake --build build; or set INFLASH_BIN)"
 done
 command -v python3 >/dev/null || die "python3 missing (apt-get install python3)"
+if [ -n "$store" ]; then
+    [ -f "$store/index.sqlite" ] || die "$store: not a store"
+    sd=$(bench_meta "$store" dtype)
+    [ -z "$dtype_list" ] || [ "$dtypes" = "$sd" ] || usage_error "--store: $store is a $sd store; --dtype $dtype_list"
+    dtypes=$sd
+fi
 text=$SHARED/data/tinyshakespeare.txt
 [ -f "$text" ] || die "$text missing (set INFLASH_SHARED to the shared/ folder)"
 export INFLASH_BIN=$BIN
@@ -148,13 +159,11 @@ drop_caches() {
 
 # ---- the cgroup memory cap (v2, else v1's memory controller) -------------------
 cg_kind=""
-cg_create() {   # BYTES
-    local bytes=$1
+cg_create() {
     if [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
         grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory > /sys/fs/cgroup/cgroup.subtree_control
         cg=/sys/fs/cgroup/inflash-bench-$$
         mkdir -p "$cg"
-        echo "$bytes" > "$cg/memory.max"
         [ -f "$cg/memory.swap.max" ] && echo 0 > "$cg/memory.swap.max"
         cg_kind=v2
     elif [ -d /sys/fs/cgroup/memory ]; then
@@ -163,11 +172,13 @@ cg_create() {   # BYTES
         cur=$(awk -F: '$2 == "memory" { print $3 }' /proc/self/cgroup)
         cg=/sys/fs/cgroup/memory${cur%/}/inflash-bench-$$
         mkdir -p "$cg"
-        echo "$bytes" > "$cg/memory.limit_in_bytes"
         cg_kind=v1
     else
         die "no cgroup memory controller (v2 /sys/fs/cgroup or v1 /sys/fs/cgroup/memory)"
     fi
+}
+cg_limit() {   # BYTES: the cap
+    if [ "$cg_kind" = v1 ]; then echo "$1" > "$cg/memory.limit_in_bytes"; else echo "$1" > "$cg/memory.max"; fi
 }
 cg_reset_peak() {
     if [ "$cg_kind" = v1 ]; then echo 0 > "$cg/memory.max_usage_in_bytes"; fi
@@ -180,20 +191,8 @@ cg_peak() {
 # run a command inside the cgroup
 cg_exec() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"; }
 
-# ---- the model ------------------------------------------------------------------
-if [ -z "$store" ]; then
-    store=$work/store-$shape${layers:+-L$layers}
-    if [ ! -f "$store/index.sqlite" ]; then
-        ckpt=$work/ckpt-$shape
-        log "making the synthetic $shape checkpoint in $ckpt"
-        "$BIN/inflash-mkmodel" --shape "$shape" ${layers:+--layers "$layers"} --out "$ckpt" --force
-        log "packing it into $store (f16)"
-        "$BIN/inflash-pack" "$ckpt" "$store" --dtype f16 --force
-        rm -rf "$ckpt"
-    fi
-fi
-[ -f "$store/index.sqlite" ] || die "$store: not a store"
-store=$(cd "$store" && pwd)
+# ---- the models -----------------------------------------------------------------
+[ -n "$store" ] || bench_make_stores "$work" "$shape" "$layers" 0 $dtypes
 calibrated() { python3 - "$1" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect("file:%s/index.sqlite?mode=ro" % sys.argv[1], uri=True)
@@ -204,29 +203,40 @@ except sqlite3.Error:
 sys.exit(0 if n > 0 else 1)
 PY
 }
-if (has inflash || has direct) && ! calibrated "$store"; then
-    if [ -z "$calib_tokens" ]; then
-        max_pos=$(python3 -c "import sqlite3,sys; db=sqlite3.connect('file:%s/index.sqlite?mode=ro' % sys.argv[1], uri=True); print(db.execute(\"select value from meta where key='max_pos'\").fetchone()[0])" "$store")
-        calib_tokens=$((3 * (max_pos - 1)))
+# the store of dtype D
+store_opt=$store
+store_of() { if [ -n "$store_opt" ]; then (cd "$store_opt" && pwd); else bench_store_path "$work" "$shape" "$layers" "$1"; fi; }
+for dt in $dtypes; do
+    s=$(store_of "$dt")
+    [ -f "$s/index.sqlite" ] || die "$s: not a store"
+    if (has inflash || has direct) && ! calibrated "$s"; then
+        ct=$calib_tokens
+        [ -n "$ct" ] || ct=$((3 * ($(bench_meta "$s" max_pos) - 1)))
+        log "calibrating $s on $ct tokens of the demo's training text (rank $calib_rank)"
+        "$BIN/inflash-calibrate" "$s" --text "$work/train.txt" --tokens "$ct" --rank "$calib_rank" \
+            $([ "$reorder" = 1 ] && echo --reorder) > "$work/calibrate-$dt.txt" 2> "$work/calibrate-$dt.err" ||
+            { tail -3 "$work/calibrate-$dt.err" >&2; die "calibrating the $dt store failed"; }
     fi
-    log "calibrating $store on $calib_tokens tokens of the demo's training text (rank $calib_rank)"
-    "$BIN/inflash-calibrate" "$store" --text "$work/train.txt" --tokens "$calib_tokens" --rank "$calib_rank" \
-        $([ "$reorder" = 1 ] && echo --reorder) > "$work/calibrate.txt" 2> "$work/calibrate.err" ||
-        { tail -3 "$work/calibrate.err" >&2; die "calibration failed"; }
-fi
+done
+first=${dtypes%% *}
+store=$(store_of "$first")
 
-# the model's bytes: the store's files (the client keeps weights in the store's dtype)
-model_bytes=$(( $(stat -c %s "$store/dense.bin") + $(stat -c %s "$store/ffn.bin") ))
-if [ -n "$budget_mib" ]; then
-    budget=$((budget_mib << 20))
-else
-    budget=$(python3 -c "print(int($model_bytes * $budget_frac))")
+# the budget of a store: --budget-frac of its bytes (or --budget-mib), split
+# into the client's and the daemon's shares; sets model_bytes, budget,
+# budget_mib, daemon_mib, client_mib
+budget_mib_opt=$budget_mib daemon_mib_opt=$daemon_mib
+budget_of() {
+    model_bytes=$(bench_store_bytes "$1")
+    if [ -n "$budget_mib_opt" ]; then
+        budget=$((budget_mib_opt << 20))
+    else
+        budget=$(python3 -c "print(int($model_bytes * $budget_frac))")
+    fi
     budget_mib=$((budget >> 20))
-fi
-daemon_mib=${daemon_mib:-$((budget_mib / 20 > 4 ? budget_mib / 20 : 4))}
-[ "$budget_mib" -gt "$daemon_mib" ] || die "budget $budget_mib MiB does not exceed the daemon cache ($daemon_mib MiB)"
-client_mib=$((budget_mib - daemon_mib))
-log "store $store: $((model_bytes >> 20)) MiB; budget $budget_mib MiB = client $client_mib + daemon cache $daemon_mib"
+    daemon_mib=${daemon_mib_opt:-$((budget_mib / 20 > 4 ? budget_mib / 20 : 4))}
+    [ "$budget_mib" -gt "$daemon_mib" ] || die "budget $budget_mib MiB does not exceed the daemon cache ($daemon_mib MiB)"
+    client_mib=$((budget_mib - daemon_mib))
+}
 
 # the prompt: the first PROMPT positions of the held-out text (BOS + text);
 # this one teacher-forced pass also measures the activation statistics
@@ -237,113 +247,129 @@ ids=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(' '.joi
       "$run/actstats.json" "$prompt")
 sample=(-t 1 --top-p 1 --seed 1)
 
-cg_create "$budget"
+cg_create
 # delay accounting: the mmap client's page-fault I/O wait (its I/O ms/token)
 delayacct=$(sysctl -n kernel.task_delayacct 2>/dev/null || echo "")
 [ -n "$delayacct" ] && sysctl -qw kernel.task_delayacct=1
 daemon_pid() { "$here/mount.sh" --status | awk -F'\t' -v m="$mnt" '$1 == m { sub("pid ", "", $3); print $3 }'; }
-mount_it() {
+mount_it() {   # STORE
     mkdir -p "$mnt"
-    "$here/mount.sh" "$store" "$mnt" -o "cache=${daemon_mib}m${mount_opts:+,$mount_opts}" >/dev/null
+    "$here/mount.sh" "$1" "$mnt" -o "cache=${daemon_mib}m${mount_opts:+,$mount_opts}" >/dev/null
 }
 umount_it() {   # NAME: record the daemon's peak RSS and stats first
     local pid
     pid=$(daemon_pid)
     if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
-        awk '/^VmHWM/ { print $2 * 1024 }' "/proc/$pid/status" > "$run/$1.daemon_hwm"
+        awk '/^VmHWM/ { print $2 * 1024 }' "/proc/$pid/status" > "$rd/$1.daemon_hwm"
     fi
-    cp "$mnt/stats.json" "$run/$1.daemon_stats.json" 2>/dev/null || true
+    cp "$mnt/stats.json" "$rd/$1.daemon_stats.json" 2>/dev/null || true
     "$here/mount.sh" -u "$mnt" >/dev/null
 }
-client_dense() {   # NAME ARGS...: run the client in the cgroup, time it, keep its output
+client_dense() {   # NAME ARGS...: run the client in the cgroup, time it, keep its output in $rd
     local name=$1
     shift
     cg_reset_peak
     local t0 t1
     t0=$(date +%s.%N)
     if ! cg_exec "$BIN/inflash" "$@" --prompt-ids "$ids" "${sample[@]}" --ids \
-            --stats "$run/$name.json" > "$run/$name.out" 2> "$run/$name.err"; then
-        echo "$prog: $name failed:" >&2
-        tail -3 "$run/$name.err" >&2
+            --stats "$rd/$name.json" > "$rd/$name.out" 2> "$rd/$name.err"; then
+        echo "$prog: $dt $name failed:" >&2
+        tail -3 "$rd/$name.err" >&2
         return 1
     fi
     t1=$(date +%s.%N)
-    cg_peak > "$run/$name.cg_peak"
-    echo "$t0 $t1" > "$run/$name.wall"
+    cg_peak > "$rd/$name.cg_peak"
+    echo "$t0 $t1" > "$rd/$name.wall"
 }
 client() {   # NAME ARGS...: the same for the sparse modes, with the reader threads
     local name=$1
     shift
     client_dense "$name" "$@" --readers "$readers"
 }
+# the demo model (opt-relu-shakespeare) packed in dtype D and calibrated;
+# prints its folder
+demo_store() {
+    local demo=$work/demo-store
+    [ "$1" = f16 ] || demo=$demo-$1
+    if [ ! -f "$demo/index.sqlite" ] || ! calibrated "$demo"; then
+        log "quality: packing ($1) and calibrating the demo model (opt-relu-shakespeare)"
+        rm -rf "$demo"
+        "$BIN/inflash-pack" "$here/models/opt-relu-shakespeare" "$demo" --dtype "$1" --force > /dev/null
+        "$BIN/inflash-calibrate" "$demo" --text "$work/train.txt" --reorder \
+            $([ "$quick" = 1 ] && echo --tokens "$calib_tokens") > "$work/demo-calibrate-$1.txt" \
+            2> "$work/demo-calibrate-$1.err" ||
+            { tail -3 "$work/demo-calibrate-$1.err" >&2; die "calibrating the $1 demo model failed"; }
+    fi
+    echo "$demo"
+}
 
 failed=()
-if has naive; then
-    log "naive: dense through the mount, $dense_gen tokens"
-    drop_caches
-    mount_it
-    client_dense naive "$mnt" -n "$dense_gen" || failed+=(naive)
-    umount_it naive
-fi
-if has mmap; then
-    log "mmap: dense over the mapped store under a ${budget_mib} MiB cgroup cap (page cache only), $dense_gen tokens"
-    drop_caches
-    client_dense mmap --store "$store" --mmap -n "$dense_gen" || failed+=(mmap)
-fi
-if has inflash; then
-    log "inflash: predict, window $window, through the mount, client budget $client_mib MiB"
-    drop_caches
-    mount_it
-    client inflash "$mnt" -n "$gen" --mode predict --window "$window" --threshold-shift "$tau_shift" \
-        --dram-budget "$client_mib" || failed+=(inflash)
-    umount_it inflash
-fi
-if has direct; then
-    log "inflash direct: the same from the store (no FUSE)"
-    drop_caches
-    client direct --store "$store" -n "$gen" --mode predict --window "$window" --threshold-shift "$tau_shift" \
-        --dram-budget "$client_mib" ||
-        failed+=(direct)
-fi
+for dt in $dtypes; do
+    s=$(store_of "$dt")
+    rd=$run/$dt
+    mkdir -p "$rd"
+    budget_of "$s"
+    cg_limit "$budget"
+    log "$dt store $s: $((model_bytes >> 20)) MiB; budget $budget_mib MiB = client $client_mib + daemon cache $daemon_mib"
+    printf '{"dtype": "%s", "store": "%s", "model_bytes": %d, "budget": %d, "client_mib": %d, "daemon_mib": %d, "mount_opts": "%s"}\n' \
+        "$dt" "$s" "$model_bytes" "$budget" "$client_mib" "$daemon_mib" "cache=${daemon_mib}m${mount_opts:+,$mount_opts}" \
+        > "$rd/settings.json"
+    if has naive; then
+        log "$dt naive: dense through the mount, $dense_gen tokens"
+        drop_caches
+        mount_it "$s"
+        client_dense naive "$mnt" -n "$dense_gen" || failed+=("$dt naive")
+        umount_it naive
+    fi
+    if has mmap; then
+        log "$dt mmap: dense over the mapped store under a ${budget_mib} MiB cgroup cap (page cache only), $dense_gen tokens"
+        drop_caches
+        client_dense mmap --store "$s" --mmap -n "$dense_gen" || failed+=("$dt mmap")
+    fi
+    if has inflash; then
+        log "$dt inflash: predict, window $window, through the mount, client budget $client_mib MiB"
+        drop_caches
+        mount_it "$s"
+        client inflash "$mnt" -n "$gen" --mode predict --window "$window" --threshold-shift "$tau_shift" \
+            --dram-budget "$client_mib" || failed+=("$dt inflash")
+        umount_it inflash
+    fi
+    if has direct; then
+        log "$dt inflash direct: the same from the store (no FUSE)"
+        drop_caches
+        client direct --store "$s" -n "$gen" --mode predict --window "$window" --threshold-shift "$tau_shift" \
+            --dram-budget "$client_mib" || failed+=("$dt direct")
+    fi
+    if has quality; then
+        demo=$(demo_store "$dt") || exit 1
+        qtext=$work/heldout.txt
+        [ "$quick" = 1 ] && head -c 4000 "$work/heldout.txt" > "$work/heldout-quick.txt" && qtext=$work/heldout-quick.txt
+        log "$dt quality: perplexity of the demo model on its held-out text, predict (window $window) beside dense"
+        if ! "$BIN/inflash" --store "$demo" --perplexity "$qtext" --mode predict --window "$window" --compare-dense \
+                --stats "$rd/quality.json" > "$rd/quality.out" 2> "$rd/quality.err"; then
+            echo "$prog: $dt quality failed:" >&2
+            tail -3 "$rd/quality.err" >&2
+            failed+=("$dt quality")
+        fi
+    fi
+done
 if has device; then
     log "device: read bandwidth of $store/ffn.bin against read size and queue depth"
     drop_caches
     "$BIN/inflash-devcurve" "$store/ffn.bin" --sizes "$dev_sizes" --qd "$dev_qd" --seconds "$dev_seconds" \
         --json "$run/device.json" > "$run/device.txt"
 fi
-if has quality; then
-    demo=$work/demo-store
-    if [ ! -f "$demo/index.sqlite" ] || ! calibrated "$demo"; then
-        log "quality: packing and calibrating the demo model (opt-relu-shakespeare)"
-        rm -rf "$demo"
-        "$BIN/inflash-pack" "$here/models/opt-relu-shakespeare" "$demo" --dtype f16 --force > /dev/null
-        "$BIN/inflash-calibrate" "$demo" --text "$work/train.txt" --reorder \
-            $([ "$quick" = 1 ] && echo --tokens "$calib_tokens") > "$work/demo-calibrate.txt" 2> "$work/demo-calibrate.err" ||
-            { tail -3 "$work/demo-calibrate.err" >&2; die "calibrating the demo model failed"; }
-    fi
-    qtext=$work/heldout.txt
-    [ "$quick" = 1 ] && head -c 4000 "$work/heldout.txt" > "$work/heldout-quick.txt" && qtext=$work/heldout-quick.txt
-    log "quality: perplexity of the demo model on its held-out text, predict (window $window) beside dense"
-    if ! "$BIN/inflash" --store "$demo" --perplexity "$qtext" --mode predict --window "$window" --compare-dense \
-            --stats "$run/quality.json" > "$run/quality.out" 2> "$run/quality.err"; then
-        echo "$prog: quality failed:" >&2
-        tail -3 "$run/quality.err" >&2
-        failed+=(quality)
-    fi
-fi
 
 log "report"
-python3 "$here/bench/report.py" --run "$run" --out "$out" --store "$store" --shape "$shape" \
-    ${layers:+--layers "$layers"} --window "$window" --threshold-shift "$tau_shift" --budget "$budget" --client-mib "$client_mib" \
-    --daemon-mib "$daemon_mib" --model-bytes "$model_bytes" --prompt "$prompt" \
-    --gen "$gen" --dense-gen "$dense_gen" --mount-opts "cache=${daemon_mib}m${mount_opts:+,$mount_opts}" \
-    --cgroup "$cg_kind" --readers "$readers" $([ "$quick" = 1 ] && echo --quick)
+python3 "$here/bench/report.py" --run "$run" --out "$out" --dtypes "${dtypes// /,}" --shape "$shape" \
+    ${layers:+--layers "$layers"} --window "$window" --threshold-shift "$tau_shift" --prompt "$prompt" \
+    --gen "$gen" --dense-gen "$dense_gen" --cgroup "$cg_kind" --readers "$readers" $([ "$quick" = 1 ] && echo --quick)
 if command -v gnuplot >/dev/null; then
     (cd "$out" && gnuplot "$here/bench/plot.gp") || echo "$prog: gnuplot failed; no plots" >&2
 else
     echo "$prog: gnuplot not installed (apt-get install gnuplot-nox): no plots" >&2
 fi
 if [ ${#failed[@]} -gt 0 ]; then
-    echo "$prog: failed configurations: ${failed[*]} (see $run/*.err)" >&2
+    echo "$prog: failed configurations: ${failed[*]} (see $run/*/*.err)" >&2
     exit 1
 fi
