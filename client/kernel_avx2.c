@@ -50,7 +50,7 @@ TI void xwt_f16_rows(const unsigned char *wb, size_t ldb, int R, int q4, int64_t
     }
 }
 
-KERN_XWT_DRIVER(T, xwt_f16, xwt_f16_rows, const float *, 0)
+KERN_XWT_DRIVER(T, xwt_f16, xwt_f16_rows, const float *, 0, 0)
 
 T static void aw_f16(const void *w, size_t ldb, int64_t rows, int64_t cols, const float *a, float *y)
 {
@@ -134,8 +134,8 @@ TI void xwt_q_rows(const unsigned char *w, size_t ldb, int R, int q4, int64_t nb
         kern_put(out + k, kern_hsum8(acc[k]), beta);
 }
 
-KERN_XWT_DRIVER(T, xwt_q8, xwt_q_rows, const kern_xq *, 0)
-KERN_XWT_DRIVER(T, xwt_q4, xwt_q_rows, const kern_xq *, 1)
+KERN_XWT_DRIVER(T, xwt_q8, xwt_q_rows, const kern_xq *, 0, FMT_Q8_0_BYTES)
+KERN_XWT_DRIVER(T, xwt_q4, xwt_q_rows, const kern_xq *, 1, FMT_Q4_0_BYTES)
 
 TI __m256 i8x8(const unsigned char *p)
 {

@@ -442,6 +442,7 @@ static void check_split(fmt_dtype dt)
 static void check_dtype(fmt_dtype dt)
 {
     check_xwt(dt, 37, 96, 160);
+    check_xwt(dt, 37, 96, 96);                 /* rows back to back */
     check_aw(dt, 37, 96, 160);
     check_xwt(dt, 301, 4096, 4128);
     check_aw(dt, 301, 4096, 4128);
