@@ -55,19 +55,46 @@ extern const kern_set kern_avx512;   /* needs those and AVX-512 F, BW, VL, VNNI 
  * load and store of each y vector). */
 #define KERN_AW_ROWS 8
 
-/* The aw kernels' row grouping: the next (up to KERN_AW_ROWS) rows with a
- * non-zero coefficient from *r on, their addresses into p and coefficients
- * into c; advances *r past them and returns how many (0: no rows left). */
-static inline int kern_gather_rows(const void *w, size_t ldb, int64_t rows, const float *a, int64_t *r,
-                                   const unsigned char **p, float *c)
+/* Software prefetch. Single-vector products over strided rows (bundles: a
+ * row of d values, then two more rows of the bundle to skip) are short
+ * streams that the hardware prefetcher picks up late; one thread reading
+ * q4_0 up rows from DRAM went from 9 to 14 GB/s by prefetching ahead:
+ *   - the 4-row xwt kernels prefetch the same bytes KERN_PF_ROWS rows on
+ *     (the group after next) as they read;
+ *   - the aw kernels gather the next group of rows (kern_group) before
+ *     summing the current one and prefetch its blocks as they go. */
+#define KERN_PF_ROWS 8
+
+static inline void kern_prefetch(const void *p)
 {
-    int k = 0;
-    for (; *r < rows && k < KERN_AW_ROWS; ++*r)
+    __builtin_prefetch(p, 0, 3);
+}
+
+/* A group of rows for the aw kernels: the next up to KERN_AW_ROWS rows
+ * with a non-zero coefficient. */
+typedef struct {
+    const unsigned char *p[KERN_AW_ROWS];   /* the rows' addresses */
+    float c[KERN_AW_ROWS];                  /* their coefficients */
+    int n;                                  /* rows (0: none left) */
+} kern_group;
+
+/* The next group from row *r on into g (g->n = 0: no rows left); advances
+ * *r past it. */
+static inline void kern_gather(const void *w, size_t ldb, int64_t rows, const float *a, int64_t *r, kern_group *g)
+{
+    g->n = 0;
+    for (; *r < rows && g->n < KERN_AW_ROWS; ++*r)
         if (a[*r] != 0.0f) {
-            p[k] = (const unsigned char *)w + (size_t)*r * ldb;
-            c[k++] = a[*r];
+            g->p[g->n] = (const unsigned char *)w + (size_t)*r * ldb;
+            g->c[g->n++] = a[*r];
         }
-    return k;
+}
+
+/* Prefetch byte off of each row of g. */
+static inline void kern_prefetch_group(const kern_group *g, size_t off)
+{
+    for (int k = 0; k < g->n; k++)
+        kern_prefetch(g->p[k] + off);
 }
 
 /* The drivers both SIMD sets share, over the set's own always-inline row
@@ -83,7 +110,7 @@ static inline int kern_gather_rows(const void *w, size_t ldb, int64_t rows, cons
     {                                                                                                          \
         const unsigned char *w = wv;                                                                           \
         int64_t r = 0;                                                                                         \
-        int group = (BB) == 0 || ldb != (size_t)len * (BB);                                                    \
+        int group = (BB) == 0 || ldb != (size_t)len * (BB);                                                   \
         for (; group && r + 4 <= rows; r += 4)                                                                 \
             ROWS(w + (size_t)r * ldb, ldb, 4, Q4, len, x, out + r, beta);                                      \
         for (; r < rows; r++)                                                                                  \
