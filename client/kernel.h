@@ -90,6 +90,31 @@ static inline void kern_gather(const void *w, size_t ldb, int64_t rows, const fl
         }
 }
 
+/* The aw kernels' walk over the groups: the current one (g[cur]) and the
+ * one after it (g[cur ^ 1], gathered ahead to be prefetched). Loop:
+ *   for (kern_walk_begin(&s, ...); kern_walk_more(&s, ...); s.cur ^= 1) */
+typedef struct {
+    kern_group g[2];    /* the current group and the next */
+    int        cur;     /* index of the current group in g */
+    int64_t    r;       /* the next row to gather from */
+} kern_walk;
+
+static inline void kern_walk_begin(kern_walk *s, const void *w, size_t ldb, int64_t rows, const float *a)
+{
+    s->cur = 0;
+    s->r = 0;
+    kern_gather(w, ldb, rows, a, &s->r, &s->g[0]);
+}
+
+/* 1 if the current group has rows (and the next one is gathered), 0 at the end. */
+static inline int kern_walk_more(kern_walk *s, const void *w, size_t ldb, int64_t rows, const float *a)
+{
+    if (s->g[s->cur].n == 0)
+        return 0;
+    kern_gather(w, ldb, rows, a, &s->r, &s->g[s->cur ^ 1]);
+    return 1;
+}
+
 /* Prefetch byte off of each row of g. */
 static inline void kern_prefetch_group(const kern_group *g, size_t off)
 {

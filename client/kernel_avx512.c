@@ -63,12 +63,9 @@ KERN_XWT_DRIVER(T, xwt_f16, xwt_f16_rows, const float *, 0, 0)
 
 T static void aw_f16(const void *w, size_t ldb, int64_t rows, int64_t cols, const float *a, float *y)
 {
-    kern_group g[2];
-    int64_t r = 0;
-    kern_gather(w, ldb, rows, a, &r, &g[0]);
-    for (int cur = 0; g[cur].n > 0; cur ^= 1) {
-        const kern_group *G = &g[cur], *N = &g[cur ^ 1];
-        kern_gather(w, ldb, rows, a, &r, &g[cur ^ 1]);
+    kern_walk s;
+    for (kern_walk_begin(&s, w, ldb, rows, a); kern_walk_more(&s, w, ldb, rows, a); s.cur ^= 1) {
+        const kern_group *G = &s.g[s.cur], *N = &s.g[s.cur ^ 1];
         int n = G->n;
         __m512 av[KERN_AW_ROWS];
         for (int k = 0; k < n; k++)
@@ -231,16 +228,13 @@ TI void aw_q_blocks(const kern_group *G, const kern_group *N, int q4, int64_t b,
 /* y two blocks at a time, up to KERN_AW_ROWS rows per pass (q4: 0 q8_0, 1 q4_0) */
 TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, const float *a, float *y)
 {
-    kern_group g[2];
-    int64_t r = 0;
-    kern_gather(w, ldb, rows, a, &r, &g[0]);
-    for (int cur = 0; g[cur].n > 0; cur ^= 1) {
-        kern_gather(w, ldb, rows, a, &r, &g[cur ^ 1]);
+    kern_walk s;
+    for (kern_walk_begin(&s, w, ldb, rows, a); kern_walk_more(&s, w, ldb, rows, a); s.cur ^= 1) {
         int64_t b = 0;
         for (; b + 2 <= nblk; b += 2)
-            aw_q_blocks(&g[cur], &g[cur ^ 1], q4, b, 2, y);
+            aw_q_blocks(&s.g[s.cur], &s.g[s.cur ^ 1], q4, b, 2, y);
         if (b < nblk)
-            aw_q_blocks(&g[cur], &g[cur ^ 1], q4, b, 1, y);
+            aw_q_blocks(&s.g[s.cur], &s.g[s.cur ^ 1], q4, b, 1, y);
     }
 }
 

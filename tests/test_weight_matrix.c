@@ -473,16 +473,14 @@ static void check_fused(fmt_dtype dt, int gated, act_fn fn, int64_t nb, int64_t 
     int poisoned = 0;
     for (int64_t j = 0; j < nb; j++) {
         const float *row = wf + j * ldw;
-        double g = bg[j], gm = 0;
+        double g = bg[j];
         u[j] = bu[j];
         um[j] = 0;
         for (int64_t k = 0; k < d; k++) {
             u[j] += (double)row[k] * xq[k];
             um[j] += fabs((double)row[k] * xq[k]);
-            if (gated) {
+            if (gated)
                 g += (double)row[d + k] * xq[k];
-                gm += fabs((double)row[d + k] * xq[k]);
-            }
         }
         double a = !gated ? naive_act(fn, 0, u[j]) : naive_act(fn, 0, g) * u[j];
         double cut = gated ? g : u[j];           /* ReLU: the term is 0 when this is <= 0 */
