@@ -23,6 +23,11 @@ typedef struct {
     const int8_t  *q;       /* [nblk * 32] the int8 values */
     const float   *d;       /* [nblk] block scales (the f16 scale as f32) */
     const int32_t *s8;      /* [nblk] -8 * sum of the block's q: a q4_0 nibble's offset, folded in */
+    /* The same per pair of blocks (2p, 2p+1), p < nblk / 2, laid out for the
+     * q4_0 kernels that take two blocks per 64-byte register: */
+    const int8_t  *qp;      /* [nblk/2][64] q of 2p[0..16), 2p+1[0..16), 2p[16..32), 2p+1[16..32) */
+    const float   *dp;      /* [nblk/2][8] d[2p] x4, d[2p+1] x4 */
+    const int32_t *sp;      /* [nblk/2][16] s8[2p] in lane 0, s8[2p+1] in lane 4, 0 elsewhere */
 } kern_xq;
 
 /* W is `rows` rows; a row starts ldb bytes after the previous one.

@@ -136,11 +136,13 @@ TI void xwt_q_rows(const unsigned char *w, size_t ldb, int R, int q4, int64_t nb
 }
 
 /* q4_0, two blocks (b, b+1) per step: their 32 nibble bytes unpacked into
- * one 64-byte register in the order [lo b, lo b+1, hi b, hi b+1] and x's
- * two blocks permuted to match once for all R rows, so one vpdpbusd covers
- * both blocks; the two dword halves fold into 8 lanes (4 per block) for one
- * FMA with the scales [dw0 dx0 x4, dw1 dx1 x4] (both f16 scales converted
- * by one vcvtph2ps). An odd last block goes through xwt_q_rows' steps. */
+ * one 64-byte register in the order [lo b, lo b+1, hi b, hi b+1], x's two
+ * blocks ready in that order (kern_xq's qp, with sp and dp: measured, rows
+ * one at a time, one thread, in cache: 13 -> 18 GB/s against permuting x
+ * here), so one vpdpbusd covers both blocks; the two dword halves fold into
+ * 8 lanes (4 per block) for one FMA with the scales [dw0 dx0 x4, dw1 dx1 x4]
+ * (both f16 scales converted by one vcvtph2ps). An odd last block takes
+ * xwt_q_rows' steps. */
 TI void xwt_q4_rows(const unsigned char *w, size_t ldb, int R, int q4, int64_t nblk, const kern_xq *x, float *out,
                     float beta)
 {
@@ -153,21 +155,21 @@ TI void xwt_q4_rows(const unsigned char *w, size_t ldb, int R, int q4, int64_t n
         acc[k] = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 2 <= nblk; b += 2) {
-        __m512i xv = _mm512_loadu_si512((const void *)(x->q + b * FMT_QK));
-        xv = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));        /* [lo b, lo b+1, hi b, hi b+1] */
-        __m512i corr = _mm512_inserti32x4(_mm512_zextsi128_si512(_mm_cvtsi32_si128(x->s8[b])),
-                                          _mm_cvtsi32_si128(x->s8[b + 1]), 1);  /* lanes 0 and 4 */
-        __m256 xd = _mm256_set_m128(_mm_set1_ps(x->d[b + 1]), _mm_set1_ps(x->d[b]));
+        __m512i xv = _mm512_loadu_si512((const void *)(x->qp + 32 * b));   /* [lo b, lo b+1, hi b, hi b+1] */
+        __m512i corr = _mm512_loadu_si512((const void *)(x->sp + 8 * b));  /* lanes 0 and 4 */
+        __m256 xd = _mm256_loadu_ps(x->dp + 4 * b);
         for (int k = 0; k < R; k++) {
             const unsigned char *blk = w + k * ldb + (size_t)b * bb;
             if (R == 4)
                 kern_prefetch(blk + KERN_PF_ROWS * ldb);
             __m256i raw = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2))),
                                                   _mm_loadu_si128((const __m128i *)(blk + bb + 2)), 1);
-            __m512i nib = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), m);
+            __m512i nib = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+            nib = _mm512_and_si512(nib, m);
             __m512i s = _mm512_dpbusd_epi32(corr, nib, xv);
             __m256i t = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
-            __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(kern_scale_bits(blk) | (uint32_t)kern_scale_bits(blk + bb) << 16)));
+            uint32_t sb = kern_scale_bits(blk) | (uint32_t)kern_scale_bits(blk + bb) << 16;
+            __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)sb));          /* both f16 scales */
             __m256 sc = _mm256_mul_ps(_mm256_permutexvar_ps(spread, _mm256_castps128_ps256(f)), xd);
             acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, acc[k]);
         }
@@ -195,7 +197,8 @@ KERN_XWT_DRIVER(T, xwt_q4, xwt_q4_rows, const kern_xq *, 1, FMT_Q4_0_BYTES)
  * those of group N: 2B independent chains of FMAs (one chain per row would
  * wait on the FMA latency). (Measured and dropped: the scales through a
  * stack array for broadcasts from memory; q4_0 nibbles by and/shift and
- * vcvtdq2ps with -8 * the scales added once: both slower than this.) */
+ * vcvtdq2ps with -8 * the scales added once, or as floats 2^23 + nibble
+ * (or into the mantissa) less 2^23 + 8: all slower than this.) */
 TI void aw_q_blocks(const kern_group *G, const kern_group *N, int q4, int64_t b, int B, float *y)
 {
     const size_t bb = q4 ? FMT_Q4_0_BYTES : FMT_Q8_0_BYTES;

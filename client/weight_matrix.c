@@ -120,14 +120,19 @@ void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, fl
     fmt_to_f32(dt, wm_at(dt, w, ld, r, 0), dst, (size_t)cols);
 }
 
-/* x[0..cols) as q8_0 blocks (quant_q8_0's blocks, unpacked) in scratch,
- * which holds cols/4 + 2 * cols/32 floats for it (fewer than wm_scratch_floats). */
+/* x[0..cols) as q8_0 blocks (quant_q8_0's blocks, unpacked, and their pairs
+ * as kern_xq lays them out) in scratch, which holds cols/4 + 2 * cols/32
+ * floats for the blocks and 5/8 cols for the pairs (less than cols, fewer
+ * than wm_scratch_floats). */
 static kern_xq quantize_x(const float *x, int64_t cols, float *scratch)
 {
-    int64_t nblk = cols / FMT_QK;
+    int64_t nblk = cols / FMT_QK, np = nblk / 2;
     float *d = scratch;
     int32_t *s8 = (int32_t *)(scratch + nblk);
     int8_t *q = (int8_t *)(scratch + 2 * nblk);
+    int8_t *qp = (int8_t *)(scratch + 2 * nblk + cols / 4);
+    float *dp = scratch + 2 * nblk + cols / 2;
+    int32_t *sp = (int32_t *)(dp + 8 * np);
     unsigned char blk[FMT_Q8_0_BYTES];
     for (int64_t b = 0; b < nblk; b++) {
         quant_q8_0(x + b * FMT_QK, blk, FMT_QK);
@@ -138,7 +143,18 @@ static kern_xq quantize_x(const float *x, int64_t cols, float *scratch)
             s += q[b * FMT_QK + i];
         s8[b] = -8 * s;
     }
-    return (kern_xq){q, d, s8};
+    for (int64_t p = 0; p < np; p++)
+        for (int h = 0; h < 2; h++) {        /* h: block 2p + h */
+            const int64_t b = 2 * p + h;
+            memcpy(qp + 64 * p + 16 * h, q + b * FMT_QK, 16);
+            memcpy(qp + 64 * p + 32 + 16 * h, q + b * FMT_QK + 16, 16);
+            for (int i = 0; i < 4; i++) {
+                dp[8 * p + 4 * h + i] = d[b];
+                sp[16 * p + 4 * h + i] = i == 0 ? s8[b] : 0;
+                sp[16 * p + 8 + 4 * h + i] = 0;
+            }
+        }
+    return (kern_xq){q, d, s8, qp, dp, sp};
 }
 
 /* ---- one job: part of a product, over rows (xwt) or columns (aw) ------------------ */
