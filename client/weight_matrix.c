@@ -542,16 +542,24 @@ int wm_ffn(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, act_
         xq = quantize_x(x, d, scratch);
         f.xq = &xq;
     }
-    int64_t half = nb / 2;
-    if (nb * d * (as.gated ? 3 : 2) < WM_SPLIT_MIN || !pool_take()) {
+    if (nb * d * (as.gated ? 3 : 2) < WM_SPLIT_MIN) {
         ffn_run(&f);
         return 0;
     }
-    float *y2 = scratch + d;                 /* the helper's y, after x's blocks */
+    /* two halves, the second into its own y (after x's blocks in scratch),
+     * on two threads or, with the helper busy, one after the other: the
+     * same sums either way */
+    int64_t half = nb / 2;
+    float *y2 = scratch + d;
     wm_ffn_part tail = ffn_tail(&f, half, y2);
     f.nb = half;
     wm_job a = {.ffn = &f}, b = {.ffn = &tail};
-    pool_both(&a, &b);
+    if (pool_take()) {
+        pool_both(&a, &b);
+    } else {
+        ffn_run(&f);
+        ffn_run(&tail);
+    }
     for (int64_t c = 0; c < d; c++)
         y[c] += y2[c];
     return 0;

@@ -83,8 +83,9 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
  * so the FFN's weights are read once, sequentially, instead of in three
  * strided passes (up rows, gate rows, down columns). b_up, b_gate may be
  * NULL; gpre is unused (may be NULL) when ungated. Large FFNs run on two
- * threads, each over half of the rows with its own y, the second half's
- * added to y at the end: the result depends on nb and the data only
+ * threads (one after the other while another caller has the helper),
+ * each over half of the rows with its own y, the second half's added to
+ * y at the end: the result depends on nb and the data only
  * (deterministic), and differs from the separate products only in the
  * order of the float sums into y. scratch: wm_scratch_floats(d) floats.
  * 0, or -ENOTSUP (nothing done) for weights without a single-vector kernel
