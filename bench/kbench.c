@@ -1,8 +1,9 @@
 /* kbench.c: inflash-kbench, the kernels' limit: in one run, (a) the DRAM
- * read bandwidth (2 threads summing a buffer larger than the caches, best
- * of several passes), (b) single-token products of a 7B-shaped layer stack
- * (attention 4096x4096 x4, FFN 11008 bundles of d 4096 with gate: up and
- * gate rows, then down columns) for f16, q8_0 and q4_0 through
+ * read bandwidth (2 threads summing a buffer larger than the caches with
+ * the widest loads, best of several passes and stream counts), (b) single-token products of a 7B-shaped layer stack
+ * (attention 4096x4096 x4, FFN 11008 bundles of d 4096 with gate: one
+ * token in one fused pass over the bundles, a batch as up and gate rows,
+ * then down columns) for f16, q8_0 and q4_0 through
  * client/weight_matrix.h, as GB/s of weight bytes and as a ratio to the
  * bandwidth limit (weight bytes / bandwidth), and (c) the same layer's
  * products for a 128-token batch against cblas_sgemm on f32 weights of the
@@ -55,40 +56,125 @@ static uint64_t rnd(uint64_t *s)
 
 /* ---- (a) DRAM read bandwidth ----------------------------------------------- */
 
+/* A STREAM-like read: each of 2 threads reads its half of the buffer as
+ * `streams` interleaved sequential streams (one per sub-part) with the
+ * widest loads this CPU has (AVX-512, AVX2 or 64-bit words; target
+ * attributes, chosen at run time) into independent accumulators. The
+ * figure is the best over the read widths and stream counts, so that the
+ * ratios below compare against what the memory really delivers. */
 typedef struct {
     const uint64_t *p;   /* this thread's part */
-    size_t          n;   /* its words */
+    size_t          n;   /* its words (a multiple of 64 * streams) */
+    int             streams; /* sequential streams within the part (1, 2 or 4) */
+    int             width;   /* 512, 256 or 64: the load width in bits */
     uint64_t        sum; /* out: keeps the reads alive */
 } bw_part;
+
+#define BW_MAX_STREAMS 4
+
+static uint64_t bw_read64(const uint64_t *const *s, int ns, size_t n)
+{
+    uint64_t a[8] = {0};
+    for (size_t i = 0; i < n; i += 8)
+        for (int j = 0; j < ns; j++)
+            for (int k = 0; k < 8; k++)
+                a[k] += s[j][i + k];
+    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define BW_X86 1
+
+/* n words of each stream, 64 bytes (one line) per load and stream and step */
+__attribute__((target("avx512f"))) static uint64_t bw_read512(const uint64_t *const *s, int ns, size_t n)
+{
+    __m512i a[BW_MAX_STREAMS][2];
+    for (int j = 0; j < ns; j++)
+        a[j][0] = a[j][1] = _mm512_setzero_si512();
+    for (size_t i = 0; i < n; i += 16)
+        for (int j = 0; j < ns; j++) {
+            a[j][0] = _mm512_add_epi64(a[j][0], _mm512_load_si512((const void *)(s[j] + i)));
+            a[j][1] = _mm512_add_epi64(a[j][1], _mm512_load_si512((const void *)(s[j] + i + 8)));
+        }
+    uint64_t t = 0;
+    for (int j = 0; j < ns; j++)
+        t += (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(a[j][0], a[j][1]));
+    return t;
+}
+
+__attribute__((target("avx2"))) static uint64_t bw_read256(const uint64_t *const *s, int ns, size_t n)
+{
+    __m256i a[BW_MAX_STREAMS][2];
+    for (int j = 0; j < ns; j++)
+        a[j][0] = a[j][1] = _mm256_setzero_si256();
+    for (size_t i = 0; i < n; i += 8)
+        for (int j = 0; j < ns; j++) {
+            a[j][0] = _mm256_add_epi64(a[j][0], _mm256_load_si256((const __m256i *)(s[j] + i)));
+            a[j][1] = _mm256_add_epi64(a[j][1], _mm256_load_si256((const __m256i *)(s[j] + i + 4)));
+        }
+    uint64_t t = 0;
+    for (int j = 0; j < ns; j++) {
+        uint64_t v[4];
+        _mm256_storeu_si256((__m256i *)v, _mm256_add_epi64(a[j][0], a[j][1]));
+        t += v[0] + v[1] + v[2] + v[3];
+    }
+    return t;
+}
+#endif
 
 static void *bw_sum(void *arg)
 {
     bw_part *t = arg;
-    uint64_t s[8] = {0};
-    for (size_t i = 0; i + 8 <= t->n; i += 8)
-        for (int k = 0; k < 8; k++)
-            s[k] += t->p[i + k];
-    t->sum = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+    size_t n = t->n / (size_t)t->streams;
+    const uint64_t *s[BW_MAX_STREAMS];
+    for (int j = 0; j < t->streams; j++)
+        s[j] = t->p + (size_t)j * n;
+#ifdef BW_X86
+    if (t->width == 512)
+        t->sum = bw_read512(s, t->streams, n);
+    else if (t->width == 256)
+        t->sum = bw_read256(s, t->streams, n);
+    else
+#endif
+        t->sum = bw_read64(s, t->streams, n);
     return NULL;
 }
 
-/* GB/s of 2 threads reading `bytes` of buf, best of reps passes; 0 on failure */
+/* The widest load this CPU has, in bits. */
+static int bw_width(void)
+{
+#ifdef BW_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return 512;
+    if (__builtin_cpu_supports("avx2"))
+        return 256;
+#endif
+    return 64;
+}
+
+/* GB/s of 2 threads reading `bytes` of buf (64-byte aligned) with the
+ * widest loads, best over 1, 2 and 4 streams per thread and reps passes
+ * each; 0 on failure. */
 static double bandwidth(const uint64_t *buf, size_t bytes, int64_t reps)
 {
     double best = 0;
-    size_t half = bytes / 16;                 /* words per thread */
-    for (int64_t r = 0; r < reps; r++) {
-        bw_part t[2] = {{buf, half, 0}, {buf + half, half, 0}};
-        pthread_t th;
-        double t0 = now_s();
-        if (pthread_create(&th, NULL, bw_sum, &t[1]) != 0)
-            return 0;
-        bw_sum(&t[0]);
-        pthread_join(th, NULL);
-        double gbs = (double)(16 * half) / (now_s() - t0) / 1e9;
-        if (gbs > best && t[0].sum + t[1].sum != 1)
-            best = gbs;
-    }
+    size_t half = bytes / 16 / (64 * BW_MAX_STREAMS) * (64 * BW_MAX_STREAMS);   /* words per thread */
+    int width = bw_width();
+    for (int ns = 1; ns <= BW_MAX_STREAMS; ns *= 2)
+        for (int64_t r = 0; r < reps; r++) {
+            bw_part t[2] = {{buf, half, ns, width, 0}, {buf + half, half, ns, width, 0}};
+            pthread_t th;
+            double t0 = now_s();
+            if (pthread_create(&th, NULL, bw_sum, &t[1]) != 0)
+                return 0;
+            bw_sum(&t[0]);
+            pthread_join(th, NULL);
+            double gbs = (double)(16 * half) / (now_s() - t0) / 1e9;
+            if (gbs > best && t[0].sum + t[1].sum != 1)
+                best = gbs;
+        }
     return best;
 }
 
@@ -127,12 +213,12 @@ static int layer_new(fmt_dtype dt, kb_layer *l, uint64_t seed)
 {
     memset(l, 0, sizeof *l);
     for (int i = 0; i < NATT; i++) {
-        l->att[i] = malloc((size_t)fmt_bytes(dt, (uint64_t)D * D));
+        l->att[i] = wm_alloc((size_t)fmt_bytes(dt, (uint64_t)D * D));   /* as the client's resident weights */
         if (!l->att[i])
             return -1;
         fill_w(dt, l->att[i], (uint64_t)D * D, seed + (uint64_t)i);
     }
-    l->ffn = malloc((size_t)fmt_bytes(dt, (uint64_t)F * BUNDLE));
+    l->ffn = wm_alloc((size_t)fmt_bytes(dt, (uint64_t)F * BUNDLE));
     if (!l->ffn)
         return -1;
     fill_w(dt, l->ffn, (uint64_t)F * BUNDLE, seed + 7);
@@ -156,23 +242,26 @@ typedef struct {
     float *x, *q, *pre, *gpre, *act, *y, *scratch;
 } kb_act;
 
-/* One layer's products for n tokens; seconds per part into t[3] (attention,
- * up+gate, down) when t is not NULL. */
+/* One layer's products for n tokens as the client takes them; seconds per
+ * part into t[2] (attention, FFN) when t is not NULL. One token: the fused
+ * FFN (wm_ffn, SwiGLU; every activation term is non-zero, none skipped);
+ * batches: up rows, gate rows, then the down columns. */
 static void layer_run(fmt_dtype dt, const kb_layer *l, int64_t n, kb_act *a, double *t)
 {
+    const act_spec swiglu = {ACT_FN_SILU, 1, 0.0f};
     double t0 = now_s();
     for (int i = 0; i < NATT; i++)
         wm_gemm_xwt(dt, l->att[i], D, D, D, a->x, n, a->q, D, 0.0f, a->scratch);
     double t1 = now_s();
-    wm_gemm_xwt(dt, l->ffn, BUNDLE, F, D, a->x, n, a->pre, F, 0.0f, a->scratch);
-    wm_gemm_xwt(dt, wm_at(dt, l->ffn, BUNDLE, 0, D), BUNDLE, F, D, a->x, n, a->gpre, F, 0.0f, a->scratch);
-    double t2 = now_s();
-    wm_gemm_aw(dt, wm_at(dt, l->ffn, BUNDLE, 0, 2 * D), BUNDLE, F, D, a->act, F, n, a->y, a->scratch);
+    if (n != 1 ||
+        wm_ffn(dt, l->ffn, BUNDLE, F, D, swiglu, NULL, NULL, a->x, a->pre, a->gpre, a->act, a->y, a->scratch) != 0) {
+        wm_gemm_xwt(dt, l->ffn, BUNDLE, F, D, a->x, n, a->pre, F, 0.0f, a->scratch);
+        wm_gemm_xwt(dt, wm_at(dt, l->ffn, BUNDLE, 0, D), BUNDLE, F, D, a->x, n, a->gpre, F, 0.0f, a->scratch);
+        wm_gemm_aw(dt, wm_at(dt, l->ffn, BUNDLE, 0, 2 * D), BUNDLE, F, D, a->act, F, n, a->y, a->scratch);
+    }
     if (t) {
-        double t3 = now_s();
         t[0] += t1 - t0;
-        t[1] += t2 - t1;
-        t[2] += t3 - t2;
+        t[1] += now_s() - t1;
     }
 }
 
@@ -207,7 +296,7 @@ static const fmt_dtype dts[] = {FMT_F16, FMT_Q8_0, FMT_Q4_0};
 
 /* Seconds per token over o->layers layers of dt, best of o->reps; parts: the
  * best token's split. -1 if the weights do not fit. */
-static double single_token(fmt_dtype dt, const kb_opts *o, kb_act *a, double parts[3])
+static double single_token(fmt_dtype dt, const kb_opts *o, kb_act *a, double parts[2])
 {
     kb_layer *ls = calloc((size_t)o->layers, sizeof *ls);
     double best = -1;
@@ -215,7 +304,7 @@ static double single_token(fmt_dtype dt, const kb_opts *o, kb_act *a, double par
     for (int64_t i = 0; ok && i < o->layers; i++)
         ok = layer_new(dt, &ls[i], 1000 * (uint64_t)i + 1) == 0;
     for (int64_t r = 0; ok && r <= o->reps; r++) {   /* rep 0 warms up */
-        double t[3] = {0, 0, 0}, t0 = now_s();
+        double t[2] = {0, 0}, t0 = now_s();
         for (int64_t i = 0; i < o->layers; i++)
             layer_run(dt, &ls[i], 1, a, t);
         double dt_s = now_s() - t0;
@@ -343,7 +432,7 @@ int main(int argc, char **argv)
     }
     int blas_threads = openblas_get_num_threads();
     size_t bw_bytes = (size_t)o.mib << 20;
-    uint64_t *buf = malloc(bw_bytes);
+    uint64_t *buf = wm_alloc(bw_bytes);   /* huge pages: the most the memory delivers */
     kb_act a1, ab;
     if (!buf || act_new(&a1, 1) != 0 || (o.batch > 0 && act_new(&ab, o.batch) != 0)) {
         fprintf(stderr, PROG ": out of memory\n");
@@ -358,10 +447,10 @@ int main(int argc, char **argv)
     }
     printf("kernels %s, OpenBLAS %d threads, %" PRId64 " layers of 7B shapes, best of %" PRId64 "\n", wm_kernels(),
            blas_threads, o.layers, o.reps);
-    printf("DRAM read bandwidth (2 threads, %" PRId64 " MiB): %.1f GB/s\n\n", o.mib, bw);
+    printf("DRAM read bandwidth (2 threads, %d-bit loads, %" PRId64 " MiB): %.1f GB/s\n\n", bw_width(), o.mib, bw);
     printf("%-6s %12s %10s %10s %8s %8s\n", "single", "MB/layer", "ms/layer", "limit ms", "GB/s", "ratio");
     for (size_t d = 0; d < N_DTS; d++) {
-        double parts[3] = {0, 0, 0}, s = single_token(dts[d], &o, &a1, parts);
+        double parts[2] = {0, 0}, s = single_token(dts[d], &o, &a1, parts);
         if (s < 0) {
             fprintf(stderr, PROG ": out of memory for the %s weights\n", fmt_dtype_name(dts[d]));
             return EXIT_RUNTIME;
@@ -370,10 +459,9 @@ int main(int argc, char **argv)
         printf("%-6s %12.1f %10.2f %10.2f %8.1f %8.2f\n", fmt_dtype_name(dts[d]), bytes / (double)o.layers / 1e6,
                s * 1e3 / (double)o.layers, limit * 1e3 / (double)o.layers, bytes / s / 1e9, s / limit);
         if (o.verbose)
-            printf("       GB/s attention %.1f, up+gate %.1f, down %.1f\n",
+            printf("       GB/s attention %.1f, FFN %.1f\n",
                    (double)NATT * (double)fmt_bytes(dts[d], (uint64_t)D * D) * (double)o.layers / parts[0] / 1e9,
-                   2.0 * (double)fmt_bytes(dts[d], (uint64_t)F * D) * (double)o.layers / parts[1] / 1e9,
-                   (double)fmt_bytes(dts[d], (uint64_t)F * D) * (double)o.layers / parts[2] / 1e9);
+                   (double)fmt_bytes(dts[d], (uint64_t)F * BUNDLE) * (double)o.layers / parts[1] / 1e9);
     }
     if (o.batch > 0) {
         double flops = 2.0 * (double)o.batch * ((double)NATT * D * D + 3.0 * F * D);

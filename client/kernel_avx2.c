@@ -33,6 +33,8 @@ TI void xwt_f16_rows(const unsigned char *wb, size_t ldb, int R, int q4, int64_t
     for (; c + 16 <= cols; c += 16) {
         __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
         for (int k = 0; k < R; k++) {
+            if (R == 4 && c % 32 == 0)             /* one prefetch per 64-byte line */
+                kern_prefetch(w + (k + KERN_PF_ROWS) * ld + c);
             a0[k] = _mm256_fmadd_ps(f16x8(w + k * ld + c), x0, a0[k]);
             a1[k] = _mm256_fmadd_ps(f16x8(w + k * ld + c + 8), x1, a1[k]);
         }
@@ -54,20 +56,20 @@ KERN_XWT_DRIVER(T, xwt_f16, xwt_f16_rows, const float *, 0, 0)
 
 T static void aw_f16(const void *w, size_t ldb, int64_t rows, int64_t cols, const float *a, float *y)
 {
-    const unsigned char *p[KERN_AW_ROWS];
-    float co[KERN_AW_ROWS];
-    int64_t r = 0;
-    int n;
-    while ((n = kern_gather_rows(w, ldb, rows, a, &r, p, co)) > 0) {
+    kern_walk s;
+    for (kern_walk_begin(&s, w, ldb, rows, a); kern_walk_more(&s, w, ldb, rows, a); s.cur ^= 1) {
+        const kern_group *G = &s.g[s.cur], *N = &s.g[s.cur ^ 1];
+        int n = G->n;
         __m256 av[KERN_AW_ROWS];
         for (int k = 0; k < n; k++)
-            av[k] = _mm256_set1_ps(co[k]);
+            av[k] = _mm256_set1_ps(G->c[k]);
         int64_t c = 0;
         for (; c + 32 <= cols; c += 32) {          /* four independent chains over the rows */
             __m256 y0 = _mm256_loadu_ps(y + c), y1 = _mm256_loadu_ps(y + c + 8), y2 = _mm256_loadu_ps(y + c + 16),
                    y3 = _mm256_loadu_ps(y + c + 24);
+            kern_prefetch_group(N, 2 * (size_t)c);
             for (int k = 0; k < n; k++) {
-                const uint16_t *wr = (const uint16_t *)p[k] + c;
+                const uint16_t *wr = (const uint16_t *)G->p[k] + c;
                 y0 = _mm256_fmadd_ps(f16x8(wr), av[k], y0);
                 y1 = _mm256_fmadd_ps(f16x8(wr + 8), av[k], y1);
                 y2 = _mm256_fmadd_ps(f16x8(wr + 16), av[k], y2);
@@ -81,12 +83,12 @@ T static void aw_f16(const void *w, size_t ldb, int64_t rows, int64_t cols, cons
         for (; c + 8 <= cols; c += 8) {
             __m256 y0 = _mm256_loadu_ps(y + c);
             for (int k = 0; k < n; k++)
-                y0 = _mm256_fmadd_ps(f16x8((const uint16_t *)p[k] + c), av[k], y0);
+                y0 = _mm256_fmadd_ps(f16x8((const uint16_t *)G->p[k] + c), av[k], y0);
             _mm256_storeu_ps(y + c, y0);
         }
         for (; c < cols; c++)
             for (int k = 0; k < n; k++)
-                y[c] += co[k] * _cvtsh_ss(((const uint16_t *)p[k])[c]);
+                y[c] += G->c[k] * _cvtsh_ss(((const uint16_t *)G->p[k])[c]);
     }
 }
 
@@ -120,6 +122,8 @@ TI void xwt_q_rows(const unsigned char *w, size_t ldb, int R, int q4, int64_t nb
             corr = _mm256_zextsi128_si256(_mm_cvtsi32_si128(x->s8[b]));
         for (int k = 0; k < R; k++) {
             const unsigned char *blk = w + k * ldb + (size_t)b * bb;
+            if (R == 4)
+                kern_prefetch(blk + KERN_PF_ROWS * ldb);
             __m256i s;
             if (q4) {
                 s = _mm256_add_epi32(dot_us(nibbles(blk), xv), corr);
@@ -151,13 +155,16 @@ TI __m256 u8x8(__m128i v)
 TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, const float *a, float *y)
 {
     const size_t bb = q4 ? FMT_Q4_0_BYTES : FMT_Q8_0_BYTES;
-    const unsigned char *p[KERN_AW_ROWS];
-    float co[KERN_AW_ROWS];
-    int64_t r = 0;
-    int n;
-    while ((n = kern_gather_rows(w, ldb, rows, a, &r, p, co)) > 0)
+    kern_walk s;
+    for (kern_walk_begin(&s, w, ldb, rows, a); kern_walk_more(&s, w, ldb, rows, a); s.cur ^= 1) {
+        const kern_group *N = &s.g[s.cur ^ 1];
+        const unsigned char *const *p = s.g[s.cur].p;
+        const float *co = s.g[s.cur].c;
+        int n = s.g[s.cur].n;
         for (int64_t b = 0; b < nblk; b++) {
             float *yb = y + b * FMT_QK;
+            if ((size_t)b * bb % 64 < bb)          /* a new 64-byte line begins in this block */
+                kern_prefetch_group(N, (size_t)b * bb + bb);
             __m256 y0 = _mm256_loadu_ps(yb), y1 = _mm256_loadu_ps(yb + 8), y2 = _mm256_loadu_ps(yb + 16),
                    y3 = _mm256_loadu_ps(yb + 24);
             float off = 0.0f;                      /* q4: -8 * sum of the scales, added once */
@@ -186,6 +193,7 @@ TI void aw_q(const void *w, size_t ldb, int q4, int64_t rows, int64_t nblk, cons
             _mm256_storeu_ps(yb + 16, _mm256_add_ps(y2, ov));
             _mm256_storeu_ps(yb + 24, _mm256_add_ps(y3, ov));
         }
+    }
 }
 
 KERN_AW_DRIVER(T, aw_q8, aw_q, 0)

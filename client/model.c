@@ -108,6 +108,8 @@ void model_ffn_rows(fmt_dtype dt, const void *w, int64_t bl, int64_t nb, int64_t
     const void *up = w, *gate = wm_at(dt, w, bl, 0, d), *down = wm_at(dt, w, bl, 0, (gated ? 2 : 1) * d);
     if (nb <= 0 || n <= 0)
         return;
+    if (n == 1 && wm_ffn(dt, w, bl, nb, d, as, b_up, b_gate, x, pre, gpre, actbuf, y, scratch) == 0)
+        return;                      /* one token: one pass over the rows (weight_matrix.h) */
     wm_gemm_xwt(dt, up, bl, nb, d, x, n, pre, ldp, 0.0f, scratch);
     if (gated)
         wm_gemm_xwt(dt, gate, bl, nb, d, x, n, gpre, ldp, 0.0f, scratch);
@@ -205,7 +207,7 @@ static int load_mat(model *m, const void **dst, const char *name, int64_t numel,
     if (bytes == UINT64_MAX || bytes > SIZE_MAX)
         return ierr_set(err, -EINVAL, "model: tensor %s: %lld values are not whole %s blocks", name,
                         (long long)numel, fmt_dtype_name(m->w.wdt));
-    void *p = malloc(bytes ? (size_t)bytes : 1);
+    void *p = wm_alloc((size_t)bytes);
     if (!p)
         return ierr_set(err, -ENOMEM, "out of memory for %s (%llu bytes)", name, (unsigned long long)bytes);
     *dst = p;
@@ -429,7 +431,7 @@ int model_load_resident_ffn(model *m, ierr *err)
         return 0;
     uint64_t bb = (uint64_t)source_bundle_bytes(m->src), per_layer = (uint64_t)c->d_ffn * bb;
     size_t total = (size_t)((uint64_t)c->n_layers * per_layer);
-    unsigned char *p = malloc(total ? total : 1);
+    unsigned char *p = wm_alloc(total);
     if (!p)
         return ierr_set(err, -ENOMEM, "out of memory for the resident FFN (%zu bytes)", total);
     m->w.ffn_resident = p;

@@ -8,7 +8,9 @@
 #include <cblas.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "kernel.h"
@@ -87,6 +89,25 @@ const char *wm_kernels(void)
     return kernels()->name;
 }
 
+/* ---- memory ------------------------------------------------------------------- */
+
+#define WM_HUGE ((size_t)2 << 20)   /* the x86-64 huge page */
+
+void *wm_alloc(size_t bytes)
+{
+    if (bytes < WM_HUGE)             /* small matrices: no page of their own */
+        return malloc(bytes ? bytes : 1);
+    size_t n = (bytes + WM_HUGE - 1) / WM_HUGE * WM_HUGE;
+    if (n < bytes)
+        return NULL;
+    void *p = aligned_alloc(WM_HUGE, n);
+#ifdef MADV_HUGEPAGE
+    if (p)
+        (void)madvise(p, n, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 /* ---- scratch ------------------------------------------------------------------- */
 
 int64_t wm_scratch_floats(int64_t cols)
@@ -99,14 +120,19 @@ void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, fl
     fmt_to_f32(dt, wm_at(dt, w, ld, r, 0), dst, (size_t)cols);
 }
 
-/* x[0..cols) as q8_0 blocks (quant_q8_0's blocks, unpacked) in scratch,
- * which holds cols/4 + 2 * cols/32 floats for it (fewer than wm_scratch_floats). */
+/* x[0..cols) as q8_0 blocks (quant_q8_0's blocks, unpacked, and their pairs
+ * as kern_xq lays them out) in scratch, which holds cols/4 + 2 * cols/32
+ * floats for the blocks and 5/8 cols for the pairs (less than cols, fewer
+ * than wm_scratch_floats). */
 static kern_xq quantize_x(const float *x, int64_t cols, float *scratch)
 {
-    int64_t nblk = cols / FMT_QK;
+    int64_t nblk = cols / FMT_QK, np = nblk / 2;
     float *d = scratch;
     int32_t *s8 = (int32_t *)(scratch + nblk);
     int8_t *q = (int8_t *)(scratch + 2 * nblk);
+    int8_t *qp = (int8_t *)(scratch + 2 * nblk + cols / 4);
+    float *dp = scratch + 2 * nblk + cols / 2;
+    int32_t *sp = (int32_t *)(dp + 8 * np);
     unsigned char blk[FMT_Q8_0_BYTES];
     for (int64_t b = 0; b < nblk; b++) {
         quant_q8_0(x + b * FMT_QK, blk, FMT_QK);
@@ -117,7 +143,18 @@ static kern_xq quantize_x(const float *x, int64_t cols, float *scratch)
             s += q[b * FMT_QK + i];
         s8[b] = -8 * s;
     }
-    return (kern_xq){q, d, s8};
+    for (int64_t p = 0; p < np; p++)
+        for (int h = 0; h < 2; h++) {        /* h: block 2p + h */
+            const int64_t b = 2 * p + h;
+            memcpy(qp + 64 * p + 16 * h, q + b * FMT_QK, 16);
+            memcpy(qp + 64 * p + 32 + 16 * h, q + b * FMT_QK + 16, 16);
+            for (int i = 0; i < 4; i++) {
+                dp[8 * p + 4 * h + i] = d[b];
+                sp[16 * p + 4 * h + i] = i == 0 ? s8[b] : 0;
+                sp[16 * p + 8 + 4 * h + i] = 0;
+            }
+        }
+    return (kern_xq){q, d, s8, qp, dp, sp};
 }
 
 /* ---- one job: part of a product, over rows (xwt) or columns (aw) ------------------ */
@@ -138,7 +175,26 @@ typedef struct {
     float        beta;               /* xwt: 0 or 1 */
     float       *scratch;            /* converted rows: WM_BLOCK rows of cols floats for this part */
     int          kernel;             /* 1: a single-vector kernel of k; 0: converted rows */
+    const struct wm_ffn_part *ffn;   /* not NULL: this job is part of a fused FFN (the rest unused) */
 } wm_job;
+
+/* Part of a fused FFN (wm_ffn): rows [0, nb) of w, outputs from row 0. */
+typedef struct wm_ffn_part {
+    const kern_set *k;
+    fmt_dtype    dt;
+    const unsigned char *w;          /* the first row */
+    size_t       ldb;                /* row stride in bytes */
+    size_t       gate, down;         /* byte offsets of the gate row and down column in a row */
+    int64_t      nb, d;              /* rows; values per up/gate/down */
+    act_spec     as;
+    const float *b_up, *b_gate;      /* [nb] or NULL */
+    const float *x;                  /* [d] */
+    const kern_xq *xq;               /* quantized dtypes: x as q8_0 blocks */
+    float       *pre, *gpre, *act;   /* [nb] outputs (gpre NULL when ungated) */
+    float       *y;                  /* [d] accumulated */
+} wm_ffn_part;
+
+static void ffn_run(const wm_ffn_part *f);
 
 /* f32 rows from scratch ([nb][cols], or [nb][ncols] for aw) through OpenBLAS */
 static void batch_run(const wm_job *j)
@@ -171,6 +227,10 @@ static void run_job(const wm_job *j)
 {
     const kern_set *k = j->k;
     int64_t nb = j->cols / FMT_QK;
+    if (j->ffn) {
+        ffn_run(j->ffn);
+        return;
+    }
     if (j->n > 1 || !j->kernel) {
         batch_run(j);
         return;
@@ -248,6 +308,30 @@ static void pool_start(void)
     }
 }
 
+/* Run a here and b on the helper, which the caller holds (P.busy); returns
+ * when both are done and releases the helper. */
+static void pool_both(const wm_job *a, const wm_job *b)
+{
+    pthread_mutex_lock(&P.mu);
+    P.job = *b;
+    uint64_t g = ++P.gen;
+    pthread_cond_signal(&P.go);
+    pthread_mutex_unlock(&P.mu);
+    run_job(a);
+    pthread_mutex_lock(&P.mu);
+    while (P.done != g)
+        pthread_cond_wait(&P.fin, &P.mu);
+    pthread_mutex_unlock(&P.mu);
+    pthread_mutex_unlock(&P.busy);
+}
+
+/* 1 if the helper is running and now held by the caller (P.busy) */
+static int pool_take(void)
+{
+    pthread_once(&pool_once, pool_start);
+    return P.ok && pthread_mutex_trylock(&P.busy) == 0;
+}
+
 /* Run job j split in two by rows (xwt) or by whole 32-value column groups
  * (aw): the helper takes the second part (and the second half of the
  * scratch). 0 if it did not split. */
@@ -255,8 +339,7 @@ static int split_run(const wm_job *j)
 {
     if (j->rows * j->cols * j->n < WM_SPLIT_MIN || (j->aw && j->cols < 2 * FMT_QK))
         return 0;
-    pthread_once(&pool_once, pool_start);
-    if (!P.ok || pthread_mutex_trylock(&P.busy) != 0)
+    if (!pool_take())
         return 0;
     wm_job a = *j, b = *j;
     if (!j->aw) {                    /* rows: out[.][r] are independent */
@@ -272,17 +355,7 @@ static int split_run(const wm_job *j)
     }
     if (j->scratch)
         b.scratch = j->scratch + (int64_t)WM_BLOCK * j->cols;
-    pthread_mutex_lock(&P.mu);
-    P.job = b;
-    uint64_t g = ++P.gen;
-    pthread_cond_signal(&P.go);
-    pthread_mutex_unlock(&P.mu);
-    run_job(&a);
-    pthread_mutex_lock(&P.mu);
-    while (P.done != g)
-        pthread_cond_wait(&P.fin, &P.mu);
-    pthread_mutex_unlock(&P.mu);
-    pthread_mutex_unlock(&P.busy);
+    pool_both(&a, &b);
     return 1;
 }
 
@@ -339,7 +412,7 @@ static wm_job job_for(fmt_dtype dt, int aw, const void *w, int64_t ld, int64_t r
     const kern_set *k = kernels();
     blas_single();
     wm_job j = {k, dt, aw, w, (size_t)fmt_bytes(dt, (uint64_t)ld), rows, cols, n, x, lda, NULL, out, ldo, beta,
-                scratch, 0};
+                scratch, 0, NULL};
     if (n == 1 && (dt == FMT_F16 ? k->xwt_f16 != NULL : fmt_is_quant(dt))) {
         j.kernel = 1;
         j.scratch = NULL;
@@ -393,4 +466,101 @@ void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t c
             nb = 0;
         }
     }
+}
+
+/* ---- the fused FFN ------------------------------------------------------------------------- */
+
+/* Rows [r, r + n) of f's matrix at row stride ldb: out = W x (the up or gate
+ * rows at byte offset off), through f's kernels. */
+static void ffn_dots(const wm_ffn_part *f, size_t off, int64_t r, int64_t n, float *out)
+{
+    const unsigned char *w = f->w + (size_t)r * f->ldb + off;
+    if (f->dt == FMT_F16)
+        f->k->xwt_f16(w, f->ldb, n, f->d, f->x, out, 0.0f);
+    else if (f->dt == FMT_Q8_0)
+        f->k->xwt_q8(w, f->ldb, n, f->d / FMT_QK, f->xq, out, 0.0f);
+    else
+        f->k->xwt_q4(w, f->ldb, n, f->d / FMT_QK, f->xq, out, 0.0f);
+}
+
+/* One thread's part of wm_ffn: group by group, the up and gate dots, the
+ * activation terms, the down columns (group size: see WM_FFN_GROUP). */
+static void ffn_run(const wm_ffn_part *f)
+{
+    for (int64_t r = 0; r < f->nb; r += WM_FFN_GROUP) {
+        int64_t n = f->nb - r < WM_FFN_GROUP ? f->nb - r : WM_FFN_GROUP;
+        ffn_dots(f, 0, r, n, f->pre + r);
+        if (f->as.gated)
+            ffn_dots(f, f->gate, r, n, f->gpre + r);
+        for (int64_t j = r; j < r + n; j++) {
+            if (f->b_up)
+                f->pre[j] += f->b_up[j];
+            if (f->as.gated && f->b_gate)
+                f->gpre[j] += f->b_gate[j];
+            f->act[j] = act_term(f->as, f->as.gated ? f->gpre[j] : 0.0f, f->pre[j]);
+        }
+        const unsigned char *down = f->w + (size_t)r * f->ldb + f->down;
+        if (f->dt == FMT_F16)
+            f->k->aw_f16(down, f->ldb, n, f->d, f->act + r, f->y);
+        else if (f->dt == FMT_Q8_0)
+            f->k->aw_q8(down, f->ldb, n, f->d / FMT_QK, f->act + r, f->y);
+        else
+            f->k->aw_q4(down, f->ldb, n, f->d / FMT_QK, f->act + r, f->y);
+    }
+}
+
+/* The second half of f from row `half` on, into its own y (zeroed). */
+static wm_ffn_part ffn_tail(const wm_ffn_part *f, int64_t half, float *y)
+{
+    wm_ffn_part b = *f;
+    b.w = f->w + (size_t)half * f->ldb;
+    b.nb = f->nb - half;
+    b.b_up = f->b_up ? f->b_up + half : NULL;
+    b.b_gate = f->b_gate ? f->b_gate + half : NULL;
+    b.pre = f->pre + half;
+    b.gpre = f->gpre ? f->gpre + half : NULL;
+    b.act = f->act + half;
+    b.y = y;
+    memset(y, 0, sizeof(float) * (size_t)f->d);
+    return b;
+}
+
+int wm_ffn(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, act_spec as, const float *b_up,
+           const float *b_gate, const float *x, float *pre, float *gpre, float *act, float *y, float *scratch)
+{
+    const kern_set *k = kernels();
+    if (dt == FMT_F16 ? k->xwt_f16 == NULL || k->aw_f16 == NULL : !fmt_is_quant(dt))
+        return -ENOTSUP;
+    if (nb <= 0)
+        return 0;
+    blas_single();
+    size_t rb = (size_t)fmt_bytes(dt, (uint64_t)d);
+    wm_ffn_part f = {k, dt, w, (size_t)fmt_bytes(dt, (uint64_t)ldw), rb, (as.gated ? 2 : 1) * rb, nb, d, as,
+                     b_up, b_gate, x, NULL, pre, as.gated ? gpre : NULL, act, y};
+    kern_xq xq;
+    if (fmt_is_quant(dt)) {                  /* x's blocks take less than d floats of scratch */
+        xq = quantize_x(x, d, scratch);
+        f.xq = &xq;
+    }
+    if (nb * d * (as.gated ? 3 : 2) < WM_SPLIT_MIN) {
+        ffn_run(&f);
+        return 0;
+    }
+    /* two halves, the second into its own y (after x's blocks in scratch),
+     * on two threads or, with the helper busy, one after the other: the
+     * same sums either way */
+    int64_t half = nb / 2;
+    float *y2 = scratch + d;
+    wm_ffn_part tail = ffn_tail(&f, half, y2);
+    f.nb = half;
+    wm_job a = {.ffn = &f}, b = {.ffn = &tail};
+    if (pool_take()) {
+        pool_both(&a, &b);
+    } else {
+        ffn_run(&f);
+        ffn_run(&tail);
+    }
+    for (int64_t c = 0; c < d; c++)
+        y[c] += y2[c];
+    return 0;
 }

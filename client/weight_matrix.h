@@ -44,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "activity.h"
 #include "format.h"
 
 /* Rows converted per block (per thread) on the batch path. */
@@ -68,6 +69,30 @@ void wm_gemm_xwt(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t 
 void wm_gemm_aw(fmt_dtype dt, const void *w, int64_t ld, int64_t rows, int64_t cols,
                 const float *a, int64_t lda, int64_t n, float *y, float *scratch);
 
+/* Bundles per group of the fused FFN below (up/gate/down of one group are
+ * read before the next group's). */
+#define WM_FFN_GROUP 16
+
+/* One token's FFN over nb neuron rows in one pass (fused): row j at
+ * ldw values after row j-1 holds the up row (d values), for gated FFNs the
+ * gate row, then the down column (d values each), e.g. whole bundles. For
+ * each group of WM_FFN_GROUP rows, in order:
+ *   pre[j]  = up_j . x + b_up[j]          gpre[j] = gate_j . x + b_gate[j]
+ *   act[j]  = act_term(as, gpre[j], pre[j])
+ *   y[c]   += sum_j act[j] * down_j[c]    (rows with act[j] == 0 skipped)
+ * so the FFN's weights are read once, sequentially, instead of in three
+ * strided passes (up rows, gate rows, down columns). b_up, b_gate may be
+ * NULL; gpre is unused (may be NULL) when ungated. Large FFNs run on two
+ * threads (one after the other while another caller has the helper),
+ * each over half of the rows with its own y, the second half's added to
+ * y at the end: the result depends on nb and the data only
+ * (deterministic), and differs from the separate products only in the
+ * order of the float sums into y. scratch: wm_scratch_floats(d) floats.
+ * 0, or -ENOTSUP (nothing done) for weights without a single-vector kernel
+ * (f32, bf16, f16 without F16C): take the separate products then. */
+int wm_ffn(fmt_dtype dt, const void *w, int64_t ldw, int64_t nb, int64_t d, act_spec as, const float *b_up,
+           const float *b_gate, const float *x, float *pre, float *gpre, float *act, float *y, float *scratch);
+
 /* dst[0..cols) = row r of W in f32. */
 void wm_row(fmt_dtype dt, const void *w, int64_t ld, int64_t r, int64_t cols, float *dst);
 
@@ -76,6 +101,15 @@ static inline const void *wm_at(fmt_dtype dt, const void *w, int64_t ld, int64_t
 {
     return (const unsigned char *)w + fmt_bytes(dt, (uint64_t)r * (uint64_t)ld + (uint64_t)c);
 }
+
+/* Memory for resident weights (free it with free()): `bytes` aligned to
+ * 2 MiB and advised as transparent huge pages (madvise MADV_HUGEPAGE; the
+ * advice is a hint, ignored where unsupported). Reading weights through 4 KiB
+ * pages is bound by TLB misses (costly page walks, doubly so under a
+ * hypervisor): measured on a 2-core KVM guest, 29 GB/s with 4 KiB pages,
+ * 55 GB/s with huge pages. Below 2 MiB, plain malloc. NULL when out of
+ * memory. */
+void *wm_alloc(size_t bytes);
 
 /* The kernel set in use: "avx512", "avx2" or "portable" (the best the CPU
  * has unless wm_use_kernels chose another). */

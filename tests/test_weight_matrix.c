@@ -1,7 +1,8 @@
 /* test_weight_matrix.c: cmocka tests of the client's kernels (layernorm,
  * rmsnorm, rotate-half RoPE, softmax, the bundle-strided FFN against a naive
  * loop), the weight-matrix products (every kernel set, f16/q8_0/q4_0,
- * against double-precision loops, the two-thread split) and of sampling
+ * against double-precision loops, the two-thread split, the fused
+ * single-token FFN) and of sampling
  * (greedy tie-break, top-p, seeded RNG), plus the "not an inflash mount"
  * check of the weight source. */
 #include <errno.h>
@@ -438,6 +439,100 @@ static void check_split(fmt_dtype dt)
     free(wd); free(wf); free(x); free(a); free(o1); free(o2); free(y1); free(y2); free(scratch);
 }
 
+/* The fused FFN (wm_ffn) of every kernel set that has it against double
+ * loops over the stored values (x as the quantized kernels see it), rows
+ * ldw > bundle apart. Rows whose term is clearly 0 get NaN down columns:
+ * they must be skipped. Two calls give the same bits (deterministic).
+ * nb * d large enough: both halves of the two-thread split. */
+static void check_fused(fmt_dtype dt, int gated, act_fn fn, int64_t nb, int64_t d)
+{
+    const act_spec as = {fn, gated, 0.0f};
+    const int64_t ldw = (gated ? 3 : 2) * d + 32, down = (gated ? 2 : 1) * d;
+    void *wd;
+    float *wf;
+    make_w(dt, nb, ldw, 61 + (uint64_t)nb, &wd, &wf);
+    float *x = malloc(sizeof(float) * (size_t)d), *xq = malloc(sizeof(float) * (size_t)d);
+    float *bu = malloc(sizeof(float) * (size_t)nb), *bg = malloc(sizeof(float) * (size_t)nb);
+    float *pre = malloc(sizeof(float) * (size_t)nb), *gpre = malloc(sizeof(float) * (size_t)nb);
+    float *act = malloc(sizeof(float) * (size_t)nb), *y = malloc(sizeof(float) * (size_t)d);
+    float *y1 = malloc(sizeof(float) * (size_t)d), *scratch = malloc(sizeof(float) * (size_t)wm_scratch_floats(d));
+    double *u = malloc(sizeof(double) * (size_t)nb), *um = malloc(sizeof(double) * (size_t)nb);
+    double *yr = malloc(sizeof(double) * (size_t)d), *mag = malloc(sizeof(double) * (size_t)d);
+    fill(x, d, 62);
+    fill(bu, nb, 63);
+    fill(bg, nb, 64);
+    if (fmt_is_quant(dt))
+        x_as_q8(x, d, xq);
+    else
+        memcpy(xq, x, sizeof(float) * (size_t)d);
+    fill(y1, d, 65);
+    for (int64_t c = 0; c < d; c++) {
+        yr[c] = y1[c];
+        mag[c] = fabs(y1[c]);
+    }
+    int poisoned = 0;
+    for (int64_t j = 0; j < nb; j++) {
+        const float *row = wf + j * ldw;
+        double g = bg[j];
+        u[j] = bu[j];
+        um[j] = 0;
+        for (int64_t k = 0; k < d; k++) {
+            u[j] += (double)row[k] * xq[k];
+            um[j] += fabs((double)row[k] * xq[k]);
+            if (gated)
+                g += (double)row[d + k] * xq[k];
+        }
+        double a = !gated ? naive_act(fn, 0, u[j]) : naive_act(fn, 0, g) * u[j];
+        double cut = gated ? g : u[j];           /* ReLU: the term is 0 when this is <= 0 */
+        if (fn == ACT_FN_RELU && cut < -0.05) {  /* clearly cut: poison the down column */
+            unsigned char *col = (unsigned char *)wd + fmt_bytes(dt, (uint64_t)(j * ldw + down));
+            memset(col, 0xff, (size_t)fmt_bytes(dt, (uint64_t)d));   /* f16 0xffff: NaN (values, block scales) */
+            poisoned++;
+            continue;
+        }
+        for (int64_t c = 0; c < d; c++) {
+            yr[c] += a * row[down + c];
+            mag[c] += fabs(a * row[down + c]);
+        }
+    }
+    if (fn == ACT_FN_RELU)
+        assert_true(poisoned > 0 && poisoned < nb);
+    for (size_t st = 0; st < N_SETS; st++) {
+        if (wm_use_kernels(sets[st]) != 0)
+            continue;
+        memcpy(y, y1, sizeof(float) * (size_t)d);
+        if (wm_ffn(dt, wd, ldw, nb, d, as, bu, gated ? bg : NULL, x, pre, gpre, act, y, scratch) != 0) {
+            assert_true(dt == FMT_F16 && strcmp(sets[st], "portable") == 0);   /* f16 takes the batch path there */
+            continue;
+        }
+        for (int64_t j = 0; j < nb; j++)
+            assert_true(fabs(pre[j] - u[j]) <= 1e-5 * um[j] + 1e-5);
+        for (int64_t c = 0; c < d; c++)
+            assert_true(fabs(y[c] - yr[c]) <= 1e-4 * mag[c] + 1e-4);
+        float *y2 = malloc(sizeof(float) * (size_t)d);
+        memcpy(y2, y1, sizeof(float) * (size_t)d);
+        assert_int_equal(wm_ffn(dt, wd, ldw, nb, d, as, bu, gated ? bg : NULL, x, pre, gpre, act, y2, scratch), 0);
+        assert_memory_equal(y, y2, sizeof(float) * (size_t)d);
+        free(y2);
+    }
+    use_best();
+    assert_int_equal(wm_ffn(FMT_F32, wd, ldw, nb, d, as, NULL, NULL, x, pre, gpre, act, y, scratch), -ENOTSUP);
+    free(wd); free(wf); free(x); free(xq); free(bu); free(bg); free(pre); free(gpre); free(act); free(y); free(y1);
+    free(scratch); free(u); free(um); free(yr); free(mag);
+}
+
+static void test_wm_fused(void **state)
+{
+    (void)state;
+    const fmt_dtype dts[] = {FMT_F16, FMT_Q8_0, FMT_Q4_0};
+    for (size_t t = 0; t < sizeof dts / sizeof dts[0]; t++) {
+        check_fused(dts[t], 1, ACT_FN_SILU, 37, 96);        /* one thread, groups and a partial one */
+        check_fused(dts[t], 0, ACT_FN_RELU, 37, 96);
+        check_fused(dts[t], 1, ACT_FN_RELU, 101, 4096);    /* split over two threads (odd halves) */
+        assert_true(101 * 4096 * 3 >= WM_SPLIT_MIN);
+    }
+}
+
 /* odd row counts, ld > cols, below and above the split threshold, n = 1 and 3 */
 static void check_dtype(fmt_dtype dt)
 {
@@ -577,7 +672,8 @@ int main(void)
         cmocka_unit_test(test_rope),        cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_ffn_bundles), cmocka_unit_test(test_wm_f16),
         cmocka_unit_test(test_wm_q8_0),     cmocka_unit_test(test_wm_q4_0),
-        cmocka_unit_test(test_wm_sets),     cmocka_unit_test(test_argmax_ties),
+        cmocka_unit_test(test_wm_sets),     cmocka_unit_test(test_wm_fused),
+        cmocka_unit_test(test_argmax_ties),
         cmocka_unit_test(test_mult_topp),   cmocka_unit_test(test_rng_seeded),
         cmocka_unit_test(test_not_a_mount),
     };
