@@ -56,12 +56,6 @@ typedef struct {
     unsigned  t;
 } dc_worker;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static uint64_t xorshift(uint64_t *s)
 {
@@ -86,7 +80,7 @@ static void *worker(void *arg)
         pthread_cond_wait(&p->go_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     while (!err) {
-        double t0 = now_s();
+        double t0 = cli_now_s();
         if (t0 >= p->deadline)
             break;
         pthread_mutex_lock(&p->mu);
@@ -106,7 +100,7 @@ static void *worker(void *arg)
             }
             done += (uint64_t)r;
         }
-        lat += now_s() - t0;
+        lat += cli_now_s() - t0;
         bytes += done;
         reads++;
         if ((reads & 15) == 0) {   /* publish progress for the byte cap */
@@ -152,7 +146,7 @@ static int run_point(int fd, uint64_t file_bytes, uint64_t size, unsigned qd, co
     }
     /* short of resource exhaustion every thread starts; if not, the started
      * ones are let go with a deadline already past and the point fails */
-    double t0 = now_s();
+    double t0 = cli_now_s();
     pthread_mutex_lock(&p.mu);
     p.deadline = started < qd ? 0 : t0 + o->seconds;
     p.go = 1;
@@ -160,7 +154,7 @@ static int run_point(int fd, uint64_t file_bytes, uint64_t size, unsigned qd, co
     pthread_mutex_unlock(&p.mu);
     for (unsigned t = 0; t < started; t++)
         pthread_join(th[t], NULL);
-    double dt = now_s() - t0;
+    double dt = cli_now_s() - t0;
     pthread_cond_destroy(&p.go_cv);
     pthread_mutex_destroy(&p.mu);
     if (started < qd)

@@ -38,12 +38,6 @@ typedef struct {
     const char *kernels; /* --kernels: a kernel set instead of the best */
 } kb_opts;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* splitmix64: the next of a seeded sequence */
 static uint64_t rnd(uint64_t *s)
@@ -166,12 +160,12 @@ static double bandwidth(const uint64_t *buf, size_t bytes, int64_t reps)
         for (int64_t r = 0; r < reps; r++) {
             bw_part t[2] = {{buf, half, ns, width, 0}, {buf + half, half, ns, width, 0}};
             pthread_t th;
-            double t0 = now_s();
+            double t0 = cli_now_s();
             if (pthread_create(&th, NULL, bw_sum, &t[1]) != 0)
                 return 0;
             bw_sum(&t[0]);
             pthread_join(th, NULL);
-            double gbs = (double)(16 * half) / (now_s() - t0) / 1e9;
+            double gbs = (double)(16 * half) / (cli_now_s() - t0) / 1e9;
             if (gbs > best && t[0].sum + t[1].sum != 1)
                 best = gbs;
         }
@@ -249,10 +243,10 @@ typedef struct {
 static void layer_run(fmt_dtype dt, const kb_layer *l, int64_t n, kb_act *a, double *t)
 {
     const act_spec swiglu = {ACT_FN_SILU, 1, 0.0f};
-    double t0 = now_s();
+    double t0 = cli_now_s();
     for (int i = 0; i < NATT; i++)
         wm_gemm_xwt(dt, l->att[i], D, D, D, a->x, n, a->q, D, 0.0f, a->scratch);
-    double t1 = now_s();
+    double t1 = cli_now_s();
     if (n != 1 ||
         wm_ffn(dt, l->ffn, BUNDLE, F, D, swiglu, NULL, NULL, a->x, a->pre, a->gpre, a->act, a->y, a->scratch) != 0) {
         wm_gemm_xwt(dt, l->ffn, BUNDLE, F, D, a->x, n, a->pre, F, 0.0f, a->scratch);
@@ -261,7 +255,7 @@ static void layer_run(fmt_dtype dt, const kb_layer *l, int64_t n, kb_act *a, dou
     }
     if (t) {
         t[0] += t1 - t0;
-        t[1] += now_s() - t1;
+        t[1] += cli_now_s() - t1;
     }
 }
 
@@ -304,10 +298,10 @@ static double single_token(fmt_dtype dt, const kb_opts *o, kb_act *a, double par
     for (int64_t i = 0; ok && i < o->layers; i++)
         ok = layer_new(dt, &ls[i], 1000 * (uint64_t)i + 1) == 0;
     for (int64_t r = 0; ok && r <= o->reps; r++) {   /* rep 0 warms up */
-        double t[2] = {0, 0}, t0 = now_s();
+        double t[2] = {0, 0}, t0 = cli_now_s();
         for (int64_t i = 0; i < o->layers; i++)
             layer_run(dt, &ls[i], 1, a, t);
-        double dt_s = now_s() - t0;
+        double dt_s = cli_now_s() - t0;
         if (r > 0 && (best < 0 || dt_s < best)) {
             best = dt_s;
             memcpy(parts, t, sizeof t);
@@ -328,7 +322,7 @@ static double sgemm_layer(const kb_opts *o, kb_act *a, int64_t n)
         memset(wa, 0, sizeof(float) * (size_t)D * D);
         memset(wf, 0, sizeof(float) * (size_t)F * D);
         for (int64_t r = 0; r <= o->reps; r++) {
-            double t0 = now_s();
+            double t0 = cli_now_s();
             for (int i = 0; i < NATT; i++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, D, D, 1.0f, a->x, D, wa, D, 0.0f, a->q,
                             D);
@@ -337,7 +331,7 @@ static double sgemm_layer(const kb_opts *o, kb_act *a, int64_t n)
                             a->pre, F);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, D, F, 1.0f, a->act, F, wf, D, 1.0f, a->y,
                         D);
-            double s = now_s() - t0;
+            double s = cli_now_s() - t0;
             if (r > 0 && (best < 0 || s < best))
                 best = s;
         }
@@ -353,9 +347,9 @@ static double batch_layer(fmt_dtype dt, const kb_opts *o, kb_act *a, int64_t n)
     double best = -1;
     if (layer_new(dt, &l, 5) == 0)
         for (int64_t r = 0; r <= o->reps; r++) {
-            double t0 = now_s();
+            double t0 = cli_now_s();
             layer_run(dt, &l, n, a, NULL);
-            double s = now_s() - t0;
+            double s = cli_now_s() - t0;
             if (r > 0 && (best < 0 || s < best))
                 best = s;
         }

@@ -128,12 +128,6 @@ static void cli_usage(FILE *f)
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int read_file(const char *path, char **data, size_t *len, ierr *err)
 {
@@ -734,21 +728,21 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
             if (!(i == 0 && ids[0] == c->bos_id))
                 stream_id(&ts, ids[i]);
     }
-    double t0 = now_ms();
+    double t0 = (cli_now_s() * 1e3);
     if (!sp) {
         rc = forward_all(m, ids, np, 0, err);
     } else {
         for (int64_t i = 0; rc == 0 && i < np; i++) {
-            double tp = now_ms();
+            double tp = (cli_now_s() * 1e3);
             rc = model_forward(m, ids + i, 1, i, err);
             if (rc == 0 && o->stats_file)
-                rc = record(&st, m, sp, i, REC_PROMPT, now_ms() - tp, 0, 0, -1, err);
+                rc = record(&st, m, sp, i, REC_PROMPT, (cli_now_s() * 1e3) - tp, 0, 0, -1, err);
         }
     }
     if (rc)
         goto out;
     model_logits(m, (np - 1) % m->s.max_batch, 1, logits);
-    st.prefill_ms = now_ms() - t0;
+    st.prefill_ms = (cli_now_s() * 1e3) - t0;
     if (o->dump_logits && (rc = dump_logits(o->dump_logits, logits, c->vocab_size, err)) != 0)
         goto out;
     int64_t pos = np;
@@ -761,13 +755,13 @@ static int generate(const cli_opts *o, source *src, const tok *tk, ierr *err)
             stream_id(&ts, next);
         if (g + 1 == n_gen)
             break;
-        double ts0 = now_ms();
+        double ts0 = (cli_now_s() * 1e3);
         uint64_t io0 = m->stats.io_ns, b0 = m->stats.ffn_bytes_read;
         rc = model_forward(m, &next, 1, pos++, err);
         if (rc)
             goto out;
         model_logits(m, 0, 1, logits);
-        rc = record(&st, m, sp, pos - 1, REC_GEN, now_ms() - ts0, io0, b0, -1, err);
+        rc = record(&st, m, sp, pos - 1, REC_GEN, (cli_now_s() * 1e3) - ts0, io0, b0, -1, err);
         if (rc)
             goto out;
         st.decode_steps++;
@@ -850,7 +844,7 @@ static int score_stream(ppl_run *R, const int32_t *ids, int64_t n, ierr *err)
         }
         for (int64_t i = 0; i < wl; i += m->s.max_batch) {
             int64_t b = wl - i < m->s.max_batch ? wl - i : m->s.max_batch;
-            double t0 = now_ms();
+            double t0 = (cli_now_s() * 1e3);
             uint64_t io0 = m->stats.io_ns, b0 = m->stats.ffn_bytes_read;
             int rc = model_forward(m, R->buf + i, b, i, err);
             if (rc)
@@ -865,7 +859,7 @@ static int score_stream(ppl_run *R, const int32_t *ids, int64_t n, ierr *err)
                     R->st.agree += top1;
                 }
             }
-            double ms = now_ms() - t0;
+            double ms = (cli_now_s() * 1e3) - t0;
             if (b == 1) {   /* one position at a time (sparse modes): a record each */
                 rc = record(&R->st, m, R->sp, i, REC_PPL, ms, io0, b0, top1, err);
                 if (rc)

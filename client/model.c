@@ -4,6 +4,7 @@
 #include "model.h"
 #include "activity.h"
 #include "checkpoint.h"
+#include "cli.h"
 #include "weight_matrix.h"
 
 #include <cblas.h>
@@ -137,12 +138,6 @@ static void matmul(model *m, float *out, const float *x, const void *w, const fl
                 out[i * outd + j] += b[j];
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- loading -------------------------------------------------------------- */
 
@@ -413,10 +408,10 @@ static int read_bundles(model *m, int64_t layer, int slots, int64_t j0, int64_t 
 {
     int64_t bb = source_bundle_bytes(m->src);
     size_t len = (size_t)nb * (size_t)bb;
-    uint64_t t0 = now_ns(), off = (uint64_t)j0 * (uint64_t)bb;
+    uint64_t t0 = cli_now_ns(), off = (uint64_t)j0 * (uint64_t)bb;
     int rc = slots ? source_read_ffn_slots(m->src, layer, off, dst, len, err)
                    : source_read_ffn(m->src, layer, off, dst, len, err);
-    m->stats.io_ns += now_ns() - t0;
+    m->stats.io_ns += cli_now_ns() - t0;
     if (rc)
         return rc;
     m->stats.ffn_bytes_read += len;

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "activity.h"
+#include "cli.h"
 #include "coalesce.h"
 #include "read_pool.h"
 #include "neuron_matrix.h"
@@ -75,12 +76,6 @@ struct sparse {
     int64_t       tokens;     /* tokens whose last layer is done */
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void sparse_opts_init(sparse_opts *o, sparse_mode mode)
 {
@@ -524,9 +519,9 @@ static int load_ids(sparse *sp, int64_t l, const int32_t *ids, int64_t cnt, spar
     }
     if (rc == 0) {
         sp->job_layer = l;
-        uint64_t t0 = now_ns();
+        uint64_t t0 = cli_now_ns();
         rc = ioq_run(sp->q, sp->plan.n_reqs, read_job, sp, err);
-        t->io_ns += now_ns() - t0;
+        t->io_ns += cli_now_ns() - t0;
     }
     if (rc) {
         for (int64_t j = 0; j < reserved; j++)
@@ -583,7 +578,7 @@ static int layer_token(sparse *sp, int64_t l, const float *x, float *y, sparse_c
     nmat *nm = Ly->nm;
     window *win = Ly->win;
     int64_t cap = nmat_capacity(nm), d = sp->d;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cli_now_ns();
 
     /* select */
     int64_t ntrue = sp->truth ? true_set(sp, l, x) : 0;
@@ -604,7 +599,7 @@ static int layer_token(sparse *sp, int64_t l, const float *x, float *y, sparse_c
         t->active += ntrue;
         t->hits += hits;
     }
-    uint64_t t1 = now_ns();
+    uint64_t t1 = cli_now_ns();
     t->select_ns += t1 - t0;
 
     /* window: push, shrink to the capacity, maybe grow back, evict */
@@ -667,7 +662,7 @@ static int layer_token(sparse *sp, int64_t l, const float *x, float *y, sparse_c
     if (sp->truth)
         for (int64_t i = 0; i < ntrue; i++)
             sp->mark[sp->tset[i]] = 0;
-    t->ffn_ns += now_ns() - t0;
+    t->ffn_ns += cli_now_ns() - t0;
     return 0;
 }
 

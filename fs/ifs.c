@@ -145,9 +145,9 @@ int ifs_opts_check(const ifs_opts *o, ierr *err)
 static ssize_t ffn_readv(void *ctx, uint64_t off, const struct iovec *iov, int iovcnt)
 {
     ifs *m = ctx;
-    uint64_t t0 = fsstat_now_ns();
+    uint64_t t0 = cli_now_ns();
     ssize_t r = io_preadv(m->ffn_fd, iov, iovcnt, off, IFL_FFN_NAME);
-    fsstat_read(m->fst_store, FSSTAT_OTHER, r > 0 ? (uint64_t)r : 0, fsstat_now_ns() - t0, r < 0);
+    fsstat_read(m->fst_store, FSSTAT_OTHER, r > 0 ? (uint64_t)r : 0, cli_now_ns() - t0, r < 0);
     if (r < 0)
         return r;
     if (!m->direct)   /* keep the DRAM budget honest without O_DIRECT too */
@@ -262,7 +262,7 @@ int ifs_render_stats(ifs *m, int json, char **out, size_t *len)
 #define U(k, v) { .key = k, .u = (uint64_t)(v) }
 #define R(k, v) { .key = k, .is_real = 1, .d = (v) }
     const fsstat_kv kv[] = {
-        R("uptime_s", (double)(fsstat_now_ns() - m->t_mount_ns) / 1e9),
+        R("uptime_s", (double)(cli_now_ns() - m->t_mount_ns) / 1e9),
         U("requests", all.requests),
         U("bytes_served", all.bytes),
         U("errors", all.errors),
@@ -504,7 +504,7 @@ int ifs_open(const char *store_dir_path, const ifs_opts *o, ifs **out, ierr *err
         goto fail;
     }
     m->scratch_key_ok = 1;
-    m->t_mount_ns = fsstat_now_ns();
+    m->t_mount_ns = cli_now_ns();
     rc = store_open(store_dir_path, &m->st, err);
     if (rc < 0)
         goto fail;
@@ -736,7 +736,7 @@ static int verify_ffn(ifs *m, int64_t layer, ifs_scratch *sc, int final, ierr *e
             if (atomic_load_explicit(&vg[s], memory_order_relaxed) == gen)
                 continue;                 /* checked since these fills */
             if (!t0)
-                t0 = fsstat_now_ns();
+                t0 = cli_now_ns();
             uint64_t sum = 0;
             int short_chunk = 0;
             if (c0 == c1) {               /* the usual case: one piece */
@@ -780,7 +780,7 @@ static int verify_ffn(ifs *m, int64_t layer, ifs_scratch *sc, int final, ierr *e
         }
     }
     if (t0) {
-        atomic_fetch_add(&m->ver_ns, fsstat_now_ns() - t0);
+        atomic_fetch_add(&m->ver_ns, cli_now_ns() - t0);
         atomic_fetch_add(&m->ver_bundles, checked);
         atomic_fetch_add(&m->ver_bytes, checked * B);
     }
@@ -956,7 +956,7 @@ static int verify_tensor(ifs *m, size_t i, const void *got, uint64_t off, uint64
 {
     const store_tensor *t = store_tensor_at(m->st, i);
     ifs_tensor *ts = &m->tens[i];
-    uint64_t t0 = fsstat_now_ns();
+    uint64_t t0 = cli_now_ns();
     ierr line = IERR_INIT;
     int rc;
     if (off == 0 && len == t->bytes) {
@@ -969,7 +969,7 @@ static int verify_tensor(ifs *m, size_t i, const void *got, uint64_t off, uint64
         if (rc == 1)
             return 0;                     /* another read checked it meanwhile */
     }
-    atomic_fetch_add(&m->ver_ns, fsstat_now_ns() - t0);
+    atomic_fetch_add(&m->ver_ns, cli_now_ns() - t0);
     atomic_fetch_add(&m->ver_bytes, t->bytes);
     if (rc == 0) {
         atomic_fetch_add(&m->ver_tensors, 1);
@@ -1064,5 +1064,5 @@ void ifs_account(ifs *m, const tree_node *n, uint64_t bytes, uint64_t t0_ns, int
     fsstat_kind k = n->kind == TREE_FFN || n->kind == TREE_FFN_SLOTS ? FSSTAT_FFN
                     : n->kind == TREE_TENSOR                        ? FSSTAT_TENSOR
                                                                     : FSSTAT_OTHER;
-    fsstat_read(m->fst, k, bytes, fsstat_now_ns() - t0_ns, failed);
+    fsstat_read(m->fst, k, bytes, cli_now_ns() - t0_ns, failed);
 }

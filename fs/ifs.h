@@ -111,7 +111,7 @@ int  ifs_read(ifs *m, ifs_file *f, uint64_t off, uint64_t len, ifs_reply *r, ier
 /* Release a reply (on any thread; before ifs_close). */
 void ifs_reply_free(ifs *m, ifs_reply *r);
 
-/* Account a finished read request (latency from t0_ns, fsstat_now_ns()). */
+/* Account a finished read request (latency from t0_ns, cli_now_ns()). */
 void ifs_account(ifs *m, const tree_node *n, uint64_t bytes, uint64_t t0_ns, int failed);
 
 /* Render the stats (json = 0: stats, 1: stats.json): malloc'd buffer. */

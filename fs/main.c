@@ -209,7 +209,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)ino;
-    uint64_t t0 = fsstat_now_ns();
+    uint64_t t0 = cli_now_ns();
     fsd *d = req_fsd(req);
     ifs_file *f = ((open_file *)(uintptr_t)fi->fh)->f;
     /* the file may be released as soon as the reply is out: take what we need now */

@@ -29,12 +29,6 @@ void fsstat_free(fsstat *s)
     free(s);
 }
 
-uint64_t fsstat_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 unsigned fsstat_bucket(uint64_t v)
 {

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli.h"   /* cli_now_ns: the clock of every timing here */
+
 typedef enum {
     FSSTAT_FFN = 0,   /* layers/NN/ffn */
     FSSTAT_TENSOR,    /* tensors/... */
@@ -35,8 +37,6 @@ typedef struct {
 /* A consistent-enough snapshot of one kind (or all kinds if k == FSSTAT_NKINDS). */
 void fsstat_view(const fsstat *s, fsstat_kind k, fsstat_kind_view *out);
 
-/* Monotonic clock in ns. */
-uint64_t fsstat_now_ns(void);
 
 /* Histogram helpers, exposed for tests: bucket of a value, and the midpoint
  * of a bucket's range. Buckets are exact below 8 and 1/8 of a power of two

@@ -1,4 +1,4 @@
-/* cli.c: command-line number parsing (cli.h). */
+/* cli.c: command-line number parsing and the clock (cli.h). */
 #include "cli.h"
 
 #include <ctype.h>
@@ -9,6 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+uint64_t cli_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+double cli_now_s(void)
+{
+    return (double)cli_now_ns() * 1e-9;
+}
 
 int cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {

@@ -1,9 +1,14 @@
 /* cli.h: command-line number parsing shared by every program (client,
- * daemon, tools, benchmarks): whole strings only, range-checked. */
+ * daemon, tools, benchmarks): whole strings only, range-checked; and the
+ * one clock their timings and progress lines read. */
 #ifndef INFLASH_CLI_H
 #define INFLASH_CLI_H
 
 #include <stdint.h>
+
+/* The monotonic clock (CLOCK_MONOTONIC), in nanoseconds and in seconds. */
+uint64_t cli_now_ns(void);
+double   cli_now_s(void);
 
 /* A decimal integer in [lo, hi]: 0 and *out, or -1. */
 int cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);

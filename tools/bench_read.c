@@ -76,7 +76,7 @@ static void *read_worker(void *arg)
     pthread_barrier_wait(&r->start);
     for (int64_t i = w->t; buf && i < r->n; i += r->n_threads) {
         int64_t l = r->layer_of[i], j = r->id_of[i];
-        uint64_t t0 = fsstat_now_ns();
+        uint64_t t0 = cli_now_ns();
         ssize_t got;
         if (r->direct) {
             const store_layer *L = store_layer_at(r->st, l);
@@ -87,7 +87,7 @@ static void *read_worker(void *arg)
         } else {
             got = pread(r->layer_fd[l], buf, (size_t)r->bundle, (off_t)(j * r->bundle));
         }
-        sum += fsstat_now_ns() - t0;
+        sum += cli_now_ns() - t0;
         if (got != r->bundle)
             errors++;
     }
@@ -121,10 +121,10 @@ static double run_threads(run *r)
         return -1;
     }
     pthread_barrier_wait(&r->start);
-    uint64_t t0 = fsstat_now_ns();
+    uint64_t t0 = cli_now_ns();
     for (unsigned t = 0; t < started; t++)
         pthread_join(th[t], NULL);
-    double wall = (double)(fsstat_now_ns() - t0) / 1e9;
+    double wall = (double)(cli_now_ns() - t0) / 1e9;
     pthread_barrier_destroy(&r->start);
     pthread_mutex_destroy(&r->mu);
     return r->errors ? -1 : wall;

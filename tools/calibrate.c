@@ -161,12 +161,6 @@ static void usage(FILE *f)
             "Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- the token stream ------------------------------------------------------- */
 
@@ -736,13 +730,13 @@ static int run_fit(run *R, ierr *err)
     const cal_opts *o = R->o;
     const hp_config *hp = R->hp;
     const int64_t F = hp->d_ffn, gated = hp->gated, thresholded = !R->exact;
-    double t = now_s();
+    double t = cli_now_s();
     int rc = samples_new(hp, &R->cal, 1, (int)thresholded, &R->S, err);
     samples_criterion(R, &R->S);
     if (!rc)
         rc = collect(R->mdl, &R->cal, &R->S, "calibration forward", err);
-    R->t_fwd = now_s() - t;
-    t = now_s();
+    R->t_fwd = cli_now_s() - t;
+    t = cli_now_s();
     float *W = rc ? NULL : malloc((size_t)(F * hp->d_model) * sizeof *W);
     if (!rc && !W)
         rc = ierr_set(err, -ENOMEM, "out of memory");
@@ -766,7 +760,7 @@ static int run_fit(run *R, ierr *err)
             samples_free_layer(&R->S, l);
     }
     free(W);
-    R->t_train = now_s() - t;
+    R->t_train = cli_now_s() - t;
     return rc;
 }
 
@@ -778,14 +772,14 @@ static int run_report(run *R, ierr *err)
     const hp_config *hp = R->hp;
     int rc = 0;
     if (o->eval) {
-        double t = now_s();
+        double t = cli_now_s();
         samples_free(&R->S);
         rc = samples_new(hp, &R->ev, 0, 0, &R->S, err);
         R->S.act_thr = R->act_thr;
         samples_criterion(R, &R->S);
         if (!rc)
             rc = collect(R->mdl, &R->ev, &R->S, "eval forward", err);
-        R->t_eval = now_s() - t;
+        R->t_eval = cli_now_s() - t;
         if (rc)
             return rc;
     }
@@ -822,7 +816,7 @@ static int run_write(run *R, ierr *err)
 {
     const cal_opts *o = R->o;
     const int64_t F = R->hp->d_ffn;
-    double t = now_s();
+    double t = cli_now_s();
     store_calib *rows = calloc((size_t)R->L, sizeof *rows);
     int64_t *slots = malloc((size_t)F * sizeof *slots);
     int rc = rows && slots ? 0 : ierr_set(err, -ENOMEM, "out of memory");
@@ -851,7 +845,7 @@ static int run_write(run *R, ierr *err)
     }
     free(rows);
     free(slots);
-    R->t_write = now_s() - t;
+    R->t_write = cli_now_s() - t;
     return rc;
 }
 
@@ -860,7 +854,7 @@ static int calibrate(const cal_opts *o, ierr *err)
     run R;
     memset(&R, 0, sizeof R);
     R.o = o;
-    double t0 = now_s();
+    double t0 = cli_now_s();
     int rc = run_open(&R, err);
     if (!rc)
         rc = run_fit(&R, err);
@@ -871,7 +865,7 @@ static int calibrate(const cal_opts *o, ierr *err)
     if (!rc && o->verbosity > 0)
         printf("calibrated %s: %" PRId64 " tokens, %s; time %.1f s (forward %.1f, training %.1f, eval %.1f, "
                "write %.1f)\n", o->store_dir, R.cal.tokens, o->reorder ? "neurons reordered hot-first"
-               : "neuron order unchanged", now_s() - t0, R.t_fwd, R.t_train, R.t_eval, R.t_write);
+               : "neuron order unchanged", cli_now_s() - t0, R.t_fwd, R.t_train, R.t_eval, R.t_write);
     run_free(&R);
     return rc;
 }

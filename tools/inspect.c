@@ -191,17 +191,11 @@ typedef struct {
     int      quiet;               /* -q: no progress lines */
 } verify_run;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void progress(verify_run *v, uint64_t bytes, const char *where)
 {
     v->done += bytes;
-    double t = now_s();
+    double t = cli_now_s();
     if (v->quiet || t - v->t_last < 3.0)
         return;
     v->t_last = t;
@@ -234,7 +228,7 @@ static int verify_store(const store *s, int quiet)
 {
     const hp_config *hp = store_hparams(s);
     const uint64_t B = (uint64_t)store_bundle_bytes(s);
-    verify_run v = { .t0 = now_s(), .quiet = quiet };
+    verify_run v = { .t0 = cli_now_s(), .quiet = quiet };
     uint64_t dense = 0, n_neurons = 0;
     for (size_t i = 0; i < store_tensor_count(s); i++)
         dense += store_tensor_at(s, i)->bytes;
@@ -279,7 +273,7 @@ static int verify_store(const store *s, int quiet)
             progress(&v, (uint64_t)n * B, where);
         }
     }
-    double dt = now_s() - v.t0;
+    double dt = cli_now_s() - v.t0;
     if (bad_tensors || v.bad_neurons)
         printf("verify: DAMAGED: %" PRId64 " of %zu tensors and %" PRId64 " of %" PRIu64
                " neurons do not match the index (%.1f MB checked in %.1f s)\n", bad_tensors, store_tensor_count(s),

@@ -646,16 +646,10 @@ typedef struct {
     void    *buf;            /* one row in the store dtype */
 } mk_out;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void progress(mk_out *w, const char *what, int final)
 {
-    double dt = now_s() - w->t0;
+    double dt = cli_now_s() - w->t0;
     double gb = (double)w->written / 1e9, tot = (double)w->total / 1e9;
     fprintf(stderr, "%s" PROG ": %-48s %6.2f / %.2f GB  %4.0f MB/s%s", w->tty ? "\r" : "", what, gb, tot,
             dt > 0 ? (double)w->written / 1e6 / dt : 0.0, w->tty && !final ? "" : "\n");
@@ -1309,7 +1303,7 @@ static int write_tensors(mk_gen *g, const t_plan *plan, const char *dir, ierr *e
     w.buf = malloc((size_t)maxc * 4);
     float *row = calloc((size_t)(2 * maxc + hp->max_pos + 2), sizeof *row);
     int rc = w.buf && row ? 0 : ierr_set(err, -ENOMEM, "out of memory");
-    w.t0 = now_s();
+    w.t0 = cli_now_s();
     w.tty = isatty(2);
     if (!rc)
         fprintf(stderr, PROG ": %s%s, %" PRId64 " layers, %s, %.2f GB in %d shard%s -> %s\n", o->shape->name,

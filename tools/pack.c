@@ -357,19 +357,13 @@ typedef struct {
     uint64_t    params_dense, params_ffn;
 } packer;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* The progress line: rewritten in place on a terminal, else only the last. */
 static void progress(packer *p, int64_t layer)
 {
     if (p->quiet || (!p->tty && layer < p->hp.n_layers))
         return;
-    double mb = (double)storew_bytes_written(p->w) / 1e6, dt = now() - p->t0;
+    double mb = (double)storew_bytes_written(p->w) / 1e6, dt = cli_now_s() - p->t0;
     fprintf(stderr, "%s" PROG ": layer %" PRId64 "/%" PRId64 ", %.1f MB written, %.1f MB/s ", p->tty ? "\r" : "",
             layer, p->hp.n_layers, mb, dt > 0 ? mb / dt : 0.0);
     p->progress = 1;
@@ -456,7 +450,7 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
         rc = read_tensor(p, src[k], &m[k], err);
     if (!rc)
         rc = storew_begin_layer(p->w, layer, f, err);
-    double last = now();
+    double last = cli_now_s();
     for (int64_t j0 = 0; j0 < f && !rc; j0 += BUNDLE_BLOCK) {
         size_t nb = (size_t)(f - j0 < BUNDLE_BLOCK ? f - j0 : BUNDLE_BLOCK);
         fill_bundles(p, src, m, parts, j0, nb, bundles, col, row);
@@ -464,9 +458,9 @@ static int pack_layer(packer *p, int64_t layer, const st_tensor *up, const st_te
             rc = storew_add_bundle(p->w, bundles + jj * (size_t)B, err);
         if (!rc)
             rc = interrupted(err);
-        if (now() - last > 0.5) {
+        if (cli_now_s() - last > 0.5) {
             progress(p, layer);
-            last = now();
+            last = cli_now_s();
         }
     }
     p->params_ffn += (uint64_t)(parts * (size_t)d * (size_t)f);
@@ -525,7 +519,7 @@ static int write_store(packer *p, const char *cfg, size_t cfg_len, const tokz *t
     if (!rc)
         rc = tokz_write(tz, p->w, err);
     free(cfg_text);
-    p->t0 = now();
+    p->t0 = cli_now_s();
     for (size_t i = 0; i < p->wants.n && !rc; i++) {
         if (p->wants.w[i].t.role != CKPT_DENSE || !p->wants.w[i].src)
             continue;                             /* FFN matrix, or optional and absent */
@@ -711,7 +705,7 @@ int main(int argc, char **argv)
 
     ierr err = IERR_INIT;
     struct stat st;
-    double t0 = now();
+    double t0 = cli_now_s();
     int rc;
     if (stat(p.src.dir, &st) < 0 || !realpath(p.src.dir, p.src.real))
         rc = ierr_set(&err, -errno, "%s: %s", p.src.dir, strerror(errno));
@@ -722,7 +716,7 @@ int main(int argc, char **argv)
     if (p.progress)
         fputc('\n', stderr);
     if (!rc)
-        rc = summary(&p, now() - t0, &err);
+        rc = summary(&p, cli_now_s() - t0, &err);
     if (rc)
         fprintf(stderr, PROG ": %s\n", err.msg);
     storew_free(p.w);
